@@ -1,0 +1,1 @@
+//! The `resi` command. (Being written.)

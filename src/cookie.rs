@@ -1,0 +1,1 @@
+//! Merge cookies. (Being written.)

@@ -1,0 +1,1 @@
+//! Modify dispatch and the extension registry. (Being written.)

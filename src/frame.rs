@@ -1,0 +1,1 @@
+//! Path frames and their codec. (Being written.)

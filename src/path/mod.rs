@@ -1,0 +1,3 @@
+//! Transports that carry path frames.
+
+pub mod tcp;

@@ -1,0 +1,22 @@
+//! Generated protobuf messages (from `proto/`, compiled by `build.rs`).
+
+/// The extensible ESI: `Extension`, `ModifyRequest`, `ModifyResponse`.
+pub mod esi {
+    include!(concat!(env!("OUT_DIR"), "/lib/esi.rs"));
+}
+
+/// The RESI redundancy extension and path control messages.
+pub mod resi {
+    include!(concat!(env!("OUT_DIR"), "/lib/resi.rs"));
+}
+
+/// Extension id of the RESI redundancy extension.
+pub const REDUNDANCY_EXTENSION_ID: u32 = 1;
+
+/// Extension id of the hop-information extension: answered by the first
+/// resi hop that sees it, with that hop's name and version (useful to find
+/// out which hop handled a call).
+pub const HOP_INFO_EXTENSION_ID: u32 = 2;
+
+/// gRPC path of the Modify call.
+pub const MODIFY_PATH: &str = "/esi.Esi/Modify";

@@ -1,0 +1,1 @@
+//! The session protocol state machine. (Being written.)

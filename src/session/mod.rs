@@ -1,0 +1,89 @@
+//! The redundant session: one reliable, ordered byte stream in each
+//! direction, carried over every live path at once.
+//!
+//! - [`machine`]: the protocol state machine. It owns sequence numbers,
+//!   acknowledgements, the send buffer, per-path cursors, the agreement
+//!   buffer (strict/permissive delivery), heartbeats and the live-path set.
+//!   It never touches a socket or reads a clock: the caller feeds it frames
+//!   and the current time and asks it what to send and deliver.
+//! - [`driver`]: runs one machine on tokio: a task per session (not per
+//!   frame), a reader and a writer task per path, and [`SessionStream`], the
+//!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over.
+//! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
+//! - [`client`]: the dialling side: open, merge every path, redial.
+
+pub mod client;
+pub mod driver;
+pub mod machine;
+pub mod registry;
+
+use std::time::Duration;
+
+pub use driver::{SessionHandle, SessionStream};
+
+/// How copies arriving over several paths become one delivered stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Deliver a byte only once every live path has carried an identical
+    /// copy of it.
+    #[default]
+    Strict,
+    /// Deliver the first copy; later copies are checked while they are still
+    /// buffered and then dropped.
+    Permissive,
+}
+
+/// Session parameters (from `[Resi]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: Mode,
+    /// How often each side sends a PING on each path.
+    pub heartbeat_interval: Duration,
+    /// A path from which nothing arrived for this long is dead.
+    pub dead_timeout: Duration,
+    /// Cap of the dialler's exponential redial backoff.
+    pub redial_max_backoff: Duration,
+    /// How long a session with no live path waits for one to come back.
+    pub resume_timeout: Duration,
+    /// Lifetime of a merge cookie.
+    pub cookie_ttl: Duration,
+    /// Bytes the sender may have unacknowledged (also bounds the receiver's
+    /// buffers).
+    pub send_window: usize,
+    /// Largest frame accepted on a path.
+    pub max_frame: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            mode: Mode::Strict,
+            heartbeat_interval: Duration::from_millis(200),
+            dead_timeout: Duration::from_millis(1000),
+            redial_max_backoff: Duration::from_secs(2),
+            resume_timeout: Duration::from_secs(30),
+            cookie_ttl: Duration::from_secs(60),
+            send_window: 16 << 20,
+            max_frame: 1 << 20,
+        }
+    }
+}
+
+/// Why a session ended or could not be set up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("copies of the stream differ at byte {offset} (strict mode): session failed closed")]
+    Mismatch { offset: u64 },
+    #[error("no path came back within {0:?}")]
+    ResumeTimeout(Duration),
+    #[error("handshake refused: {0}")]
+    Refused(crate::grpc::Status),
+    #[error("peer closed the session: {0}")]
+    PeerClosed(String),
+    #[error("session closed locally")]
+    Closed,
+    #[error("could not reach any path: {0}")]
+    Unreachable(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
