@@ -1,0 +1,1 @@
+//! Test ESI/Echo servers and clients (tonic).
