@@ -268,7 +268,7 @@ impl Upstream {
                     let _ = tcp.set_nodelay(true);
                     let (tx, driver) = h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
                     let kind = UpstreamKind::Plain { addr: addr.clone() };
-                    return Ok((addr, Conn { tx, kind, driver, session: None }));
+                    return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
                 }
                 Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
                 Err(_) => errors.push(format!("{addr}: connect timed out after {:?}", self.connect_timeout)),
@@ -318,7 +318,7 @@ impl Upstream {
         match h2_client(stream).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.addrs.len() };
-                Ok(Conn { tx, kind, driver, session: Some(handle) })
+                Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
             }
             Err(e) => {
                 handle.close();
@@ -334,6 +334,9 @@ struct Conn {
     tx: SendRequest<ReqBody>,
     kind: UpstreamKind,
     driver: JoinHandle<()>,
+    /// The driver task has been awaited to completion (a `JoinHandle` must
+    /// not be polled again).
+    driver_done: bool,
     session: Option<SessionHandle>,
 }
 
@@ -342,11 +345,15 @@ impl Conn {
     async fn broken(&mut self) -> String {
         match self.session.clone() {
             Some(session) => tokio::select! {
-                _ = &mut self.driver => "HTTP/2 connection over the session ended".into(),
+                _ = &mut self.driver => {
+                    self.driver_done = true;
+                    "HTTP/2 connection over the session ended".into()
+                }
                 e = session.closed() => format!("session ended: {e}"),
             },
             None => {
                 let _ = (&mut self.driver).await;
+                self.driver_done = true;
                 "HTTP/2 connection ended".into()
             }
         }
@@ -358,8 +365,10 @@ impl Conn {
         if let Some(s) = &self.session {
             s.close();
         }
-        self.driver.abort();
-        let _ = self.driver.await;
+        if !self.driver_done {
+            self.driver.abort();
+            let _ = self.driver.await;
+        }
     }
 }
 
