@@ -61,12 +61,12 @@ pub struct CookieJar {
 
 impl CookieJar {
     /// Issues a cookie for `session`, valid for `ttl` from `now`.
-    pub fn issue(&mut self, session: SessionId, ttl: Duration, now: Instant) -> Vec<u8> {
+    pub fn issue(&mut self, session: SessionId, ttl: Duration, now: Instant) -> bytes::Bytes {
         self.purge(now);
         let mut cookie = vec![0u8; COOKIE_LEN];
         rand::rng().fill_bytes(&mut cookie);
         self.live.insert(cookie.clone(), Issued { session, expires: now + ttl });
-        cookie
+        cookie.into()
     }
 
     /// Redeems a cookie: it is consumed whatever the outcome.
