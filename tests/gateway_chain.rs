@@ -186,7 +186,7 @@ async fn end_gateway_restart_is_survived() {
         let up = start_echo().await;
         let end_addr = free_addr().await.to_string();
         let end = Gateway::start(config("end", &end_addr, &[up.addr.to_string()], Mode::Strict)).unwrap();
-        let client = gw("client", &[end_addr.clone()], Mode::Strict);
+        let client = gw("client", std::slice::from_ref(&end_addr), Mode::Strict);
         let mut c = echo_client(client.local_addrs()[0]).await;
         c.unary(msg(b"one", 0, "")).await.unwrap();
         wait_resi(&client).await;

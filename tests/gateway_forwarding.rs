@@ -270,7 +270,10 @@ async fn garbage_and_half_open_connections_harm_no_one() {
         let bad_h2 = TcpStream::connect(addr).await.unwrap();
         {
             let mut bad_h2 = bad_h2;
-            bad_h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\x00\x00\x00\x00\x00garbage").await.unwrap();
+            bad_h2
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\x00\x00\x00\x00\x00garbage")
+                .await
+                .unwrap();
         }
 
         c.unary(msg(b"during", 0, "")).await.unwrap();
@@ -479,10 +482,8 @@ async fn modify_runtime_handlers() {
         let ext = c.modify(modify_req(500, false, b"abc")).await.unwrap().into_inner().ext.unwrap();
         assert_eq!((ext.id, ext.data.as_ref()), (500, b"handled:abc".as_slice()));
 
-        gw.extensions().register(
-            501,
-            handler_fn(|_ext| async move { Err(RStatus::new(RCode::PermissionDenied, "not for you")) }),
-        );
+        gw.extensions()
+            .register(501, handler_fn(|_ext| async move { Err(RStatus::new(RCode::PermissionDenied, "not for you")) }));
         let st = c.modify(modify_req(501, true, b"")).await.unwrap_err();
         assert_eq!((st.code(), st.message()), (Code::PermissionDenied, "not for you"));
 

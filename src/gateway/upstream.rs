@@ -64,9 +64,15 @@ pub enum UpstreamKind {
 enum Link {
     /// Being (re)connected; no attempt outcome yet.
     Connecting,
-    Ready { tx: SendRequest<ReqBody>, kind: UpstreamKind, session: Option<SessionHandle> },
+    Ready {
+        tx: SendRequest<ReqBody>,
+        kind: UpstreamKind,
+        session: Option<SessionHandle>,
+    },
     /// The last attempt failed with this error.
-    Down { error: Arc<str> },
+    Down {
+        error: Arc<str>,
+    },
 }
 
 #[derive(Clone)]
@@ -95,10 +101,8 @@ impl Upstream {
             1 => addrs[0].clone(),
             _ => addrs.join(", "),
         };
-        let authority = addrs
-            .first()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
+        let authority =
+            addrs.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
         let (state, _) = watch::channel(State { link: Link::Connecting, attempts: 0 });
         Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout })
     }
@@ -217,7 +221,8 @@ impl Upstream {
             match attempt {
                 Ok(mut conn) => {
                     tracing::info!(upstream = %self.label, kind = ?conn.kind, "upstream connected");
-                    let link = Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
+                    let link =
+                        Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
                     self.publish(link, true);
                     let why = tokio::select! {
                         _ = stop.cancelled() => None,
