@@ -129,7 +129,7 @@ impl Upstream {
         self.complete_uri(&mut req);
         let mut retried = false;
         loop {
-            let mut tx = self.ready_sender().await?;
+            let mut tx = self.ready_sender(&req).await?;
             match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
                 Err(mut e) => match e.take_message() {
@@ -169,7 +169,7 @@ impl Upstream {
     }
 
     /// The live connection, or the outcome of the next attempt to make one.
-    async fn ready_sender(&self) -> Result<SendRequest<ReqBody>, Status> {
+    async fn ready_sender(&self, req: &Request<ReqBody>) -> Result<SendRequest<ReqBody>, Status> {
         let base = {
             let st = self.state.borrow();
             match &st.link {
@@ -179,7 +179,10 @@ impl Upstream {
         };
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
-        let deadline = Instant::now() + self.connect_timeout;
+        // Wait no longer than the caller is willing to.
+        let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
+        let wait = caller.map_or(self.connect_timeout, |t| t.min(self.connect_timeout));
+        let deadline = Instant::now() + wait;
         loop {
             {
                 let st = rx.borrow_and_update();
@@ -192,6 +195,10 @@ impl Upstream {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(self.unavailable("gateway is shutting down")),
+                Err(_) if wait < self.connect_timeout => {
+                    let why = format!("deadline expired while waiting for upstream {}", self.label);
+                    return Err(Status::new(Code::DeadlineExceeded, why));
+                }
                 Err(_) => {
                     let why = format!("not reachable within {:?}", self.connect_timeout);
                     return Err(self.unavailable(&why));
@@ -209,8 +216,24 @@ impl Upstream {
         });
     }
 
+    /// Runs the manager until `stop`, restarting it should it ever panic
+    /// (calls would otherwise wait for an upstream nobody connects).
+    pub(crate) async fn supervise(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
+        loop {
+            let run = AssertUnwindSafe(self.clone().run(cfg.clone(), stop.clone()));
+            match run.catch_unwind().await {
+                Ok(()) => return,
+                Err(_) => {
+                    tracing::error!(upstream = %self.label, "upstream manager panicked; restarting it");
+                    self.publish(Link::Down { error: "upstream manager failed".into() }, true);
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                }
+            }
+        }
+    }
+
     /// The manager task: connect, publish, watch, reconnect; until `stop`.
-    pub(crate) async fn run(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
+    async fn run(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
         while !stop.is_cancelled() {
             let started = Instant::now();
