@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::extension::ExtensionRegistry;
 use crate::session::registry::SessionRegistry;
+use crate::session::SessionHandle;
 
 pub use upstream::UpstreamKind;
 
@@ -67,6 +68,7 @@ pub(crate) struct Shared {
 pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    registry: Arc<SessionRegistry>,
     stop_server: CancellationToken,
     stop_upstream: CancellationToken,
     tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
@@ -103,7 +105,7 @@ impl Gateway {
         let supervisor = listener::Supervisor {
             listeners,
             sessions,
-            registry,
+            registry: registry.clone(),
             shared: shared.clone(),
             stop: stop_server.clone(),
             grace: resi.shutdown_grace,
@@ -111,7 +113,7 @@ impl Gateway {
         let server = tokio::spawn(supervisor.run());
         let manager = tokio::spawn(upstream.run(session_cfg, stop_upstream.clone()));
         tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
-        Ok(Gateway { local_addrs, shared, stop_server, stop_upstream, tasks: Some((server, manager)) })
+        Ok(Gateway { local_addrs, shared, registry, stop_server, stop_upstream, tasks: Some((server, manager)) })
     }
 
     /// The bound listen addresses (real ports when the configuration said 0).
@@ -134,6 +136,16 @@ impl Gateway {
     /// What the upstream turned out to be, while connected.
     pub fn upstream_kind(&self) -> Option<UpstreamKind> {
         self.shared.upstream.kind()
+    }
+
+    /// The session this gateway dialled to a resi upstream, while connected.
+    pub fn upstream_session(&self) -> Option<SessionHandle> {
+        self.shared.upstream.session()
+    }
+
+    /// Sessions client gateways opened to this gateway.
+    pub fn sessions(&self) -> &Arc<SessionRegistry> {
+        &self.registry
     }
 
     /// Stops accepting, sends GOAWAY on every connection, lets in-flight

@@ -64,7 +64,7 @@ pub enum UpstreamKind {
 enum Link {
     /// Being (re)connected; no attempt outcome yet.
     Connecting,
-    Ready { tx: SendRequest<ReqBody>, kind: UpstreamKind },
+    Ready { tx: SendRequest<ReqBody>, kind: UpstreamKind, session: Option<SessionHandle> },
     /// The last attempt failed with this error.
     Down { error: Arc<str> },
 }
@@ -107,6 +107,14 @@ impl Upstream {
     pub(crate) fn kind(&self) -> Option<UpstreamKind> {
         match &self.state.borrow().link {
             Link::Ready { kind, .. } => Some(kind.clone()),
+            _ => None,
+        }
+    }
+
+    /// The session to a resi upstream, while connected (for statistics).
+    pub(crate) fn session(&self) -> Option<SessionHandle> {
+        match &self.state.borrow().link {
+            Link::Ready { session, .. } => session.clone(),
             _ => None,
         }
     }
@@ -209,7 +217,8 @@ impl Upstream {
             match attempt {
                 Ok(mut conn) => {
                     tracing::info!(upstream = %self.label, kind = ?conn.kind, "upstream connected");
-                    self.publish(Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone() }, true);
+                    let link = Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
+                    self.publish(link, true);
                     let why = tokio::select! {
                         _ = stop.cancelled() => None,
                         why = conn.broken() => Some(why),
@@ -305,15 +314,14 @@ impl Upstream {
     /// Joins the session the upstream gateway opened and runs HTTP/2 over it.
     async fn join_session(&self, opened: resi::OpenResponse, cfg: &SessionConfig) -> Result<Conn, String> {
         let session_id = opened.session_id.clone();
+        // No timeout of ours around it: `connect_tcp` bounds itself, and a
+        // dropped dial would leave its session behind. The session layer is
+        // another module: a panic there must not end the manager.
         let dial = client::connect_tcp(opened, self.addrs.clone(), cfg.clone());
-        // The session layer is another module: a panic there must not end
-        // the manager.
-        let joined = tokio::time::timeout(self.connect_timeout, AssertUnwindSafe(dial).catch_unwind()).await;
-        let (stream, handle) = match joined {
-            Err(_) => return Err(format!("no RESI path joined within {:?}", self.connect_timeout)),
-            Ok(Err(_)) => return Err("session layer panicked while joining paths".into()),
-            Ok(Ok(Err(e))) => return Err(format!("joining the session: {e}")),
-            Ok(Ok(Ok(pair))) => pair,
+        let (stream, handle) = match AssertUnwindSafe(dial).catch_unwind().await {
+            Err(_) => return Err("session layer panicked while joining paths".into()),
+            Ok(Err(e)) => return Err(format!("joining the session: {e}")),
+            Ok(Ok(pair)) => pair,
         };
         match h2_client(stream).await {
             Ok((tx, driver)) => {
