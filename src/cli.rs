@@ -243,11 +243,12 @@ async fn serve(cfg: Config) -> i32 {
         .unwrap_or_default();
     let name = cfg.resi.name.clone();
     let mode = crate::config::mode_name(cfg.resi.mode);
+    let listen = cfg.listen().join(", ");
     let gw = match crate::gateway::Gateway::start(cfg).await {
         Ok(g) => g,
         Err(e) => {
             tracing::error!("gateway failed to start: {e}");
-            eprintln!("resi: error: {origin}: cannot start the gateway: {e}");
+            eprintln!("resi: error: {origin}: cannot start the gateway (listen: {listen}): {e}");
             return EXIT_FAILURE;
         }
     };
