@@ -168,7 +168,7 @@ def test_config_forms_run_a_gateway(resi: ResiFactory, args):
     assert p.wait(20) == 0, p.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_an_idle_gateway_with_exit_0(resi: ResiFactory, sig):
     p = resi.gateway(listen="127.0.0.1:0", address="127.0.0.1:9")
     p.signal(sig)
