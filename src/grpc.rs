@@ -1,5 +1,8 @@
 //! Small gRPC helpers shared by the gateway and the session handshake.
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+
 /// gRPC status codes (the numeric values are fixed by the gRPC spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
@@ -60,4 +63,102 @@ impl Status {
     pub fn new(code: Code, message: impl Into<String>) -> Status {
         Status { code, message: message.into() }
     }
+}
+
+impl Status {
+    /// The status as a trailers-only gRPC response (HTTP 200, everything in
+    /// the HEADERS frame, no body).
+    pub fn to_response<B: Default>(&self) -> http::Response<B> {
+        let mut rsp = http::Response::new(B::default());
+        self.write_headers(rsp.headers_mut(), true);
+        rsp
+    }
+
+    /// Writes `grpc-status` and (if any) a percent-encoded `grpc-message`;
+    /// with `content_type`, also `content-type: application/grpc`.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap, content_type: bool) {
+        if content_type {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        }
+        headers.insert(GRPC_STATUS, status_code_value(self.code));
+        if !self.message.is_empty() {
+            let enc = percent_encoding::utf8_percent_encode(&self.message, GRPC_MESSAGE_SET).to_string();
+            if let Ok(v) = HeaderValue::try_from(enc) {
+                headers.insert(GRPC_MESSAGE, v);
+            }
+        }
+    }
+
+    /// Reads a status from response headers or trailers (`None` when there
+    /// is no `grpc-status`).
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Status> {
+        let code = headers.get(GRPC_STATUS)?.to_str().ok()?.trim().parse::<i32>().ok()?;
+        let message = headers
+            .get(GRPC_MESSAGE)
+            .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy().into_owned())
+            .unwrap_or_default();
+        Some(Status::new(Code::from_i32(code), message))
+    }
+}
+
+/// `content-type` of gRPC requests and responses.
+pub const CONTENT_TYPE: &str = "application/grpc";
+/// Trailer (or trailers-only header) carrying the status code.
+pub const GRPC_STATUS: &str = "grpc-status";
+/// Trailer carrying the percent-encoded status message.
+pub const GRPC_MESSAGE: &str = "grpc-message";
+/// Length of the gRPC message prefix: 1-byte compressed flag, 4-byte length.
+pub const FRAME_HEADER_LEN: usize = 5;
+
+/// Bytes the gRPC spec says must be percent-encoded in `grpc-message`:
+/// everything outside printable ASCII, and `%` itself.
+const GRPC_MESSAGE_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+fn status_code_value(code: Code) -> HeaderValue {
+    const VALUES: [&str; 17] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"];
+    HeaderValue::from_static(VALUES[code as usize])
+}
+
+/// Frames one uncompressed gRPC message.
+pub fn encode_frame(msg: &impl prost::Message) -> Bytes {
+    let len = msg.encoded_len();
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    msg.encode(&mut buf).expect("capacity reserved");
+    buf.freeze()
+}
+
+/// Extracts the single message of a unary gRPC body (the whole body,
+/// buffered). Compressed messages are refused: this hop does not inflate.
+pub fn decode_unary_frame(mut body: Bytes) -> Result<Bytes, Status> {
+    if body.len() < FRAME_HEADER_LEN {
+        return Err(Status::new(
+            Code::InvalidArgument,
+            format!("request body of {} bytes holds no gRPC message", body.len()),
+        ));
+    }
+    let compressed = body.get_u8();
+    let len = body.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::new(
+            Code::Unimplemented,
+            "compressed messages are not supported by this hop; send Modify uncompressed",
+        ));
+    }
+    if body.len() != len {
+        return Err(Status::new(
+            Code::InvalidArgument,
+            format!("gRPC message prefix says {len} bytes, body carries {}", body.len()),
+        ));
+    }
+    Ok(body)
+}
+
+/// A gRPC response trailer block carrying `status`.
+pub fn status_trailers(status: &Status) -> http::HeaderMap {
+    let mut t = http::HeaderMap::with_capacity(2);
+    status.write_headers(&mut t, false);
+    t
 }

@@ -1,5 +1,101 @@
 //! RESI paths over TCP.
+//!
+//! A TCP path starts with an 8-byte preface, so that one listener can take
+//! both HTTP/2 (whose preface starts `PRI `) and RESI paths, followed by a
+//! HELLO frame (an encoded `esi.ModifyRequest` carrying the redundancy
+//! extension) and its HELLO_REPLY. Frames follow in both directions.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::frame::{Frame, FrameError};
 
 /// First bytes a dialler writes on a TCP path; a gateway's listener tells a
 /// RESI path from HTTP/2 (whose preface starts `PRI `) by them.
 pub const PREFACE: &[u8; 8] = b"RESI\r\n\x00\x01";
+
+/// Largest HELLO or HELLO_REPLY accepted (they carry a few cookies).
+const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
+/// Why a path could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+    #[error("not a RESI path (bad preface)")]
+    BadPreface,
+    #[error("bad handshake frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("unexpected frame during the handshake")]
+    Unexpected,
+    #[error("connection closed during the handshake")]
+    Closed,
+}
+
+/// Opens a TCP connection with `TCP_NODELAY` set.
+pub async fn connect(addr: &str) -> Result<TcpStream, PathError> {
+    let stream = TcpStream::connect(addr).await.map_err(|source| PathError::Connect { addr: addr.to_string(), source })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Dials `addr` and performs the dialler's half of the handshake. Returns
+/// the stream, bytes read past the reply, and the HELLO_REPLY body.
+pub async fn dial(addr: &str, hello: Bytes, timeout: Duration) -> Result<(TcpStream, BytesMut, Bytes), PathError> {
+    let attempt = async {
+        let mut stream = connect(addr).await?;
+        let mut out = BytesMut::with_capacity(PREFACE.len() + hello.len() + 8);
+        out.extend_from_slice(PREFACE);
+        Frame::Hello(hello).encode(&mut out);
+        stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(4096);
+        match read_frame(&mut stream, &mut buf).await? {
+            Frame::HelloReply(body) => Ok((stream, buf, body)),
+            _ => Err(PathError::Unexpected),
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| PathError::Timeout(timeout))?
+}
+
+/// The acceptor's half: checks the preface and reads the HELLO body.
+pub async fn accept(stream: &mut TcpStream, timeout: Duration) -> Result<(BytesMut, Bytes), PathError> {
+    let attempt = async {
+        let mut preface = [0u8; 8];
+        stream.read_exact(&mut preface).await?;
+        if &preface != PREFACE {
+            return Err(PathError::BadPreface);
+        }
+        let mut buf = BytesMut::with_capacity(4096);
+        match read_frame(stream, &mut buf).await? {
+            Frame::Hello(body) => Ok((buf, body)),
+            _ => Err(PathError::Unexpected),
+        }
+    };
+    tokio::time::timeout(timeout, attempt).await.map_err(|_| PathError::Timeout(timeout))?
+}
+
+/// Writes a HELLO_REPLY.
+pub async fn reply(stream: &mut TcpStream, body: Bytes) -> Result<(), PathError> {
+    let mut out = BytesMut::new();
+    Frame::HelloReply(body).encode(&mut out);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, PathError> {
+    loop {
+        if let Some(frame) = Frame::decode(buf, MAX_HANDSHAKE_FRAME)? {
+            return Ok(frame);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(PathError::Closed);
+        }
+    }
+}

@@ -1,26 +1,208 @@
-//! The dialling side of a session. (Skeleton; being written.)
+//! The dialling side of a session: merges one path per address into a
+//! session opened through `Modify`, and keeps redialling the paths it loses.
 
-use super::{SessionConfig, SessionError, SessionHandle, SessionStream};
-use crate::proto::resi;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use super::driver::{self, Role, StreamPath, Wallet};
+use super::{Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
+use crate::cookie::SessionId;
+use crate::grpc::{Code, Status};
+use crate::path::tcp;
+use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
+
+/// First redial delay; doubles up to `SessionConfig::redial_max_backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The Open request a gateway sends (inside Modify) to ask for a session.
 pub fn open_request(cfg: &SessionConfig, paths: usize) -> resi::OpenRequest {
     resi::OpenRequest {
-        version: 1,
+        version: super::registry::VERSION,
         mode: match cfg.mode {
-            super::Mode::Strict => resi::Mode::Strict as i32,
-            super::Mode::Permissive => resi::Mode::Permissive as i32,
+            Mode::Strict => resi::Mode::Strict as i32,
+            Mode::Permissive => resi::Mode::Permissive as i32,
         },
         cookies: paths.clamp(1, 16) as u32,
     }
 }
 
+/// Wraps a redundancy message in the `Modify` request that carries it.
+pub fn modify_request(msg: resi::redundancy::Msg) -> esi::ModifyRequest {
+    esi::ModifyRequest {
+        ext: Some(esi::Extension {
+            id: REDUNDANCY_EXTENSION_ID,
+            pass: false,
+            data: resi::Redundancy { msg: Some(msg) }.encode_to_vec().into(),
+        }),
+    }
+}
+
+/// Reads the redundancy message out of a `Modify` response.
+pub fn redundancy_answer(resp: &esi::ModifyResponse) -> Result<resi::redundancy::Msg, Status> {
+    let ext = resp.ext.as_ref().filter(|e| e.id == REDUNDANCY_EXTENSION_ID);
+    let ext = ext.ok_or_else(|| Status::new(Code::Internal, "Modify answer lacks the redundancy extension"))?;
+    resi::Redundancy::decode(ext.data.clone())
+        .ok()
+        .and_then(|r| r.msg)
+        .ok_or_else(|| Status::new(Code::Internal, "undecodable redundancy answer"))
+}
+
 /// Joins one TCP path per address to the session `opened` describes and
-/// keeps redialling lost ones. Returns once at least one path is merged.
+/// keeps redialling lost ones. Returns once a path is merged, or fails if
+/// none could be merged within `connect_timeout`.
 pub async fn connect_tcp(
-    _opened: resi::OpenResponse,
-    _addrs: Vec<String>,
-    _cfg: SessionConfig,
+    opened: resi::OpenResponse,
+    addrs: Vec<String>,
+    cfg: SessionConfig,
 ) -> Result<(SessionStream, SessionHandle), SessionError> {
-    unimplemented!("skeleton")
+    let mut id: SessionId = [0; 16];
+    let n = opened.session_id.len().min(16);
+    id[..n].copy_from_slice(&opened.session_id[..n]);
+    let ttl = Duration::from_millis(opened.cookie_ttl_ms.max(1000) as u64);
+    let mut cfg = cfg;
+    cfg.mode = match resi::Mode::try_from(opened.mode) {
+        Ok(resi::Mode::Permissive) => Mode::Permissive,
+        _ => Mode::Strict,
+    };
+    let wallet = Arc::new(Mutex::new(Wallet::new(opened.cookies, ttl)));
+    let (stream, handle) = driver::spawn(cfg.clone(), Role::Dialer { wallet: wallet.clone() }, id);
+    let (merged_tx, mut merged_rx) = watch::channel(0usize);
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let dialer = Dialer {
+            path: i as u32,
+            addr,
+            handle: handle.clone(),
+            wallet: wallet.clone(),
+            cfg: cfg.clone(),
+            merged: merged_tx.clone(),
+        };
+        tokio::spawn(dialer.run());
+    }
+    drop(merged_tx);
+    let first = merged_rx.wait_for(|n| *n > 0);
+    let timeout = cfg.resume_timeout.min(Duration::from_secs(10));
+    tokio::select! {
+        r = tokio::time::timeout(timeout, first) => match r {
+            Ok(Ok(_)) => Ok((stream, handle)),
+            _ => {
+                handle.close();
+                Err(SessionError::Unreachable(format!("no path merged within {timeout:?}")))
+            }
+        },
+        reason = handle.closed() => Err(reason),
+    }
+}
+
+/// Keeps one path of a session connected.
+struct Dialer {
+    path: u32,
+    addr: String,
+    handle: SessionHandle,
+    wallet: Arc<Mutex<Wallet>>,
+    cfg: SessionConfig,
+    merged: watch::Sender<usize>,
+}
+
+enum Attempt {
+    /// Merged; resolves when the session lets go of the path.
+    Joined(oneshot::Receiver<()>),
+    /// Try again at once (with another cookie).
+    Retry,
+    /// Try again after the backoff.
+    Backoff,
+    /// The session is over.
+    Stop,
+}
+
+impl Dialer {
+    async fn run(self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = tokio::select! {
+                a = self.attempt() => a,
+                _ = self.handle.closed() => return,
+            };
+            match attempt {
+                Attempt::Joined(gone) => {
+                    backoff = FIRST_BACKOFF;
+                    tokio::select! {
+                        _ = gone => {}
+                        _ = self.handle.closed() => return,
+                    }
+                    tracing::info!(path = self.path, addr = %self.addr, "path lost; redialling");
+                }
+                Attempt::Retry => continue,
+                Attempt::Backoff => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.handle.closed() => return,
+                    }
+                    backoff = (backoff * 2).min(self.cfg.redial_max_backoff);
+                }
+                Attempt::Stop => return,
+            }
+        }
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let Some(cookie) = self.wallet.lock().expect("wallet lock").take() else {
+            // No cookie until a live path brings fresh ones.
+            return Attempt::Backoff;
+        };
+        let merge = resi::MergeRequest { cookie: cookie.clone(), path_id: self.path };
+        let hello: Bytes = modify_request(resi::redundancy::Msg::Merge(merge)).encode_to_vec().into();
+        let timeout = (self.cfg.dead_timeout * 2).max(Duration::from_secs(1));
+        let (stream, read_buf, reply) = match tcp::dial(&self.addr, hello, timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(path = self.path, addr = %self.addr, error = %e, "dial failed");
+                // The cookie may not have reached the peer: keep it.
+                self.wallet.lock().expect("wallet lock").add(cookie);
+                return Attempt::Backoff;
+            }
+        };
+        match merge_answer(reply) {
+            Ok(merged) => {
+                self.wallet.lock().expect("wallet lock").add(merged.next_cookie);
+                let (tx, rx) = oneshot::channel();
+                let conn = StreamPath { io: Box::new(stream), read_buf, reliable: true };
+                self.handle.add_path(self.path, conn, Some(tx));
+                self.merged.send_modify(|n| *n += 1);
+                Attempt::Joined(rx)
+            }
+            Err(status) if matches!(status.code, Code::Unauthenticated | Code::PermissionDenied) => {
+                tracing::info!(path = self.path, %status, "merge cookie refused; trying another");
+                Attempt::Retry
+            }
+            Err(status) if status.code == Code::NotFound => {
+                tracing::warn!(path = self.path, %status, "session gone at the peer");
+                self.handle.close();
+                Attempt::Stop
+            }
+            Err(status) => {
+                tracing::warn!(path = self.path, %status, "merge refused");
+                self.wallet.lock().expect("wallet lock").add(cookie);
+                Attempt::Backoff
+            }
+        }
+    }
+}
+
+fn merge_answer(reply: Bytes) -> Result<resi::MergeResponse, Status> {
+    let reply = resi::HelloReply::decode(reply).map_err(|e| Status::new(Code::Internal, format!("bad HELLO_REPLY: {e}")))?;
+    match reply.result {
+        Some(resi::hello_reply::Result::Response(body)) => {
+            let resp = esi::ModifyResponse::decode(body).map_err(|e| Status::new(Code::Internal, e.to_string()))?;
+            match redundancy_answer(&resp)? {
+                resi::redundancy::Msg::Merged(m) => Ok(m),
+                _ => Err(Status::new(Code::Internal, "HELLO_REPLY is not a merge answer")),
+            }
+        }
+        Some(resi::hello_reply::Result::Error(s)) => Err(Status::new(Code::from_i32(s.code), s.message)),
+        None => Err(Status::new(Code::Internal, "empty HELLO_REPLY")),
+    }
 }

@@ -70,7 +70,7 @@ impl Default for SessionConfig {
 }
 
 /// Why a session ended or could not be set up.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {
     #[error("copies of the stream differ at byte {offset} (strict mode): session failed closed")]
     Mismatch { offset: u64 },

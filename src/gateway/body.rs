@@ -1,0 +1,92 @@
+//! Body types of forwarded and locally answered calls.
+//!
+//! Requests go upstream either as the client's own body (streamed frame by
+//! frame, trailers included) or as bytes this hop buffered (a `Modify` it
+//! inspected and passes on). Responses come back either from upstream or
+//! from this hop (a handled `Modify`, or a status it generated).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::grpc::{status_trailers, Code, Status};
+
+/// The body of a request sent upstream. A client body that fails (the client
+/// reset its stream) fails the upstream stream too: that is how
+/// cancellation travels.
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
+
+/// The body of a response sent to the client.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Passed through from upstream: data frames and trailers untouched.
+    Upstream(Incoming),
+    /// Made by this hop: at most one data frame, then trailers.
+    Local { data: Option<Bytes>, trailers: Option<HeaderMap> },
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        ProxyBody::Local { data: None, trailers: None }
+    }
+}
+
+impl ProxyBody {
+    /// One message frame and an OK status.
+    pub fn ok(data: Bytes) -> ProxyBody {
+        ProxyBody::Local { data: Some(data), trailers: Some(status_trailers(&Status::new(Code::Ok, ""))) }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        match this {
+            ProxyBody::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+                None => Poll::Ready(None),
+                Some(Err(e)) => {
+                    // The upstream stream broke mid-response: end the call
+                    // with a status instead of resetting it, so the client
+                    // learns why.
+                    tracing::debug!("upstream response body failed: {e}");
+                    let st = Status::new(Code::Unavailable, format!("upstream stream failed: {e}"));
+                    *this = ProxyBody::default();
+                    Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&st)))))
+                }
+            },
+            ProxyBody::Local { data, trailers } => {
+                if let Some(d) = data.take() {
+                    Poll::Ready(Some(Ok(Frame::data(d))))
+                } else {
+                    Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Local { data, trailers } => data.is_none() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            // Not exact on purpose: hyper would add a content-length, which
+            // gRPC responses do not carry.
+            ProxyBody::Local { .. } => SizeHint::default(),
+        }
+    }
+}

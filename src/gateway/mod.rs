@@ -1,0 +1,186 @@
+//! The gateway: a gRPC proxy for ESI that answers `Modify` for the
+//! extensions it knows and carries everything else to its upstream.
+//!
+//! - [`listener`]: binding, sniffing HTTP/2 vs RESI paths, connection
+//!   lifetimes and graceful shutdown.
+//! - [`proxy`]: the per-call service (`Modify` dispatch, streaming
+//!   forwarding).
+//! - [`upstream`]: discovers whether the upstream is a plain ESI server or a
+//!   resi gateway and keeps a connection (or session) to it.
+//! - [`body`]: request and response body types.
+//!
+//! A gateway runs on the tokio runtime it was started on. Every hop is
+//! generic, so gateways chain (client gateway → end gateway → ESI server,
+//! or longer).
+
+mod body;
+mod listener;
+mod proxy;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::extension::ExtensionRegistry;
+use crate::session::registry::SessionRegistry;
+use crate::session::SessionHandle;
+
+pub use upstream::UpstreamKind;
+
+/// HTTP/2 flow-control windows: large enough that a 16 MiB message is not
+/// throttled by window updates on loopback or a LAN.
+pub(crate) const FLOW_STREAM_WINDOW: u32 = 4 << 20;
+pub(crate) const FLOW_CONN_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame this hop accepts (fewer frames for big messages).
+pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nothing to listen on: the configuration has no [Tcp] Listen address")]
+    NoListenAddress,
+    #[error("a gateway must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// State every call of this gateway shares.
+pub(crate) struct Shared {
+    pub extensions: Arc<ExtensionRegistry>,
+    pub upstream: Arc<upstream::Upstream>,
+    pub max_message_size: usize,
+    pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// A running gateway. Stop it with [`Gateway::shutdown`]; dropping it stops
+/// it too, without waiting.
+pub struct Gateway {
+    local_addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    registry: Arc<SessionRegistry>,
+    stop_server: CancellationToken,
+    stop_upstream: CancellationToken,
+    tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
+}
+
+impl Gateway {
+    /// Binds every `[Tcp] Listen` address and starts serving on the current
+    /// tokio runtime. Returns at once; the upstream is found in the
+    /// background.
+    pub fn start(config: Config) -> Result<Gateway, GatewayError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| GatewayError::NoRuntime)?;
+        let _guard = rt.enter();
+        let tcp = config.tcp.unwrap_or_default();
+        if tcp.listen.is_empty() {
+            return Err(GatewayError::NoListenAddress);
+        }
+        let listeners = tcp.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
+        let local_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+
+        let resi = &config.resi;
+        let session_cfg = resi.session_config();
+        let (registry, sessions) = SessionRegistry::new(session_cfg.clone());
+        let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
+        let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout);
+        let shared = Arc::new(Shared {
+            extensions,
+            upstream: upstream.clone(),
+            max_message_size: resi.max_message_size,
+            h2_server: h2_server_builder(),
+        });
+
+        let stop_server = CancellationToken::new();
+        let stop_upstream = CancellationToken::new();
+        let supervisor = listener::Supervisor {
+            listeners,
+            sessions,
+            registry: registry.clone(),
+            shared: shared.clone(),
+            stop: stop_server.clone(),
+            grace: resi.shutdown_grace,
+        };
+        let server = tokio::spawn(supervisor.run());
+        let manager = tokio::spawn(upstream.run(session_cfg, stop_upstream.clone()));
+        tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
+        Ok(Gateway { local_addrs, shared, registry, stop_server, stop_upstream, tasks: Some((server, manager)) })
+    }
+
+    /// The bound listen addresses (real ports when the configuration said 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local_addrs.clone()
+    }
+
+    /// The extensions this gateway answers; handlers can be added and
+    /// removed while it runs.
+    pub fn extensions(&self) -> &ExtensionRegistry {
+        &self.shared.extensions
+    }
+
+    /// A shared handle to the extension registry (for bindings that outlive
+    /// a borrow).
+    pub fn extensions_arc(&self) -> Arc<ExtensionRegistry> {
+        self.shared.extensions.clone()
+    }
+
+    /// What the upstream turned out to be, while connected.
+    pub fn upstream_kind(&self) -> Option<UpstreamKind> {
+        self.shared.upstream.kind()
+    }
+
+    /// The session this gateway dialled to a resi upstream, while connected.
+    pub fn upstream_session(&self) -> Option<SessionHandle> {
+        self.shared.upstream.session()
+    }
+
+    /// Sessions client gateways opened to this gateway.
+    pub fn sessions(&self) -> &Arc<SessionRegistry> {
+        &self.registry
+    }
+
+    /// Stops accepting, sends GOAWAY on every connection, lets in-flight
+    /// calls finish within `shutdown_grace`, cuts the rest, closes every
+    /// session. When it returns, none of the gateway's tasks runs.
+    pub async fn shutdown(mut self) {
+        let Some((server, manager)) = self.tasks.take() else { return };
+        self.stop_server.cancel();
+        let _ = server.await;
+        self.stop_upstream.cancel();
+        let _ = manager.await;
+        tracing::info!(addrs = ?self.local_addrs, "gateway stopped");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.tasks.is_some() {
+            self.stop_server.cancel();
+            self.stop_upstream.cancel();
+        }
+    }
+}
+
+fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .initial_stream_window_size(FLOW_STREAM_WINDOW)
+        .initial_connection_window_size(FLOW_CONN_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
+        .max_header_list_size(1 << 20)
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .auto_date_header(false);
+    b
+}

@@ -1,0 +1,107 @@
+//! The per-call service: answer `Modify` for known extensions, forward the
+//! rest.
+//!
+//! Forwarded calls are never buffered: the request and response bodies are
+//! hyper's own streams, passed frame by frame (trailers included), so every
+//! RPC shape and any message size passes, and dropping the call (client
+//! RST_STREAM) drops the upstream stream, which resets it. Only `Modify` is
+//! read in full, because the hop must look at the extension id; a `Modify`
+//! this hop passes on is re-sent from the buffered bytes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use prost::Message;
+
+use super::body::{ProxyBody, ReqBody};
+use super::Shared;
+use crate::extension::{not_implemented, run_handler};
+use crate::grpc::{self, Code, Status};
+use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
+use crate::proto::MODIFY_PATH;
+
+/// Serves one call.
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    if req.uri().path() == MODIFY_PATH {
+        return Ok(modify(&shared, req).await);
+    }
+    Ok(forward(&shared, req.map(Either::Left)).await)
+}
+
+async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> {
+    match shared.upstream.send(req).await {
+        Ok(rsp) => rsp.map(ProxyBody::Upstream),
+        Err(st) => {
+            tracing::debug!("call not forwarded: {st}");
+            st.to_response()
+        }
+    }
+}
+
+async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let raw = match read_unary(body, shared.max_message_size).await {
+        Ok(raw) => raw,
+        Err(st) => return st.to_response(),
+    };
+    let ext = match decode_modify(&raw) {
+        Ok(ext) => ext,
+        Err(st) => return st.to_response(),
+    };
+    let (id, pass) = (ext.id, ext.pass);
+    match shared.extensions.get(id) {
+        Some(handler) => match run_handler(handler, ext).await {
+            Ok(data) => modify_response(Extension { id, pass, data }),
+            Err(st) => st.to_response(),
+        },
+        None if pass => forward(shared, Request::from_parts(parts, Either::Right(Full::new(raw)))).await,
+        None => not_implemented(id).to_response(),
+    }
+}
+
+/// Reads a whole unary request body (prefix included), refusing more than
+/// one maximum-size message.
+async fn read_unary(mut body: Incoming, max_message: usize) -> Result<Bytes, Status> {
+    let limit = max_message.saturating_add(grpc::FRAME_HEADER_LEN);
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::new(Code::Cancelled, format!("request body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();
+        if total > limit {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("Modify request larger than max_message_size ({max_message} bytes)"),
+            ));
+        }
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
+}
+
+fn decode_modify(raw: &Bytes) -> Result<Extension, Status> {
+    let msg = grpc::decode_unary_frame(raw.clone())?;
+    let req = ModifyRequest::decode(msg)
+        .map_err(|e| Status::new(Code::InvalidArgument, format!("bad ModifyRequest: {e}")))?;
+    req.ext.ok_or_else(|| Status::new(Code::InvalidArgument, "ModifyRequest without ext: nothing to modify"))
+}
+
+fn modify_response(ext: Extension) -> Response<ProxyBody> {
+    let frame = grpc::encode_frame(&ModifyResponse { ext: Some(ext) });
+    let mut rsp = Response::new(ProxyBody::ok(frame));
+    rsp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE));
+    rsp
+}

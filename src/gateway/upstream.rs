@@ -1,0 +1,445 @@
+//! The upstream: where calls this hop does not answer go.
+//!
+//! The configuration does not say what the upstream is, so a manager task
+//! finds out: it dials the first `[Tcp] Address` that connects and asks it,
+//! with a `Modify` for the redundancy extension (id 1, `pass = false`), to
+//! open a session. A resi gateway answers with cookies: the manager joins one
+//! path per address to that session and runs HTTP/2 over it. Any other ESI
+//! server answers `UNIMPLEMENTED`: the manager keeps the h2c connection it
+//! already has and forwards over it.
+//!
+//! The current connection is published on a `watch` channel; a call reads
+//! it without waiting when it is up (a short read lock, an `Arc` clone). When
+//! it is down, a call wakes the manager and waits for the next attempt's
+//! outcome, at most `connect_timeout`; it then fails with `UNAVAILABLE`
+//! naming the upstream. A broken connection or failed session is replaced
+//! with exponential backoff capped at [`MAX_BACKOFF`].
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::body::ReqBody;
+use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
+use crate::grpc::{self, Code, Status};
+use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
+use crate::proto::resi::{self, redundancy};
+use crate::proto::{MODIFY_PATH, REDUNDANCY_EXTENSION_ID};
+use crate::session::{client, SessionConfig, SessionHandle};
+
+/// Longest pause between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Attempts woken early by waiting calls are still at least this far apart.
+const MIN_ATTEMPT_GAP: Duration = Duration::from_millis(100);
+/// A connection that lived shorter than this counts as a failed attempt for
+/// the backoff (a flapping upstream is not hammered).
+const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What kind of upstream this hop forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// A plain ESI server (or anything that does not speak RESI), over h2c.
+    Plain { addr: String },
+    /// A resi gateway, over a redundant session.
+    Resi { session_id: Bytes, paths: usize },
+}
+
+#[derive(Clone)]
+enum Link {
+    /// Being (re)connected; no attempt outcome yet.
+    Connecting,
+    Ready { tx: SendRequest<ReqBody>, kind: UpstreamKind, session: Option<SessionHandle> },
+    /// The last attempt failed with this error.
+    Down { error: Arc<str> },
+}
+
+#[derive(Clone)]
+struct State {
+    link: Link,
+    /// Finished connection attempts, so a waiting call can tell a fresh
+    /// failure from the one it saw when it arrived.
+    attempts: u64,
+}
+
+/// The calls' side of the upstream manager.
+pub(crate) struct Upstream {
+    state: watch::Sender<State>,
+    kick: Notify,
+    addrs: Vec<String>,
+    /// `:authority` for requests that arrive without one.
+    authority: http::uri::Authority,
+    label: String,
+    connect_timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(addrs: Vec<String>, connect_timeout: Duration) -> Arc<Upstream> {
+        let label = match addrs.len() {
+            0 => "(none configured)".to_string(),
+            1 => addrs[0].clone(),
+            _ => addrs.join(", "),
+        };
+        let authority = addrs
+            .first()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
+        let (state, _) = watch::channel(State { link: Link::Connecting, attempts: 0 });
+        Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout })
+    }
+
+    /// The kind of the current upstream connection, if one is up.
+    pub(crate) fn kind(&self) -> Option<UpstreamKind> {
+        match &self.state.borrow().link {
+            Link::Ready { kind, .. } => Some(kind.clone()),
+            _ => None,
+        }
+    }
+
+    /// The session to a resi upstream, while connected (for statistics).
+    pub(crate) fn session(&self) -> Option<SessionHandle> {
+        match &self.state.borrow().link {
+            Link::Ready { session, .. } => session.clone(),
+            _ => None,
+        }
+    }
+
+    /// Sends one call upstream. A request the dying connection never took is
+    /// retried once on the next connection.
+    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Status> {
+        self.complete_uri(&mut req);
+        let mut retried = false;
+        loop {
+            let mut tx = self.ready_sender().await?;
+            match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !retried => {
+                        retried = true;
+                        req = r;
+                        self.kick.notify_one();
+                        tokio::task::yield_now().await;
+                    }
+                    _ => return Err(self.unavailable(&e.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    fn unavailable(&self, why: &str) -> Status {
+        Status::new(Code::Unavailable, format!("upstream {}: {why}", self.label))
+    }
+
+    /// HTTP/2 needs `:scheme` and `:authority`; keep the caller's if present.
+    fn complete_uri(&self, req: &mut Request<ReqBody>) {
+        let uri = req.uri();
+        if uri.scheme().is_some() && uri.authority().is_some() {
+            return;
+        }
+        let mut parts = uri.clone().into_parts();
+        parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+        if parts.authority.is_none() {
+            parts.authority = Some(self.authority.clone());
+        }
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(u) = Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
+    }
+
+    /// The live connection, or the outcome of the next attempt to make one.
+    async fn ready_sender(&self) -> Result<SendRequest<ReqBody>, Status> {
+        let base = {
+            let st = self.state.borrow();
+            match &st.link {
+                Link::Ready { tx, .. } if !tx.is_closed() => return Ok(tx.clone()),
+                _ => st.attempts,
+            }
+        };
+        self.kick.notify_one();
+        let mut rx = self.state.subscribe();
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            {
+                let st = rx.borrow_and_update();
+                match &st.link {
+                    Link::Ready { tx, .. } if !tx.is_closed() => return Ok(tx.clone()),
+                    Link::Down { error } if st.attempts > base => return Err(self.unavailable(error)),
+                    _ => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(self.unavailable("gateway is shutting down")),
+                Err(_) => {
+                    let why = format!("not reachable within {:?}", self.connect_timeout);
+                    return Err(self.unavailable(&why));
+                }
+            }
+        }
+    }
+
+    fn publish(&self, link: Link, attempt_done: bool) {
+        self.state.send_modify(|st| {
+            st.link = link;
+            if attempt_done {
+                st.attempts += 1;
+            }
+        });
+    }
+
+    /// The manager task: connect, publish, watch, reconnect; until `stop`.
+    pub(crate) async fn run(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        while !stop.is_cancelled() {
+            let started = Instant::now();
+            let attempt = tokio::select! {
+                _ = stop.cancelled() => break,
+                r = self.connect(&cfg) => r,
+            };
+            match attempt {
+                Ok(mut conn) => {
+                    tracing::info!(upstream = %self.label, kind = ?conn.kind, "upstream connected");
+                    let link = Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
+                    self.publish(link, true);
+                    let why = tokio::select! {
+                        _ = stop.cancelled() => None,
+                        why = conn.broken() => Some(why),
+                    };
+                    self.publish(Link::Connecting, false);
+                    conn.close().await;
+                    let Some(why) = why else { break };
+                    tracing::warn!(upstream = %self.label, "upstream connection lost: {why}");
+                    if started.elapsed() >= STABLE_AFTER {
+                        backoff = MIN_BACKOFF;
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(upstream = %self.label, "cannot connect upstream: {error}");
+                    self.publish(Link::Down { error: error.into() }, true);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.kick.notified() => {
+                    tokio::time::sleep_until(started + MIN_ATTEMPT_GAP).await;
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.publish(Link::Down { error: "gateway is shutting down".into() }, true);
+    }
+
+    /// One attempt: dial, probe, and (for a resi upstream) join its session.
+    async fn connect(&self, cfg: &SessionConfig) -> Result<Conn, String> {
+        if self.addrs.is_empty() {
+            return Err("no upstream address configured ([Tcp] Address)".into());
+        }
+        let (addr, mut conn) = self.dial_first().await?;
+        let probe = tokio::time::timeout(self.connect_timeout, self.probe(&mut conn.tx, addr, cfg)).await;
+        match probe.map_err(|_| format!("{addr}: no answer to the RESI probe within {:?}", self.connect_timeout))?? {
+            None => {
+                conn.kind = UpstreamKind::Plain { addr: addr.to_string() };
+                Ok(conn)
+            }
+            Some(opened) => {
+                conn.close().await;
+                self.join_session(opened, cfg).await
+            }
+        }
+    }
+
+    /// h2c to the first address that accepts a TCP connection.
+    async fn dial_first(&self) -> Result<(&str, Conn), String> {
+        let mut errors = Vec::new();
+        for addr in &self.addrs {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str())).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let (tx, driver) = h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+                    let kind = UpstreamKind::Plain { addr: addr.clone() };
+                    return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
+                }
+                Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+                Err(_) => errors.push(format!("{addr}: connect timed out after {:?}", self.connect_timeout)),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Asks the upstream to open a session: `Some(cookies)` from a resi
+    /// gateway, `None` from a server that does not know extension 1.
+    async fn probe(
+        &self,
+        tx: &mut SendRequest<ReqBody>,
+        addr: &str,
+        cfg: &SessionConfig,
+    ) -> Result<Option<resi::OpenResponse>, String> {
+        let open = client::open_request(cfg, self.addrs.len());
+        let data = resi::Redundancy { msg: Some(redundancy::Msg::Open(open)) }.encode_to_vec();
+        let ext = Extension { id: REDUNDANCY_EXTENSION_ID, pass: false, data: data.into() };
+        let body = grpc::encode_frame(&ModifyRequest { ext: Some(ext) });
+        let req = Request::post(format!("http://{addr}{MODIFY_PATH}"))
+            .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
+            .header(http::header::TE, HeaderValue::from_static("trailers"))
+            .body(Either::Right(Full::new(body)))
+            .map_err(|e| e.to_string())?;
+        let rsp = tx.send_request(req).await.map_err(|e| format!("{addr}: probe failed: {e}"))?;
+        match unary_result(rsp).await {
+            Ok(msg) => decode_opened(msg).map(Some).map_err(|e| format!("{addr}: {e}")),
+            Err(st) if st.code == Code::Unimplemented => Ok(None),
+            Err(st) => Err(format!("{addr}: refused the RESI probe: {st}")),
+        }
+    }
+
+    /// Joins the session the upstream gateway opened and runs HTTP/2 over it.
+    async fn join_session(&self, opened: resi::OpenResponse, cfg: &SessionConfig) -> Result<Conn, String> {
+        let session_id = opened.session_id.clone();
+        // No timeout of ours around it: `connect_tcp` bounds itself, and a
+        // dropped dial would leave its session behind. The session layer is
+        // another module: a panic there must not end the manager.
+        let dial = client::connect_tcp(opened, self.addrs.clone(), cfg.clone());
+        let (stream, handle) = match AssertUnwindSafe(dial).catch_unwind().await {
+            Err(_) => return Err("session layer panicked while joining paths".into()),
+            Ok(Err(e)) => return Err(format!("joining the session: {e}")),
+            Ok(Ok(pair)) => pair,
+        };
+        match h2_client(stream).await {
+            Ok((tx, driver)) => {
+                let kind = UpstreamKind::Resi { session_id, paths: self.addrs.len() };
+                Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
+            }
+            Err(e) => {
+                handle.close();
+                Err(format!("HTTP/2 handshake over the session: {e}"))
+            }
+        }
+    }
+}
+
+/// One upstream connection: the h2 client, the task driving it and, for a
+/// resi upstream, the session under it.
+struct Conn {
+    tx: SendRequest<ReqBody>,
+    kind: UpstreamKind,
+    driver: JoinHandle<()>,
+    /// The driver task has been awaited to completion (a `JoinHandle` must
+    /// not be polled again).
+    driver_done: bool,
+    session: Option<SessionHandle>,
+}
+
+impl Conn {
+    /// Resolves when the connection (or its session) is gone, with why.
+    async fn broken(&mut self) -> String {
+        match self.session.clone() {
+            Some(session) => tokio::select! {
+                _ = &mut self.driver => {
+                    self.driver_done = true;
+                    "HTTP/2 connection over the session ended".into()
+                }
+                e = session.closed() => format!("session ended: {e}"),
+            },
+            None => {
+                let _ = (&mut self.driver).await;
+                self.driver_done = true;
+                "HTTP/2 connection ended".into()
+            }
+        }
+    }
+
+    /// Tears the connection down and waits for its task: in-flight calls
+    /// fail (and report `UNAVAILABLE`).
+    async fn close(self) {
+        if let Some(s) = &self.session {
+            s.close();
+        }
+        if !self.driver_done {
+            self.driver.abort();
+            let _ = self.driver.await;
+        }
+    }
+}
+
+/// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
+/// own task.
+async fn h2_client<I>(io: I) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(FLOW_STREAM_WINDOW)
+        .initial_connection_window_size(FLOW_CONN_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
+        .max_header_list_size(1 << 20)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .handshake(TokioIo::new(io))
+        .await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream HTTP/2 connection: {e}");
+        }
+    });
+    Ok((tx, driver))
+}
+
+/// The message of a unary gRPC response, or its status.
+async fn unary_result(rsp: Response<Incoming>) -> Result<Bytes, Status> {
+    if let Some(st) = grpc::Status::from_headers(rsp.headers()) {
+        return Err(if st.code == Code::Ok { Status::new(Code::Internal, "OK status without a message") } else { st });
+    }
+    if rsp.status() != http::StatusCode::OK {
+        let code = if rsp.status() == http::StatusCode::NOT_FOUND { Code::Unimplemented } else { Code::Unknown };
+        return Err(Status::new(code, format!("HTTP status {}", rsp.status())));
+    }
+    let mut body = rsp.into_body();
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
+        match frame.into_data() {
+            Ok(d) => buf.extend_from_slice(&d),
+            Err(frame) => {
+                if let Some(st) = frame.trailers_ref().and_then(Status::from_headers) {
+                    if st.code != Code::Ok {
+                        return Err(st);
+                    }
+                }
+            }
+        }
+    }
+    grpc::decode_unary_frame(buf.freeze())
+}
+
+fn decode_opened(msg: Bytes) -> Result<resi::OpenResponse, String> {
+    let rsp = ModifyResponse::decode(msg).map_err(|e| format!("bad ModifyResponse: {e}"))?;
+    let ext = rsp.ext.ok_or("ModifyResponse without ext")?;
+    if ext.id != REDUNDANCY_EXTENSION_ID {
+        return Err(format!("answered extension {} to a redundancy probe", ext.id));
+    }
+    match resi::Redundancy::decode(ext.data).map_err(|e| format!("bad Redundancy: {e}"))?.msg {
+        Some(redundancy::Msg::Opened(o)) => Ok(o),
+        _ => Err("redundancy answer is not `opened`".into()),
+    }
+}

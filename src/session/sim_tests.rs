@@ -1,0 +1,399 @@
+//! The session state machine under a simulated network and a fake clock:
+//! two machines joined by several links that can drop, delay, reorder,
+//! duplicate, corrupt, die, go silent and come back.
+
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Default)]
+struct LinkSpec {
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+    dup: f64,
+    corrupt: f64,
+    reliable: bool,
+}
+
+struct Link {
+    spec: LinkSpec,
+    queue: Vec<(Instant, u64, Frame)>,
+    blackhole: bool,
+    up: bool,
+}
+
+struct Side {
+    m: Machine,
+    source: Vec<u8>,
+    fed: usize,
+    received: Vec<u8>,
+    events: Vec<Event>,
+}
+
+struct Sim {
+    now: Instant,
+    rng: StdRng,
+    seq: u64,
+    sides: [Side; 2],
+    /// links[dir][path]: dir 0 is a→b, 1 is b→a.
+    links: [Vec<Link>; 2],
+    max_buffered: usize,
+}
+
+fn cfg(mode: Mode) -> SessionConfig {
+    SessionConfig {
+        mode,
+        heartbeat_interval: Duration::from_millis(50),
+        dead_timeout: Duration::from_millis(300),
+        send_window: 256 * 1024,
+        resume_timeout: Duration::from_secs(3),
+        ..SessionConfig::default()
+    }
+}
+
+fn payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random()).collect()
+}
+
+impl Sim {
+    fn new(mode: Mode, specs: Vec<LinkSpec>, seed: u64) -> Sim {
+        let now = Instant::now();
+        let mk = |src: Vec<u8>| Side { m: Machine::new(cfg(mode), now), source: src, fed: 0, received: vec![], events: vec![] };
+        let mut sim = Sim {
+            now,
+            rng: StdRng::seed_from_u64(seed),
+            seq: 0,
+            sides: [mk(payload(400_000, seed)), mk(payload(150_000, seed + 1))],
+            links: [vec![], vec![]],
+            max_buffered: 0,
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            for dir in 0..2 {
+                sim.links[dir].push(Link { spec: spec.clone(), queue: vec![], blackhole: false, up: true });
+                sim.sides[dir].m.add_path(i as u32, spec.reliable, now);
+            }
+        }
+        sim
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        for s in 0..2 {
+            // Application writes as the window allows.
+            let side = &mut self.sides[s];
+            let cap = side.m.send_capacity().min(side.source.len() - side.fed).min(10_000);
+            if cap > 0 {
+                let chunk = Bytes::copy_from_slice(&side.source[side.fed..side.fed + cap]);
+                side.fed += cap;
+                side.m.push(chunk);
+            }
+            // Transmit on every path.
+            for p in 0..self.links[s].len() {
+                let mut buf = BytesMut::new();
+                if !self.links[s][p].up || !self.sides[s].m.poll_transmit(p as u32, now, &mut buf, 32 * 1024) {
+                    continue;
+                }
+                while let Some(frame) = Frame::decode(&mut buf, 1 << 20).unwrap() {
+                    self.enqueue(s, p, frame);
+                }
+            }
+        }
+        // Deliver what is due.
+        for dir in 0..2 {
+            for p in 0..self.links[dir].len() {
+                let link = &mut self.links[dir][p];
+                let (due, rest): (Vec<_>, Vec<_>) = link.queue.drain(..).partition(|(t, ..)| *t <= now);
+                link.queue = rest;
+                let mut due = due;
+                due.sort_by_key(|(t, seq, _)| (*t, *seq));
+                for (_, _, frame) in due {
+                    self.sides[1 - dir].m.on_frame(p as u32, frame, now);
+                }
+            }
+        }
+        for s in 0..2 {
+            let side = &mut self.sides[s];
+            while let Some(data) = side.m.take_delivered(usize::MAX) {
+                side.received.extend_from_slice(&data);
+            }
+            if side.m.poll_timeout().is_some_and(|t| t <= now) {
+                side.m.handle_timeout(now);
+            }
+            self.max_buffered = self.max_buffered.max(side.m.buffered_bytes());
+            while let Some(ev) = self.sides[s].m.poll_event() {
+                // A path one side dropped is closed: the other side sees the
+                // connection end, unless it is black-holed.
+                if let Event::PathDown { path, .. } = &ev {
+                    let p = *path as usize;
+                    if !self.links[0][p].blackhole {
+                        self.close_link(p, "peer closed");
+                    }
+                }
+                self.sides[s].events.push(ev);
+            }
+        }
+        self.now += Duration::from_millis(1);
+    }
+
+    fn enqueue(&mut self, dir: usize, p: usize, mut frame: Frame) {
+        let link = &self.links[dir][p];
+        if link.blackhole {
+            return;
+        }
+        let spec = link.spec.clone();
+        if !spec.reliable && self.rng.random_bool(spec.loss) {
+            return;
+        }
+        if spec.corrupt > 0.0 {
+            if let Frame::Data { payload, offset, fin } = &frame {
+                if !payload.is_empty() && self.rng.random_bool(spec.corrupt) {
+                    let mut bad = payload.to_vec();
+                    bad[0] ^= 0xff;
+                    frame = Frame::Data { offset: *offset, payload: bad.into(), fin: *fin };
+                }
+            }
+        }
+        let copies = if !spec.reliable && self.rng.random_bool(spec.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let jitter = if spec.reliable || spec.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(self.rng.random_range(0..spec.jitter.as_micros() as u64))
+            };
+            // A reliable link keeps order: never deliver before the last one queued.
+            let mut at = self.now + spec.delay + jitter;
+            if spec.reliable {
+                if let Some((last, ..)) = self.links[dir][p].queue.last() {
+                    at = at.max(*last);
+                }
+            }
+            self.seq += 1;
+            self.links[dir][p].queue.push((at, self.seq, frame.clone()));
+        }
+    }
+
+    fn close_link(&mut self, p: usize, why: &str) {
+        let now = self.now;
+        for dir in 0..2 {
+            self.links[dir][p].up = false;
+            self.links[dir][p].queue.clear();
+            self.sides[dir].m.remove_path(p as u32, why, now);
+        }
+    }
+
+    fn reopen_link(&mut self, p: usize) {
+        let now = self.now;
+        for dir in 0..2 {
+            let link = &mut self.links[dir][p];
+            link.up = true;
+            link.blackhole = false;
+            let reliable = link.spec.reliable;
+            self.sides[dir].m.add_path(p as u32, reliable, now);
+        }
+    }
+
+    fn run_for(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.step();
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.sides[1].received.len() == self.sides[0].source.len()
+            && self.sides[0].received.len() == self.sides[1].source.len()
+    }
+
+    /// Runs until both streams arrived or `ms` of simulated time passed;
+    /// returns the simulated milliseconds it took.
+    fn run_until_done(&mut self, ms: u64) -> u64 {
+        for t in 0..ms {
+            if self.done() {
+                return t;
+            }
+            self.step();
+        }
+        ms
+    }
+
+    fn check_exact(&self) {
+        assert_eq!(self.sides[1].received.len(), self.sides[0].source.len(), "a→b length");
+        assert!(self.sides[1].received == self.sides[0].source, "a→b bytes differ");
+        assert!(self.sides[0].received == self.sides[1].source, "b→a bytes differ");
+    }
+
+    fn failed(&self, s: usize) -> Option<&SessionError> {
+        self.sides[s].m.failed()
+    }
+}
+
+fn tcp(delay_ms: u64) -> LinkSpec {
+    LinkSpec { delay: Duration::from_millis(delay_ms), reliable: true, ..LinkSpec::default() }
+}
+
+fn lossy(delay_ms: u64, loss: f64) -> LinkSpec {
+    LinkSpec {
+        delay: Duration::from_millis(delay_ms),
+        jitter: Duration::from_millis(20),
+        loss,
+        dup: 0.05,
+        ..LinkSpec::default()
+    }
+}
+
+#[test]
+fn two_tcp_paths_deliver_exactly_once_in_each_mode() {
+    for mode in [Mode::Strict, Mode::Permissive] {
+        let mut sim = Sim::new(mode, vec![tcp(2), tcp(5)], 1);
+        let t = sim.run_until_done(20_000);
+        assert!(sim.done(), "{mode:?}: not done after {t} ms");
+        sim.check_exact();
+        assert!(sim.failed(0).is_none() && sim.failed(1).is_none());
+    }
+}
+
+#[test]
+fn lossy_reordering_duplicating_paths_still_deliver_exactly_once() {
+    for seed in 0..8 {
+        for mode in [Mode::Strict, Mode::Permissive] {
+            let mut sim = Sim::new(mode, vec![lossy(10, 0.2), lossy(25, 0.1)], seed);
+            sim.run_until_done(60_000);
+            assert!(sim.done(), "seed {seed} {mode:?}: stalled at {} bytes", sim.sides[1].received.len());
+            sim.check_exact();
+        }
+    }
+}
+
+#[test]
+fn a_single_lossy_path_recovers_by_retransmission() {
+    let mut sim = Sim::new(Mode::Strict, vec![lossy(5, 0.3)], 7);
+    sim.run_until_done(60_000);
+    sim.check_exact();
+    let stats = sim.sides[0].m.path_stats(0).unwrap();
+    assert!(stats.retransmitted_bytes > 0);
+}
+
+#[test]
+fn permissive_mode_is_not_slowed_by_a_slow_path() {
+    let mut fast_only = Sim::new(Mode::Permissive, vec![tcp(2)], 3);
+    let alone = fast_only.run_until_done(60_000);
+    let mut with_slow = Sim::new(Mode::Permissive, vec![tcp(2), tcp(400)], 3);
+    let together = with_slow.run_until_done(60_000);
+    with_slow.check_exact();
+    assert!(together <= alone + alone / 5 + 5, "slow path slowed permissive: {together} ms vs {alone} ms");
+    // Memory stays bounded by the window (send + receive side).
+    assert!(with_slow.max_buffered <= 3 * 256 * 1024, "buffered {}", with_slow.max_buffered);
+}
+
+#[test]
+fn strict_mode_waits_for_the_slowest_live_path() {
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2), tcp(100)], 3);
+    sim.run_for(60);
+    // Nothing can be delivered before the slow copy arrived.
+    assert!(sim.sides[1].received.is_empty());
+    sim.run_until_done(60_000);
+    sim.check_exact();
+}
+
+#[test]
+fn strict_with_two_paths_fails_closed_on_a_mismatch_and_passes_nothing_bad() {
+    let mut specs = vec![tcp(2), tcp(3)];
+    specs[1].corrupt = 0.02;
+    let mut sim = Sim::new(Mode::Strict, specs, 5);
+    sim.run_for(5_000);
+    for s in 0..2 {
+        let got = &sim.sides[s].received;
+        assert!(got[..] == sim.sides[1 - s].source[..got.len()], "a corrupted byte was delivered");
+    }
+    assert!(matches!(sim.failed(1), Some(SessionError::Mismatch { .. })) || matches!(sim.failed(0), Some(SessionError::Mismatch { .. })));
+    assert!(sim.sides.iter().any(|s| s.events.iter().any(|e| matches!(e, Event::Mismatch { path: 1, .. }))));
+}
+
+#[test]
+fn strict_with_three_paths_lets_the_majority_win() {
+    for corrupt_path in 0..3 {
+        let mut specs = vec![tcp(2), tcp(3), tcp(4)];
+        specs[corrupt_path].corrupt = 0.05;
+        let mut sim = Sim::new(Mode::Strict, specs, 9);
+        sim.run_until_done(30_000);
+        assert!(sim.failed(0).is_none() && sim.failed(1).is_none(), "path {corrupt_path}: {:?}", sim.failed(1));
+        sim.check_exact();
+        let dropped = sim.sides.iter().any(|s| {
+            s.events.iter().any(|e| matches!(e, Event::PathDown { path, reason } if *path as usize == corrupt_path && reason.contains("majority")))
+        });
+        assert!(dropped, "odd path {corrupt_path} not dropped");
+    }
+}
+
+#[test]
+fn permissive_reports_mismatches_and_delivers_the_first_copy() {
+    let mut specs = vec![tcp(1), tcp(30)];
+    specs[1].corrupt = 0.3;
+    let mut sim = Sim::new(Mode::Permissive, specs, 11);
+    sim.run_until_done(30_000);
+    sim.run_for(100);
+    sim.check_exact();
+    assert!(sim.sides[1].m.path_stats(1).unwrap().mismatches > 0);
+}
+
+#[test]
+fn a_black_holed_path_is_dropped_within_the_dead_timeout_and_strict_goes_on() {
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2), tcp(2)], 13);
+    sim.run_for(5);
+    for dir in 0..2 {
+        sim.links[dir][1].blackhole = true;
+    }
+    let before = sim.sides[1].received.len();
+    sim.run_for(400); // dead timeout is 300 ms
+    assert!(!sim.sides[1].m.is_live(1));
+    assert!(sim.sides[1].received.len() > before, "strict stalled after the path was dropped");
+    sim.run_until_done(30_000);
+    sim.check_exact();
+}
+
+#[test]
+fn a_readmitted_path_carries_the_session_when_the_other_dies() {
+    for mode in [Mode::Strict, Mode::Permissive] {
+        let mut sim = Sim::new(mode, vec![tcp(2), tcp(3)], 17);
+        sim.run_for(30);
+        sim.close_link(1, "killed");
+        sim.run_for(100);
+        sim.reopen_link(1);
+        sim.run_for(20);
+        sim.close_link(0, "killed");
+        sim.run_until_done(30_000);
+        sim.check_exact();
+        assert!(sim.sides[1].events.iter().any(|e| matches!(e, Event::PathUp { path: 1, readmitted: true })));
+    }
+}
+
+#[test]
+fn an_outage_of_every_path_is_survived_within_the_resume_timeout() {
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2), tcp(3)], 19);
+    sim.run_for(30);
+    sim.close_link(0, "killed");
+    sim.close_link(1, "killed");
+    sim.run_for(2_000);
+    assert!(sim.failed(0).is_none());
+    sim.reopen_link(1);
+    sim.run_until_done(30_000);
+    sim.check_exact();
+
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2)], 19);
+    sim.run_for(30);
+    sim.close_link(0, "killed");
+    sim.run_for(3_100);
+    assert!(matches!(sim.failed(0), Some(SessionError::ResumeTimeout(_))));
+}
+
+#[test]
+fn fin_ends_the_stream_after_the_last_byte() {
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2), lossy(4, 0.2)], 23);
+    sim.run_until_done(30_000);
+    sim.sides[0].m.finish();
+    sim.run_for(500);
+    assert!(sim.sides[1].m.at_eof());
+    assert!(sim.sides[0].m.all_acked());
+    assert!(!sim.sides[0].m.at_eof());
+}
