@@ -241,10 +241,9 @@ async fn serve(cfg: Config) -> i32 {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let name = cfg.resi.name.clone();
-    let mode = crate::config::mode_name(cfg.resi.mode);
+    tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
     let listen = cfg.listen().join(", ");
-    let gw = match crate::gateway::Gateway::start(cfg).await {
+    let gw = match crate::gateway::Gateway::start(cfg) {
         Ok(g) => g,
         Err(e) => {
             tracing::error!("gateway failed to start: {e}");
@@ -252,7 +251,6 @@ async fn serve(cfg: Config) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    tracing::info!(name = %name, mode, config = %origin, "gateway started");
     {
         let mut err = std::io::stderr().lock();
         for a in gw.local_addrs() {
@@ -263,10 +261,7 @@ async fn serve(cfg: Config) -> i32 {
     let sig = signals.recv().await;
     tracing::info!("{sig} received, shutting down (send it again to stop at once)");
     tokio::select! {
-        _ = gw.shutdown() => {
-            tracing::info!("gateway stopped");
-            0
-        }
+        _ = gw.shutdown() => 0,
         again = signals.recv() => {
             tracing::warn!("{again} received again, stopping at once");
             130

@@ -19,6 +19,9 @@ CALL_TIMEOUT = 15.0
 SERVICE = "test.Echo"
 BIG = 1 << 20  # a 1 MiB message crosses several HTTP/2 frames and flow-control windows
 
+# The extension id the test server implements (and no gateway does).
+SERVER_EXT = 4242
+
 TRAILERS = [("x-trailer", "t-value"), ("x-trailer-bin", b"\x00\x01\xfe\xff")]
 
 
@@ -122,7 +125,8 @@ def _maybe_fail(context, what: bytes) -> None:
 class EsiServer:
     """A grpcio server on 127.0.0.1 with echo methods in every shape,
     ``Slow`` (sleeps as many ms as the request says) and ``/esi.Esi/Modify``
-    (answers with the extension it got, data prefixed ``server:``)."""
+    (implements extension ``SERVER_EXT``: answers with the extension it got,
+    data prefixed ``server:``)."""
 
     def __init__(self, max_workers: int = 64):
         self.server = grpc.server(
@@ -199,11 +203,16 @@ class EsiServer:
         return b"slow done"
 
     def modify(self, request: bytes, context) -> bytes:
+        """Knows one extension, ``SERVER_EXT``; like any last hop it answers
+        every other id with UNIMPLEMENTED naming it (it has no upstream to
+        pass the call to)."""
         self._count()
         ext = decode_modify(request)
         with self._lock:
             self.modify_seen.append(ext)
         ext_id, passthrough, data = ext
+        if ext_id != SERVER_EXT:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, f"extension {ext_id} is not supported by this server")
         return encode_modify(ext_id, passthrough, b"server:" + data)
 
 

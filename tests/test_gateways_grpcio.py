@@ -22,6 +22,7 @@ from conftest import ResiFactory
 from faultrelay import FaultRelay
 from grpc_helpers import (
     CALL_TIMEOUT,
+    SERVER_EXT,
     SERVICE,
     EsiServer,
     channel,
@@ -29,14 +30,17 @@ from grpc_helpers import (
     modify,
 )
 
-UNKNOWN_EXT = 4242  # an extension id nobody implements
+UNKNOWN_EXT = 4343  # an extension id nobody implements
 
 
 def test_helpers_work_without_a_gateway(esi_server: EsiServer):
     """The baseline: the grpcio client checks pass directly against the
     server, so a failure below is the gateway's."""
     check_all_shapes(esi_server.addr)
-    assert modify(esi_server.addr, UNKNOWN_EXT, True, b"x") == (UNKNOWN_EXT, True, b"server:x")
+    assert modify(esi_server.addr, SERVER_EXT, True, b"x") == (SERVER_EXT, True, b"server:x")
+    with pytest.raises(grpc.RpcError) as info:
+        modify(esi_server.addr, UNKNOWN_EXT, False)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 # ---------------------------------------------------------------------------
@@ -60,13 +64,21 @@ def test_modify_unknown_id_without_pass_is_unimplemented(resi: ResiFactory, esi_
         modify(gw.addrs[0], UNKNOWN_EXT, False, b"data")
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert str(UNKNOWN_EXT) in info.value.details(), info.value.details()
-    assert esi_server.modify_seen == []  # answered by the gateway, not forwarded
+    # Answered by the gateway, not forwarded.
+    assert all(ext_id != UNKNOWN_EXT for ext_id, _, _ in esi_server.modify_seen)
 
 
 def test_modify_unknown_id_with_pass_is_forwarded(resi: ResiFactory, esi_server: EsiServer):
     gw = resi.gateway(listen="127.0.0.1:0", address=esi_server.addr, name="modify-pass")
-    assert modify(gw.addrs[0], UNKNOWN_EXT, True, b"data") == (UNKNOWN_EXT, True, b"server:data")
-    assert esi_server.modify_seen == [(UNKNOWN_EXT, True, b"data")]
+    # Known to the server only: forwarded, answered by the server.
+    assert modify(gw.addrs[0], SERVER_EXT, True, b"data") == (SERVER_EXT, True, b"server:data")
+    assert (SERVER_EXT, True, b"data") in esi_server.modify_seen
+    # Known to nobody, pass=true: forwarded, and the server's UNIMPLEMENTED comes back.
+    with pytest.raises(grpc.RpcError) as info:
+        modify(gw.addrs[0], UNKNOWN_EXT, True, b"data")
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "not supported by this server" in info.value.details()
+    assert (UNKNOWN_EXT, True, b"data") in esi_server.modify_seen
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -102,7 +114,7 @@ def test_two_gateways_modify_unknown_id(two_gateways, esi_server: EsiServer):
         modify(target, UNKNOWN_EXT, False)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert str(UNKNOWN_EXT) in info.value.details()
-    assert modify(target, UNKNOWN_EXT, True, b"d") == (UNKNOWN_EXT, True, b"server:d")
+    assert modify(target, SERVER_EXT, True, b"d") == (SERVER_EXT, True, b"server:d")
 
 
 @pytest.mark.session
@@ -152,9 +164,14 @@ def test_permissive_path_lost_mid_load_loses_no_call(resi: ResiFactory, esi_serv
                 faulted.set()
                 getattr(r0, fault)()
 
+        assert _load(client.addrs[0], 5) == [b"echo:load-%d" % i for i in range(5)]
+        # Both paths joined the session and carry the traffic.
+        assert r0.connections >= 1 and r1.connections >= 1
+        before = (r0.bytes_forwarded, r1.bytes_forwarded)
         results = _load(client.addrs[0], n, progress)
         assert faulted.is_set()
         assert results == [b"echo:load-%d" % i for i in range(n)]
+        assert r1.bytes_forwarded > before[1] and r0.bytes_forwarded > before[0]
         # The surviving path still carries calls, and the healed one may rejoin.
         r0.heal()
         assert _load(client.addrs[0], 20) == [b"echo:load-%d" % i for i in range(20)]
@@ -170,6 +187,7 @@ def test_strict_path_blackholed_leaves_the_live_set(resi: ResiFactory, esi_serve
     with FaultRelay(end.addrs[0], "path0") as r0, FaultRelay(end.addrs[1], "path1") as r1:
         client = resi.gateway(listen="127.0.0.1:0", address=[r0.addr, r1.addr], name="client", extra=extra)
         assert _load(client.addrs[0], 20) == [b"echo:load-%d" % i for i in range(20)]
+        assert r0.connections >= 1 and r1.connections >= 1
         r1.blackhole()
         assert _load(client.addrs[0], 50) == [b"echo:load-%d" % i for i in range(50)]
         r1.heal()
