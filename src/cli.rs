@@ -1,1 +1,346 @@
-//! The `resi` command. (Being written.)
+//! The `resi` command.
+//!
+//! ```text
+//! resi gateway --config FILE [--log-level LEVEL]   run a gateway until SIGINT/SIGTERM
+//! resi -config FILE                                the original gateway's form
+//! resi check-config FILE                           validate a file and print a summary
+//! resi version                                     print the version
+//! ```
+//!
+//! Exit codes: 0 success, 1 the gateway failed at run time (e.g. an address
+//! in use), 2 bad usage or a bad configuration file.
+//!
+//! `resi gateway` prints one line per bound address to stderr,
+//! `resi: listening on 127.0.0.1:40123`, once the gateway accepts
+//! connections (so a caller that configured port 0 can find the port).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Exit code: bad usage or configuration.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the gateway failed.
+pub const EXIT_FAILURE: i32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "resi",
+    version,
+    about = "Redundant Energy Services Interface: ESI gateways over redundant transports",
+    after_help = "The original form `resi -config FILE` is accepted and runs a gateway."
+)]
+struct Cli {
+    /// Log level or filter (error, warn, info, debug, trace, or e.g.
+    /// "resi=debug,hyper=warn"); overrides the RESI_LOG environment variable.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a gateway from a configuration file until SIGINT or SIGTERM.
+    Gateway {
+        /// The TOML configuration file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary (exit 0 if valid, 2 if not).
+    CheckConfig {
+        /// The TOML configuration file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Rewrites the original gateway's single-dash options (`-config FILE`,
+/// `-config=FILE`) into `--config`, and inserts the `gateway` subcommand when
+/// the command line starts with an option that only it takes.
+fn normalize(args: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            for legacy in ["-config", "-log-level"] {
+                if a == legacy {
+                    return format!("-{a}");
+                }
+                if let Some(rest) = a.strip_prefix(legacy).and_then(|r| r.strip_prefix('=')) {
+                    return format!("-{legacy}={rest}");
+                }
+            }
+            a
+        })
+        .collect();
+    // `resi --config FILE ...` (no subcommand) means `resi gateway --config FILE ...`.
+    let first_positional = {
+        let mut i = 0;
+        let mut found = None;
+        while i < out.len() {
+            let a = &out[i];
+            if a == "--log-level" {
+                i += 2;
+                continue;
+            }
+            if a.starts_with('-') {
+                if a == "--config" || a.starts_with("--config=") || a == "-c" {
+                    found = Some(i);
+                }
+                break;
+            }
+            break;
+        }
+        found
+    };
+    if let Some(i) = first_positional {
+        out.insert(i, "gateway".into());
+    }
+    out
+}
+
+/// Runs the `resi` command with `args` (without the program name) and
+/// returns the process exit code.
+pub fn run(args: Vec<String>) -> i32 {
+    let mut argv = vec!["resi".to_string()];
+    argv.extend(normalize(args));
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    match cli.command {
+        Command::Version => {
+            println!("resi {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::CheckConfig { file } => match Config::from_file(&file) {
+            Ok(cfg) => {
+                print!("{}", cfg.summary());
+                let _ = std::io::stdout().flush();
+                0
+            }
+            Err(e) => {
+                eprintln!("resi: error: {e}");
+                EXIT_USAGE
+            }
+        },
+        Command::Gateway { config } => gateway(config, cli.log_level),
+    }
+}
+
+fn init_logging(level: Option<String>) -> Result<(), String> {
+    let spec = level
+        .or_else(|| {
+            std::env::var("RESI_LOG")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // A second `run` in the same process (e.g. from Python) keeps the first
+    // subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+    Ok(())
+}
+
+fn gateway(path: PathBuf, log_level: Option<String>) -> i32 {
+    if let Err(e) = init_logging(log_level) {
+        eprintln!("resi: error: {e}");
+        return EXIT_USAGE;
+    }
+    let cfg = match Config::from_file(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("resi: error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("resi")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("resi: error: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let code = rt.block_on(serve(cfg));
+    // Tasks still running after shutdown (e.g. a stuck connection) must not
+    // keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+/// Waits for the next SIGINT or SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> i32 {
+    // Signal handlers first: a signal that arrives once we said we are
+    // listening must reach us, not kill the process.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("resi: error: cannot install signal handlers: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let origin = cfg
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
+    let listen = cfg.listen().join(", ");
+    let gw = match crate::gateway::Gateway::start(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("gateway failed to start: {e}");
+            eprintln!("resi: error: {origin}: cannot start the gateway (listen: {listen}): {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    {
+        let mut err = std::io::stderr().lock();
+        for a in gw.local_addrs() {
+            let _ = writeln!(err, "resi: listening on {a}");
+        }
+        let _ = err.flush();
+    }
+    let sig = signals.recv().await;
+    tracing::info!("{sig} received, shutting down (send it again to stop at once)");
+    tokio::select! {
+        _ = gw.shutdown() => 0,
+        again = signals.recv() => {
+            tracing::warn!("{again} received again, stopping at once");
+            130
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(a: &[&str]) -> Vec<String> {
+        normalize(a.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn legacy_forms() {
+        assert_eq!(n(&["-config", "g.toml"]), ["gateway", "--config", "g.toml"]);
+        assert_eq!(n(&["-config=g.toml"]), ["gateway", "--config=g.toml"]);
+        assert_eq!(
+            n(&["--config", "g.toml"]),
+            ["gateway", "--config", "g.toml"]
+        );
+        assert_eq!(
+            n(&["gateway", "-config", "g.toml"]),
+            ["gateway", "--config", "g.toml"]
+        );
+        assert_eq!(
+            n(&["--log-level", "debug", "-config", "g.toml"]),
+            ["--log-level", "debug", "gateway", "--config", "g.toml"]
+        );
+        assert_eq!(n(&["check-config", "g.toml"]), ["check-config", "g.toml"]);
+        assert_eq!(n(&["version"]), ["version"]);
+    }
+
+    #[test]
+    fn parses() {
+        let p = |a: &[&str]| {
+            let mut argv = vec!["resi".to_string()];
+            argv.extend(n(a));
+            Cli::try_parse_from(argv)
+        };
+        assert!(matches!(
+            p(&["-config", "g.toml"]).unwrap().command,
+            Command::Gateway { .. }
+        ));
+        assert!(matches!(
+            p(&["gateway", "--config", "g.toml", "--log-level", "debug"])
+                .unwrap()
+                .command,
+            Command::Gateway { .. }
+        ));
+        assert!(matches!(
+            p(&["check-config", "g.toml"]).unwrap().command,
+            Command::CheckConfig { .. }
+        ));
+        assert!(p(&["gateway"]).is_err());
+        assert!(p(&[]).is_err());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let r = |a: &[&str]| run(a.iter().map(|s| s.to_string()).collect());
+        assert_eq!(r(&["version"]), 0);
+        assert_eq!(r(&["--help"]), 0);
+        assert_eq!(r(&["no-such-command"]), EXIT_USAGE);
+        assert_eq!(
+            r(&["check-config", "/nonexistent/gateway.toml"]),
+            EXIT_USAGE
+        );
+        assert_eq!(
+            r(&["gateway", "--config", "/nonexistent/gateway.toml"]),
+            EXIT_USAGE
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gateway.toml");
+        std::fs::write(&f, crate::config::EXAMPLE).unwrap();
+        assert_eq!(r(&["check-config", f.to_str().unwrap()]), 0);
+        std::fs::write(&f, "[Resi]\nMode = \"fast\"\n").unwrap();
+        assert_eq!(r(&["check-config", f.to_str().unwrap()]), EXIT_USAGE);
+    }
+}
