@@ -129,7 +129,11 @@ impl Upstream {
         self.complete_uri(&mut req);
         let mut retried = false;
         loop {
-            let mut tx = self.ready_sender(&req).await?;
+            let mut tx = match self.current() {
+                Some(tx) => tx,
+                // Boxed: the waiting machinery stays out of the fast path.
+                None => Box::pin(self.wait_ready(&req)).await?,
+            };
             match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
                 Err(mut e) => match e.take_message() {
@@ -168,15 +172,18 @@ impl Upstream {
         }
     }
 
-    /// The live connection, or the outcome of the next attempt to make one.
-    async fn ready_sender(&self, req: &Request<ReqBody>) -> Result<SendRequest<ReqBody>, Status> {
-        let base = {
-            let st = self.state.borrow();
-            match &st.link {
-                Link::Ready { tx, .. } if !tx.is_closed() => return Ok(tx.clone()),
-                _ => st.attempts,
-            }
-        };
+    /// The live connection, if there is one.
+    fn current(&self) -> Option<SendRequest<ReqBody>> {
+        match &self.state.borrow().link {
+            Link::Ready { tx, .. } if !tx.is_closed() => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    /// Wakes the manager and waits for a live connection, or for the outcome
+    /// of an attempt that finished after this call arrived.
+    async fn wait_ready(&self, req: &Request<ReqBody>) -> Result<SendRequest<ReqBody>, Status> {
+        let base = self.state.borrow().attempts;
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
         // Wait no longer than the caller is willing to.
