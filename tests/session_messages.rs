@@ -96,7 +96,9 @@ async fn a_lossy_message_path_alone_delivers_exactly_once() {
         for mode in [Mode::Strict, Mode::Permissive] {
             let ((sa, ha), (sb, hb)) = ends(mode);
             message_path(&ha, &hb, 0, 0.15, 1);
-            transfer(sa, sb, 2 << 20).await;
+            if tokio::time::timeout(Duration::from_secs(20), transfer(sa, sb, 2 << 20)).await.is_err() {
+                panic!("{mode:?} stalled:\n{:#?}\n{:#?}", ha.stats().await, hb.stats().await);
+            }
             let stats = ha.stats().await.unwrap();
             assert!(stats.paths[0].stats.retransmitted_bytes > 0, "loss caused no retransmission?");
         }

@@ -482,6 +482,9 @@ impl Driver {
                 Event::Mismatch { path, offset } => {
                     tracing::warn!(session = %hex(&self.id), path, offset, "copies differ");
                 }
+                Event::LatentError { path, behind } => {
+                    tracing::warn!(session = %hex(&self.id), path, behind, "path is up but not carrying data");
+                }
                 Event::Control(body) => {
                     if let Some(exit) = self.on_control(body.clone()) {
                         return Some(exit);

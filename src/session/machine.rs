@@ -44,6 +44,11 @@ pub enum Event {
     PathDown { path: PathId, reason: String },
     /// A copy on `path` differed from the accepted bytes at `offset`.
     Mismatch { path: PathId, offset: u64 },
+    /// `path` is up (heartbeats arrive) but has stopped bringing its copies
+    /// of the stream: `behind` bytes that other paths brought are missing
+    /// on it. In permissive mode redundancy is silently lost; strict mode
+    /// drops such a path instead.
+    LatentError { path: PathId, behind: u64 },
     /// A received CONTROL frame, for the driver.
     Control(Bytes),
     Failed(SessionError),
@@ -63,6 +68,10 @@ pub struct PathStats {
     pub first_bytes: u64,
     /// Stream bytes this path carried that another path had already brought.
     pub duplicate_bytes: u64,
+    /// Stream bytes this path never carried (skipped because the peer had
+    /// them from another path, or lost while it was down).
+    pub missed_bytes: u64,
+    pub latent_errors: u64,
     pub rtt: Option<Duration>,
     pub admissions: u64,
 }
@@ -79,6 +88,12 @@ struct PathState {
     reorder: BTreeMap<u64, Bytes>,
     reorder_bytes: usize,
     last_recv: Instant,
+    /// Last time `received` advanced, and since when the path has been
+    /// behind the canonical copy: together they tell a path that carries
+    /// heartbeats but no data.
+    last_data: Instant,
+    behind_since: Option<Instant>,
+    latent_reported: bool,
     next_ping: Instant,
     ack_owed: bool,
     pongs_owed: Vec<u64>,
@@ -98,6 +113,9 @@ impl PathState {
             reorder: BTreeMap::new(),
             reorder_bytes: 0,
             last_recv: now,
+            last_data: now,
+            behind_since: None,
+            latent_reported: false,
             next_ping: now,
             ack_owed: true,
             pongs_owed: Vec::new(),
@@ -228,6 +246,8 @@ pub struct Machine {
     control_out: VecDeque<Bytes>,
     events: VecDeque<Event>,
     no_path_since: Option<Instant>,
+    /// Next periodic check of the paths' data progress.
+    next_check: Instant,
     failed: Option<SessionError>,
 }
 
@@ -246,6 +266,7 @@ impl Machine {
             control_out: VecDeque::new(),
             events: VecDeque::new(),
             no_path_since: Some(now),
+            next_check: now,
             failed: None,
         }
     }
@@ -268,6 +289,9 @@ impl Machine {
         path.peer_received = acked;
         path.last_progress = now;
         path.last_recv = now;
+        path.last_data = now;
+        path.behind_since = None;
+        path.latent_reported = false;
         path.next_ping = now;
         path.ack_owed = true;
         path.fin_sent = false;
@@ -379,7 +403,7 @@ impl Machine {
         path.stats.frames_received += 1;
         path.stats.bytes_received += frame.encoded_len() as u64;
         match frame {
-            Frame::Data { offset, payload, fin } => self.on_data(id, offset, payload, fin),
+            Frame::Data { offset, payload, fin } => self.on_data(id, offset, payload, fin, now),
             Frame::Ack { path_received, delivered } => self.on_ack(id, path_received, delivered, now),
             Frame::Ping(token) => path.pongs_owed.push(token),
             Frame::Pong(token) => {
@@ -403,7 +427,7 @@ impl Machine {
         }
     }
 
-    fn on_data(&mut self, id: PathId, offset: u64, payload: Bytes, fin: bool) {
+    fn on_data(&mut self, id: PathId, offset: u64, payload: Bytes, fin: bool, now: Instant) {
         let end = offset + payload.len() as u64;
         if fin && self.fin_at.is_none() {
             self.fin_at = Some(end);
@@ -414,11 +438,14 @@ impl Machine {
             if !payload.is_empty() {
                 path.stats.duplicate_bytes += payload.len() as u64;
             }
+            // A retransmission: the sender missed our acknowledgement.
+            path.ack_owed = true;
             return;
         }
         if offset > path.received {
             if offset <= self.delivered {
                 // The sender skipped bytes we already have from elsewhere.
+                path.stats.missed_bytes += offset - path.received;
                 path.received = offset;
             } else {
                 // Out of order on a lossy path: hold it (bounded).
@@ -431,6 +458,9 @@ impl Machine {
         }
         self.accept_in_order(id, offset, payload);
         self.drain_reorder(id);
+        if let Some(path) = self.paths.get_mut(&id) {
+            path.last_data = now;
+        }
         self.settle_disputes();
         self.advance_delivery();
     }
@@ -626,12 +656,15 @@ impl Machine {
             Frame::Pong(token).encode(buf);
             frames += 1;
         }
-        if path.ack_owed {
+        let ping_due = now >= path.next_ping;
+        // Every heartbeat repeats the acknowledgement, so a lost ACK on a
+        // lossy path costs at most one heartbeat interval.
+        if path.ack_owed || ping_due {
             Frame::Ack { path_received: path.received, delivered }.encode(buf);
             path.ack_owed = false;
             frames += 1;
         }
-        if now >= path.next_ping {
+        if ping_due {
             Frame::Ping(now.duration_since(epoch).as_micros() as u64).encode(buf);
             path.next_ping = now + self.cfg.heartbeat_interval;
             frames += 1;
@@ -694,6 +727,9 @@ impl Machine {
         }
         let mut next: Option<Instant> = self.no_path_since.map(|t| t + self.cfg.resume_timeout);
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.live_count() > 0 {
+            earliest(self.next_check);
+        }
         for path in self.paths.values().filter(|p| p.live) {
             earliest(path.next_ping);
             earliest(path.last_recv + self.cfg.dead_timeout);
@@ -725,6 +761,10 @@ impl Machine {
         for id in silent {
             self.remove_path(id, format!("nothing received for {dead_timeout:?}"), now);
         }
+        if now >= self.next_check {
+            self.next_check = now + self.cfg.heartbeat_interval;
+            self.check_data_progress(now);
+        }
         let acked = self.send.start;
         let rtos: Vec<(PathId, Duration)> = self.paths.iter().map(|(id, p)| (*id, self.rto(p))).collect();
         for (id, rto) in rtos {
@@ -739,6 +779,43 @@ impl Machine {
         if let Some(since) = self.no_path_since {
             if now >= since + self.cfg.resume_timeout {
                 self.fail(SessionError::ResumeTimeout(self.cfg.resume_timeout));
+            }
+        }
+    }
+
+    /// A live path that has been behind the canonical copy, without
+    /// bringing anything new, for the dead timeout: strict mode drops it
+    /// (it would stall the session forever while its heartbeats keep it
+    /// "up"); permissive mode raises a latent-error alarm once.
+    fn check_data_progress(&mut self, now: Instant) {
+        let top = self.canon.end;
+        let delivered = self.delivered;
+        let dead_timeout = self.cfg.dead_timeout;
+        let mut stalled = vec![];
+        for (id, path) in self.paths.iter_mut().filter(|(_, p)| p.live) {
+            if path.received >= top {
+                path.behind_since = None;
+                path.latent_reported = false;
+                continue;
+            }
+            let since = *path.behind_since.get_or_insert(now);
+            // A lossy path may need a few retransmission rounds to fill a gap.
+            let limit = if path.reliable { dead_timeout } else { dead_timeout * 3 };
+            if now.saturating_duration_since(since.max(path.last_data)) >= limit {
+                stalled.push((*id, delivered.saturating_sub(path.received)));
+            }
+        }
+        for (id, behind) in stalled {
+            match self.cfg.mode {
+                Mode::Strict => self.remove_path(id, "heartbeats but no data: not carrying its copies", now),
+                Mode::Permissive => {
+                    let path = self.paths.get_mut(&id).expect("listed");
+                    if !path.latent_reported {
+                        path.latent_reported = true;
+                        path.stats.latent_errors += 1;
+                        self.events.push_back(Event::LatentError { path: id, behind });
+                    }
+                }
             }
         }
     }

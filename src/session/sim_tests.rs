@@ -39,6 +39,8 @@ struct Sim {
     /// links[dir][path]: dir 0 is a→b, 1 is b→a.
     links: [Vec<Link>; 2],
     max_buffered: usize,
+    /// Loss on unreliable links applies to DATA frames only.
+    data_only_loss: bool,
 }
 
 fn cfg(mode: Mode) -> SessionConfig {
@@ -68,6 +70,7 @@ impl Sim {
             sides: [mk(payload(400_000, seed)), mk(payload(150_000, seed + 1))],
             links: [vec![], vec![]],
             max_buffered: 0,
+            data_only_loss: false,
         };
         for (i, spec) in specs.into_iter().enumerate() {
             for dir in 0..2 {
@@ -143,7 +146,8 @@ impl Sim {
             return;
         }
         let spec = link.spec.clone();
-        if !spec.reliable && self.rng.random_bool(spec.loss) {
+        let is_data = matches!(frame, Frame::Data { .. });
+        if !spec.reliable && (is_data || !self.data_only_loss) && self.rng.random_bool(spec.loss) {
             return;
         }
         if spec.corrupt > 0.0 {
@@ -396,4 +400,37 @@ fn fin_ends_the_stream_after_the_last_byte() {
     assert!(sim.sides[1].m.at_eof());
     assert!(sim.sides[0].m.all_acked());
     assert!(!sim.sides[0].m.at_eof());
+}
+
+/// Drops DATA frames on one link but lets heartbeats and acks through.
+fn starve_data(sim: &mut Sim, p: usize) {
+    sim.links[0][p].spec.corrupt = 0.0;
+    sim.links[0][p].spec.loss = 1.0;
+    sim.links[0][p].spec.reliable = false;
+}
+
+#[test]
+fn a_path_with_heartbeats_but_no_data_is_dropped_in_strict_mode() {
+    let mut sim = Sim::new(Mode::Strict, vec![tcp(2), tcp(2)], 29);
+    sim.run_for(5);
+    starve_data(&mut sim, 1);
+    sim.data_only_loss = true;
+    sim.run_until_done(30_000);
+    sim.check_exact();
+    assert!(sim.sides[1].events.iter().any(|e| matches!(e, Event::PathDown { path: 1, reason } if reason.contains("no data"))));
+}
+
+#[test]
+fn a_path_with_heartbeats_but_no_data_raises_a_latent_error_in_permissive_mode() {
+    let mut sim = Sim::new(Mode::Permissive, vec![tcp(2), tcp(2)], 31);
+    sim.run_for(5);
+    starve_data(&mut sim, 1);
+    sim.data_only_loss = true;
+    sim.run_until_done(30_000);
+    sim.run_for(1_500);
+    sim.check_exact();
+    assert!(sim.sides[1].events.iter().any(|e| matches!(e, Event::LatentError { path: 1, .. })), "{:?}", sim.sides[1].events);
+    assert!(sim.sides[1].m.is_live(1), "permissive keeps the path");
+    let stats = sim.sides[1].m.path_stats(1).unwrap();
+    assert_eq!(stats.latent_errors, 1);
 }
