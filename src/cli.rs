@@ -242,6 +242,11 @@ async fn serve(cfg: Config) -> i32 {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
+    if cfg.nkn.is_some() {
+        tracing::warn!(
+            "[Nkn] is validated but not used yet: this version carries paths over TCP only"
+        );
+    }
     let listen = cfg.listen().join(", ");
     let gw = match crate::gateway::Gateway::start(cfg) {
         Ok(g) => g,
