@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let lib_protos = ["proto/esi.proto", "proto/resi.proto"];
+    let lib_protos = ["proto/esi.proto", "proto/resi.proto", "proto/nkn/client.proto", "proto/nkn/payloads.proto"];
     let test_protos = ["proto/esi.proto", "tests/proto/echo.proto"];
     for p in lib_protos.iter().chain(test_protos.iter()) {
         println!("cargo:rerun-if-changed={p}");

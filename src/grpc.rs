@@ -162,3 +162,64 @@ pub fn status_trailers(status: &Status) -> http::HeaderMap {
     status.write_headers(&mut t, false);
     t
 }
+
+/// Request header carrying the caller's deadline.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// Parses a `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most 8
+/// digits, then one of `H M S m u n`).
+pub fn parse_timeout(v: &HeaderValue) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let s = v.to_str().ok()?;
+    if s.len() < 2 || s.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = s.split_at(s.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse() {
+        let p = |s: &'static str| parse_timeout(&HeaderValue::from_static(s));
+        assert_eq!(p("100m"), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(p("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(p("1H"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(p("5x"), None);
+        assert_eq!(p("m"), None);
+        assert_eq!(p("123456789S"), None);
+    }
+
+    #[test]
+    fn messages_are_percent_encoded_and_decoded() {
+        let st = Status::new(Code::Unavailable, "50% down ü\nnext");
+        let h = status_trailers(&st);
+        let raw = h.get(GRPC_MESSAGE).unwrap().to_str().unwrap();
+        assert_eq!(raw, "50%25 down %C3%BC%0Anext");
+        assert_eq!(Status::from_headers(&h), Some(st));
+    }
+
+    #[test]
+    fn unary_frames_round_trip() {
+        let msg = crate::proto::esi::Extension { id: 3, pass: true, data: Bytes::from_static(b"abc") };
+        let framed = encode_frame(&msg);
+        let inner = decode_unary_frame(framed.clone()).unwrap();
+        assert_eq!(<crate::proto::esi::Extension as prost::Message>::decode(inner).unwrap(), msg);
+        let mut compressed = framed.to_vec();
+        compressed[0] = 1;
+        assert_eq!(decode_unary_frame(compressed.into()).unwrap_err().code, Code::Unimplemented);
+        assert_eq!(decode_unary_frame(framed.slice(..7)).unwrap_err().code, Code::InvalidArgument);
+    }
+}

@@ -10,6 +10,14 @@ pub mod resi {
     include!(concat!(env!("OUT_DIR"), "/lib/resi.rs"));
 }
 
+/// NKN client ⇄ node frames and the end-to-end payload layer.
+pub mod nkn {
+    include!(concat!(env!("OUT_DIR"), "/lib/nkn.rs"));
+    pub mod payloads {
+        include!(concat!(env!("OUT_DIR"), "/lib/nkn.payloads.rs"));
+    }
+}
+
 /// Extension id of the RESI redundancy extension.
 pub const REDUNDANCY_EXTENSION_ID: u32 = 1;
 

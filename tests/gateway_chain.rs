@@ -32,6 +32,7 @@ fn config(name: &str, listen: &str, upstream: &[String], mode: Mode) -> Config {
         dead_timeout: Duration::from_millis(500),
         redial_max_backoff: Duration::from_millis(300),
         resume_timeout: Duration::from_secs(3),
+        shutdown_grace: Duration::from_millis(500),
         ..ResiConfig::default()
     };
     Config {
@@ -186,12 +187,18 @@ async fn end_gateway_restart_is_survived() {
         let up = start_echo().await;
         let end_addr = free_addr().await.to_string();
         let end = Gateway::start(config("end", &end_addr, &[up.addr.to_string()], Mode::Strict)).unwrap();
-        let client = gw("client", &[end_addr.clone()], Mode::Strict);
+        let client = gw("client", std::slice::from_ref(&end_addr), Mode::Strict);
         let mut c = echo_client(client.local_addrs()[0]).await;
         c.unary(msg(b"one", 0, "")).await.unwrap();
         wait_resi(&client).await;
 
+        // A call in flight when the end gateway goes away fails UNAVAILABLE.
+        let mut c2 = c.clone();
+        let hang = tokio::spawn(async move { c2.unary(msg(b"", 0, "hang")).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
         end.shutdown().await;
+        let st = hang.await.unwrap().unwrap_err();
+        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
         let st = c.unary(msg(b"two", 0, "")).await.unwrap_err();
         assert_eq!(st.code(), Code::Unavailable, "{st:?}");
 
@@ -209,6 +216,37 @@ async fn end_gateway_restart_is_survived() {
         }
         client.shutdown().await;
         end.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_task_left_after_chain_shutdown() {
+    bounded(async {
+        let up = start_echo().await;
+        let metrics = tokio::runtime::Handle::current().metrics();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let baseline = metrics.num_alive_tasks();
+        let end = gw("end", &[up.addr.to_string()], Mode::Strict);
+        let client = gw("client", &[addr_of(&end), addr_of(&end)], Mode::Strict);
+        {
+            let mut c = echo_client(client.local_addrs()[0]).await;
+            c.unary(msg(b"x", 0, "")).await.unwrap();
+            let mut s = c.server_stream(msg(b"x", 3, "")).await.unwrap().into_inner();
+            while s.message().await.unwrap().is_some() {}
+        }
+        wait_resi(&client).await;
+        client.shutdown().await;
+        end.shutdown().await;
+        let t = Instant::now();
+        while metrics.num_alive_tasks() > baseline {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{} tasks alive after shutdown, {baseline} before start",
+                metrics.num_alive_tasks()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }

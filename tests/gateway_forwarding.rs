@@ -270,7 +270,10 @@ async fn garbage_and_half_open_connections_harm_no_one() {
         let bad_h2 = TcpStream::connect(addr).await.unwrap();
         {
             let mut bad_h2 = bad_h2;
-            bad_h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\x00\x00\x00\x00\x00garbage").await.unwrap();
+            bad_h2
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x09\x00\x00\x00\x00\x00garbage")
+                .await
+                .unwrap();
         }
 
         c.unary(msg(b"during", 0, "")).await.unwrap();
@@ -479,10 +482,8 @@ async fn modify_runtime_handlers() {
         let ext = c.modify(modify_req(500, false, b"abc")).await.unwrap().into_inner().ext.unwrap();
         assert_eq!((ext.id, ext.data.as_ref()), (500, b"handled:abc".as_slice()));
 
-        gw.extensions().register(
-            501,
-            handler_fn(|_ext| async move { Err(RStatus::new(RCode::PermissionDenied, "not for you")) }),
-        );
+        gw.extensions()
+            .register(501, handler_fn(|_ext| async move { Err(RStatus::new(RCode::PermissionDenied, "not for you")) }));
         let st = c.modify(modify_req(501, true, b"")).await.unwrap_err();
         assert_eq!((st.code(), st.message()), (Code::PermissionDenied, "not for you"));
 
@@ -522,6 +523,85 @@ async fn bind_failure_names_the_address() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(&addr), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_upstream_is_unavailable_after_connect_timeout() {
+    bounded(async {
+        // Accepts TCP, never says a word.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let gw = start_gw(addr);
+        let mut c = echo_client(gw_addr(&gw)).await;
+        let t = Instant::now();
+        let st = c.unary(msg(b"x", 0, "")).await.unwrap_err();
+        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
+        assert!(st.message().contains(&addr.to_string()), "{st:?}");
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "took {took:?}");
+
+        // A caller's shorter deadline is honoured while waiting. A raw h2
+        // client, so no client-side timer races the hop's answer.
+        let t = Instant::now();
+        let trailers = raw_call(gw_addr(&gw), "/resitest.Echo/Unary", &[("grpc-timeout", "200m")]).await;
+        assert_eq!(trailers.get("grpc-status").unwrap(), "4", "{trailers:?}");
+        assert!(t.elapsed() < Duration::from_millis(800), "took {:?}", t.elapsed());
+        gw.shutdown().await;
+        holder.abort();
+    })
+    .await;
+}
+
+/// One gRPC call with an empty message over a bare hyper h2c client; returns
+/// the status headers (trailers, or the headers of a trailers-only answer).
+async fn raw_call(addr: std::net::SocketAddr, path: &str, headers: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    use http_body_util::{BodyExt, Full};
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    let mut req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, http::HeaderValue::from_static(v));
+    }
+    let rsp = tx.send_request(req).await.unwrap();
+    let out = if rsp.headers().contains_key("grpc-status") {
+        rsp.headers().clone()
+    } else {
+        rsp.into_body().collect().await.unwrap().trailers().cloned().unwrap_or_default()
+    };
+    driver.abort();
+    out
+}
+
+#[tokio::test]
+async fn modify_over_max_message_size_is_refused() {
+    bounded(async {
+        let up = start_echo_esi(&[77]).await;
+        let mut cfg = config(&up.addr.to_string());
+        cfg.resi.max_message_size = 1024;
+        let gw = Gateway::start(cfg).unwrap();
+        let mut c = esi_client(gw_addr(&gw)).await;
+        let st = c.modify(modify_req(2, false, &[0u8; 4096])).await.unwrap_err();
+        assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+        // Forwarded calls are not limited by the hop: the upstream decides.
+        let mut e = echo_client(gw_addr(&gw)).await;
+        e.unary(msg(&[0u8; 4096], 0, "")).await.unwrap();
+        gw.shutdown().await;
     })
     .await;
 }

@@ -55,7 +55,7 @@ fn gateway(name: &str, mode: Mode, listen: usize, upstream: Vec<String>) -> Gate
 
 /// ESI server ← end gateway ⇐ two relayed TCP paths ⇐ client gateway.
 struct Pair {
-    server: TestServer,
+    _server: TestServer,
     end: Gateway,
     client: Gateway,
     proxies: Vec<FaultProxy>,
@@ -72,7 +72,7 @@ impl Pair {
         }
         let upstream = proxies.iter().map(|p| p.addr().to_string()).collect();
         let client = gateway("client", mode, 1, upstream);
-        let pair = Pair { server, end, client, proxies };
+        let pair = Pair { _server: server, end, client, proxies };
         pair.wait_live(2).await;
         pair
     }

@@ -175,7 +175,13 @@ enum Sniffed {
 
 /// One accepted TCP connection: sniff, then serve HTTP/2 or hand the path to
 /// the supervisor.
-async fn connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, paths: mpsc::UnboundedSender<TcpStream>, phase: Phase) {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    paths: mpsc::UnboundedSender<TcpStream>,
+    phase: Phase,
+) {
     let _ = tcp.set_nodelay(true);
     let sniffed = tokio::select! {
         s = sniff(&tcp) => s,

@@ -111,7 +111,7 @@ impl Gateway {
             grace: resi.shutdown_grace,
         };
         let server = tokio::spawn(supervisor.run());
-        let manager = tokio::spawn(upstream.run(session_cfg, stop_upstream.clone()));
+        let manager = tokio::spawn(upstream::Upstream::supervise(upstream, session_cfg, stop_upstream.clone()));
         tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
         Ok(Gateway { local_addrs, shared, registry, stop_server, stop_upstream, tasks: Some((server, manager)) })
     }

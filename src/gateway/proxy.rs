@@ -27,7 +27,8 @@ use crate::proto::MODIFY_PATH;
 /// Serves one call.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     if req.uri().path() == MODIFY_PATH {
-        return Ok(modify(&shared, req).await);
+        // Boxed: the rare, larger future stays out of every forwarded call.
+        return Ok(Box::pin(modify(&shared, req)).await);
     }
     Ok(forward(&shared, req.map(Either::Left)).await)
 }

@@ -64,9 +64,15 @@ pub enum UpstreamKind {
 enum Link {
     /// Being (re)connected; no attempt outcome yet.
     Connecting,
-    Ready { tx: SendRequest<ReqBody>, kind: UpstreamKind, session: Option<SessionHandle> },
+    Ready {
+        tx: SendRequest<ReqBody>,
+        kind: UpstreamKind,
+        session: Option<SessionHandle>,
+    },
     /// The last attempt failed with this error.
-    Down { error: Arc<str> },
+    Down {
+        error: Arc<str>,
+    },
 }
 
 #[derive(Clone)]
@@ -95,10 +101,8 @@ impl Upstream {
             1 => addrs[0].clone(),
             _ => addrs.join(", "),
         };
-        let authority = addrs
-            .first()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
+        let authority =
+            addrs.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
         let (state, _) = watch::channel(State { link: Link::Connecting, attempts: 0 });
         Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout })
     }
@@ -125,7 +129,11 @@ impl Upstream {
         self.complete_uri(&mut req);
         let mut retried = false;
         loop {
-            let mut tx = self.ready_sender().await?;
+            let mut tx = match self.current() {
+                Some(tx) => tx,
+                // Boxed: the waiting machinery stays out of the fast path.
+                None => Box::pin(self.wait_ready(&req)).await?,
+            };
             match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
                 Err(mut e) => match e.take_message() {
@@ -164,18 +172,24 @@ impl Upstream {
         }
     }
 
-    /// The live connection, or the outcome of the next attempt to make one.
-    async fn ready_sender(&self) -> Result<SendRequest<ReqBody>, Status> {
-        let base = {
-            let st = self.state.borrow();
-            match &st.link {
-                Link::Ready { tx, .. } if !tx.is_closed() => return Ok(tx.clone()),
-                _ => st.attempts,
-            }
-        };
+    /// The live connection, if there is one.
+    fn current(&self) -> Option<SendRequest<ReqBody>> {
+        match &self.state.borrow().link {
+            Link::Ready { tx, .. } if !tx.is_closed() => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    /// Wakes the manager and waits for a live connection, or for the outcome
+    /// of an attempt that finished after this call arrived.
+    async fn wait_ready(&self, req: &Request<ReqBody>) -> Result<SendRequest<ReqBody>, Status> {
+        let base = self.state.borrow().attempts;
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
-        let deadline = Instant::now() + self.connect_timeout;
+        // Wait no longer than the caller is willing to.
+        let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
+        let wait = caller.map_or(self.connect_timeout, |t| t.min(self.connect_timeout));
+        let deadline = Instant::now() + wait;
         loop {
             {
                 let st = rx.borrow_and_update();
@@ -188,6 +202,10 @@ impl Upstream {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(self.unavailable("gateway is shutting down")),
+                Err(_) if wait < self.connect_timeout => {
+                    let why = format!("deadline expired while waiting for upstream {}", self.label);
+                    return Err(Status::new(Code::DeadlineExceeded, why));
+                }
                 Err(_) => {
                     let why = format!("not reachable within {:?}", self.connect_timeout);
                     return Err(self.unavailable(&why));
@@ -205,8 +223,24 @@ impl Upstream {
         });
     }
 
+    /// Runs the manager until `stop`, restarting it should it ever panic
+    /// (calls would otherwise wait for an upstream nobody connects).
+    pub(crate) async fn supervise(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
+        loop {
+            let run = AssertUnwindSafe(self.clone().run(cfg.clone(), stop.clone()));
+            match run.catch_unwind().await {
+                Ok(()) => return,
+                Err(_) => {
+                    tracing::error!(upstream = %self.label, "upstream manager panicked; restarting it");
+                    self.publish(Link::Down { error: "upstream manager failed".into() }, true);
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                }
+            }
+        }
+    }
+
     /// The manager task: connect, publish, watch, reconnect; until `stop`.
-    pub(crate) async fn run(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
+    async fn run(self: Arc<Self>, cfg: SessionConfig, stop: CancellationToken) {
         let mut backoff = MIN_BACKOFF;
         while !stop.is_cancelled() {
             let started = Instant::now();
@@ -217,7 +251,8 @@ impl Upstream {
             match attempt {
                 Ok(mut conn) => {
                     tracing::info!(upstream = %self.label, kind = ?conn.kind, "upstream connected");
-                    let link = Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
+                    let link =
+                        Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
                     self.publish(link, true);
                     let why = tokio::select! {
                         _ = stop.cancelled() => None,

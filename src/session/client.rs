@@ -70,6 +70,9 @@ pub async fn connect_tcp(
     };
     let wallet = Arc::new(Mutex::new(Wallet::new(opened.cookies, ttl)));
     let (stream, handle) = driver::spawn(cfg.clone(), Role::Dialer { wallet: wallet.clone() }, id);
+    // If this future is dropped before it returns, nobody else can close
+    // the session (and so stop its diallers): the guard does.
+    let guard = CloseOnDrop(Some(handle.clone()));
     let (merged_tx, mut merged_rx) = watch::channel(0usize);
     for (i, addr) in addrs.into_iter().enumerate() {
         let dialer = Dialer {
@@ -85,7 +88,7 @@ pub async fn connect_tcp(
     drop(merged_tx);
     let first = merged_rx.wait_for(|n| *n > 0);
     let timeout = cfg.resume_timeout.min(Duration::from_secs(10));
-    tokio::select! {
+    let result = tokio::select! {
         r = tokio::time::timeout(timeout, first) => match r {
             Ok(Ok(_)) => Ok((stream, handle)),
             _ => {
@@ -94,6 +97,27 @@ pub async fn connect_tcp(
             }
         },
         reason = handle.closed() => Err(reason),
+    };
+    if result.is_ok() {
+        guard.disarm();
+    }
+    result
+}
+
+/// Closes a session when dropped, unless disarmed.
+struct CloseOnDrop(Option<SessionHandle>);
+
+impl CloseOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.close();
+        }
     }
 }
 

@@ -56,6 +56,36 @@ pub struct StreamPath {
     pub reliable: bool,
 }
 
+/// A connected path over a message transport (NKN): whole messages in and
+/// out, each carrying one or more complete frames. Messages may be lost,
+/// duplicated or reordered; the session copes (the path is not reliable).
+pub struct MessagePath {
+    /// Messages to send to the peer.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Messages received from the peer; closing it ends the path.
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Largest message the transport carries (at least 128 KiB).
+    pub mtu: usize,
+}
+
+/// A path handed to a session.
+pub enum NewPath {
+    Stream(StreamPath),
+    Messages(MessagePath),
+}
+
+impl From<StreamPath> for NewPath {
+    fn from(p: StreamPath) -> NewPath {
+        NewPath::Stream(p)
+    }
+}
+
+impl From<MessagePath> for NewPath {
+    fn from(p: MessagePath) -> NewPath {
+        NewPath::Messages(p)
+    }
+}
+
 /// One path's counters with its state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathReport {
@@ -115,7 +145,7 @@ pub enum Role {
 }
 
 enum Command {
-    AddPath { path: PathId, conn: StreamPath, on_close: Option<oneshot::Sender<()>> },
+    AddPath { path: PathId, conn: NewPath, on_close: Option<oneshot::Sender<()>> },
     Close,
     Stats(oneshot::Sender<SessionStats>),
 }
@@ -163,8 +193,8 @@ impl SessionHandle {
 
     /// Hands a connected path to the session. `on_close` fires when the
     /// session lets go of it (the path died or the session ended).
-    pub fn add_path(&self, path: PathId, conn: StreamPath, on_close: Option<oneshot::Sender<()>>) {
-        let _ = self.cmd.send(Command::AddPath { path, conn, on_close });
+    pub fn add_path(&self, path: PathId, conn: impl Into<NewPath>, on_close: Option<oneshot::Sender<()>>) {
+        let _ = self.cmd.send(Command::AddPath { path, conn: conn.into(), on_close });
     }
 
     /// A snapshot of the session's counters (None once it has ended).
@@ -363,17 +393,26 @@ impl Driver {
         self.conns.get(&path).is_some_and(|c| c.gen == gen)
     }
 
-    fn add_conn(&mut self, path: PathId, conn: StreamPath, on_close: Option<oneshot::Sender<()>>) {
+    fn add_conn(&mut self, path: PathId, conn: NewPath, on_close: Option<oneshot::Sender<()>>) {
         self.drop_conn(path);
         self.next_gen += 1;
         let gen = self.next_gen;
-        let (rd, wr) = tokio::io::split(conn.io);
         let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
         let max_frame = self.cfg.max_frame;
-        let reader = tokio::spawn(read_path(path, gen, rd, conn.read_buf, max_frame, self.path_tx.clone()));
-        tokio::spawn(write_path(path, gen, wr, wrx, self.path_tx.clone()));
+        let events = self.path_tx.clone();
+        let (reader, reliable) = match conn {
+            NewPath::Stream(conn) => {
+                let (rd, wr) = tokio::io::split(conn.io);
+                tokio::spawn(write_path(path, gen, wr, wrx, events.clone()));
+                (tokio::spawn(read_path(path, gen, rd, conn.read_buf, max_frame, events)), conn.reliable)
+            }
+            NewPath::Messages(conn) => {
+                tokio::spawn(write_messages(path, gen, conn.tx, conn.mtu, wrx, events.clone()));
+                (tokio::spawn(read_messages(path, gen, conn.rx, max_frame, events)), false)
+            }
+        };
         self.conns.insert(path, Conn { gen, writer: wtx, queued: 0, reader, on_close });
-        self.machine.add_path(path, conn.reliable, Instant::now().into_std());
+        self.machine.add_path(path, reliable, Instant::now().into_std());
     }
 
     fn drop_conn(&mut self, path: PathId) {
@@ -658,6 +697,67 @@ async fn write_path(
         });
     }
     let _ = wr.shutdown().await;
+}
+
+/// Reads a message path: each message is decoded whole; a message that is
+/// not a sequence of complete frames is dropped (the next one may be fine).
+async fn read_messages(path: PathId, gen: u64, mut rx: mpsc::Receiver<Bytes>, max_frame: usize, tx: mpsc::Sender<PathMsg>) {
+    while let Some(msg) = rx.recv().await {
+        let mut buf = BytesMut::from(&msg[..]);
+        let mut frames = Vec::new();
+        let complete = loop {
+            match Frame::decode(&mut buf, max_frame) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break buf.is_empty(),
+                Err(_) => break false,
+            }
+        };
+        if !complete {
+            tracing::debug!(path, "malformed message dropped");
+            continue;
+        }
+        if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(PathMsg::Closed { path, gen, reason: "transport closed".into() }).await;
+}
+
+/// Writes a message path: each batch is cut at frame boundaries into
+/// messages of at most `mtu` bytes.
+async fn write_messages(
+    path: PathId,
+    gen: u64,
+    out: mpsc::Sender<Bytes>,
+    mtu: usize,
+    mut rx: mpsc::Receiver<BytesMut>,
+    tx: mpsc::Sender<PathMsg>,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        while !batch.is_empty() {
+            let cut = frames_within(&batch, mtu);
+            if out.send(batch.split_to(cut).freeze()).await.is_err() {
+                let _ = tx.send(PathMsg::Closed { path, gen, reason: "transport closed".into() }).await;
+                return;
+            }
+        }
+        let _ = tx.send(PathMsg::WriteDone { path, gen }).await;
+    }
+}
+
+/// Length of the longest run of whole frames at the start of `buf` that
+/// fits in `mtu` (at least one frame).
+fn frames_within(buf: &[u8], mtu: usize) -> usize {
+    let mut at = 0;
+    while at + crate::frame::HEADER_LEN <= buf.len() {
+        let len = u32::from_be_bytes([buf[at + 4], buf[at + 5], buf[at + 6], buf[at + 7]]) as usize;
+        let next = at + crate::frame::HEADER_LEN + len;
+        if next > mtu && at > 0 {
+            break;
+        }
+        at = next;
+    }
+    at.min(buf.len()).max(1)
 }
 
 /// Lowercase hex, for ids in logs and statistics.

@@ -152,7 +152,10 @@ async fn start_server(listener: TcpListener, opts: ServerOpts) -> TestServer {
         .tcp_nodelay(true);
     let mut router = builder.add_service(echo);
     if let Some(known) = opts.esi_known {
-        let esi = esi_pb::esi_server::EsiServer::new(EsiSvc { known: known.into_iter().collect(), counters: counters.clone() });
+        let esi = esi_pb::esi_server::EsiServer::new(EsiSvc {
+            known: known.into_iter().collect(),
+            counters: counters.clone(),
+        });
         router = router.add_service(esi);
     }
     let incoming = TcpListenerStream::new(listener);
