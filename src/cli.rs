@@ -80,7 +80,7 @@ fn normalize(args: Vec<String>) -> Vec<String> {
         })
         .collect();
     // `resi --config FILE ...` (no subcommand) means `resi gateway --config FILE ...`.
-    let first_positional = {
+    let insert_gateway_at = {
         let mut i = 0;
         let mut found = None;
         while i < out.len() {
@@ -99,7 +99,7 @@ fn normalize(args: Vec<String>) -> Vec<String> {
         }
         found
     };
-    if let Some(i) = first_positional {
+    if let Some(i) = insert_gateway_at {
         out.insert(i, "gateway".into());
     }
     out
