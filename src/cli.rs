@@ -80,7 +80,7 @@ fn normalize(args: Vec<String>) -> Vec<String> {
         })
         .collect();
     // `resi --config FILE ...` (no subcommand) means `resi gateway --config FILE ...`.
-    let first_positional = {
+    let insert_gateway_at = {
         let mut i = 0;
         let mut found = None;
         while i < out.len() {
@@ -99,7 +99,7 @@ fn normalize(args: Vec<String>) -> Vec<String> {
         }
         found
     };
-    if let Some(i) = first_positional {
+    if let Some(i) = insert_gateway_at {
         out.insert(i, "gateway".into());
     }
     out
@@ -242,6 +242,11 @@ async fn serve(cfg: Config) -> i32 {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
+    if cfg.nkn.is_some() {
+        tracing::warn!(
+            "[Nkn] is validated but not used yet: this version carries paths over TCP only"
+        );
+    }
     let listen = cfg.listen().join(", ");
     let gw = match crate::gateway::Gateway::start(cfg) {
         Ok(g) => g,
