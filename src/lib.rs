@@ -20,8 +20,8 @@
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
-//! - [`gateway`]: listener, protocol sniffing, call forwarding, upstream
-//!   discovery, graceful shutdown.
+//! - [`gateway`]: listener and protocol sniffing, call forwarding
+//!   (`proxy`), upstream discovery (`upstream`), graceful shutdown.
 //! - [`cli`]: the `resi` command.
 //! - `py` (feature `python`): the thin PyO3 bindings.
 
