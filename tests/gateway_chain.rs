@@ -238,15 +238,7 @@ async fn no_task_left_after_chain_shutdown() {
         wait_resi(&client).await;
         client.shutdown().await;
         end.shutdown().await;
-        let t = Instant::now();
-        while metrics.num_alive_tasks() > baseline {
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "{} tasks alive after shutdown, {baseline} before start",
-                metrics.num_alive_tasks()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::assert_tasks_settle(baseline).await;
     })
     .await;
 }

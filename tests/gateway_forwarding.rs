@@ -368,15 +368,7 @@ async fn no_task_left_after_shutdown() {
         }
         gw.shutdown().await;
         // The upstream's side of the gateway's connection ends as well.
-        let t = Instant::now();
-        while metrics.num_alive_tasks() > baseline {
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "{} tasks alive after shutdown, {baseline} before start",
-                metrics.num_alive_tasks()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::assert_tasks_settle(baseline).await;
     })
     .await;
 }
