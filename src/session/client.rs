@@ -8,11 +8,11 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use super::driver::{self, Role, StreamPath, Wallet};
+use super::driver::{self, Role, Wallet};
 use super::{Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
 use crate::cookie::SessionId;
 use crate::grpc::{Code, Status};
-use crate::path::tcp;
+use crate::path::{PathDialer, TcpDialer};
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 
 /// First redial delay; doubles up to `SessionConfig::redial_max_backoff`.
@@ -52,11 +52,22 @@ pub fn redundancy_answer(resp: &esi::ModifyResponse) -> Result<resi::redundancy:
 }
 
 /// Joins one TCP path per address to the session `opened` describes and
-/// keeps redialling lost ones. Returns once a path is merged, or fails if
-/// none could be merged within `connect_timeout`.
+/// keeps redialling lost ones (see [`connect`]).
 pub async fn connect_tcp(
     opened: resi::OpenResponse,
     addrs: Vec<String>,
+    cfg: SessionConfig,
+) -> Result<(SessionStream, SessionHandle), SessionError> {
+    let dialers = addrs.into_iter().map(|addr| Box::new(TcpDialer { addr }) as Box<dyn PathDialer>).collect();
+    connect(opened, dialers, cfg).await
+}
+
+/// Joins one path per dialler (path id = its index) to the session
+/// `opened` describes and keeps redialling lost ones. Returns once a path
+/// is merged, or fails if none could be merged in time.
+pub async fn connect(
+    opened: resi::OpenResponse,
+    dialers: Vec<Box<dyn PathDialer>>,
     cfg: SessionConfig,
 ) -> Result<(SessionStream, SessionHandle), SessionError> {
     let mut id: SessionId = [0; 16];
@@ -74,10 +85,10 @@ pub async fn connect_tcp(
     // the session (and so stop its diallers): the guard does.
     let guard = CloseOnDrop(Some(handle.clone()));
     let (merged_tx, mut merged_rx) = watch::channel(0usize);
-    for (i, addr) in addrs.into_iter().enumerate() {
+    for (i, transport) in dialers.into_iter().enumerate() {
         let dialer = Dialer {
             path: i as u32,
-            addr,
+            transport,
             handle: handle.clone(),
             wallet: wallet.clone(),
             cfg: cfg.clone(),
@@ -124,7 +135,7 @@ impl Drop for CloseOnDrop {
 /// Keeps one path of a session connected.
 struct Dialer {
     path: u32,
-    addr: String,
+    transport: Box<dyn PathDialer>,
     handle: SessionHandle,
     wallet: Arc<Mutex<Wallet>>,
     cfg: SessionConfig,
@@ -157,7 +168,7 @@ impl Dialer {
                         _ = gone => {}
                         _ = self.handle.closed() => return,
                     }
-                    tracing::info!(path = self.path, addr = %self.addr, "path lost; redialling");
+                    tracing::info!(path = self.path, to = %self.transport.describe(), "path lost; redialling");
                 }
                 Attempt::Retry => continue,
                 Attempt::Backoff => {
@@ -180,10 +191,10 @@ impl Dialer {
         let merge = resi::MergeRequest { cookie: cookie.clone(), path_id: self.path };
         let hello: Bytes = modify_request(resi::redundancy::Msg::Merge(merge)).encode_to_vec().into();
         let timeout = (self.cfg.dead_timeout * 2).max(Duration::from_secs(1));
-        let (stream, read_buf, reply) = match tcp::dial(&self.addr, hello, timeout).await {
+        let (conn, reply) = match self.transport.dial(hello, timeout).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(path = self.path, addr = %self.addr, error = %e, "dial failed");
+                tracing::debug!(path = self.path, to = %self.transport.describe(), error = %e, "dial failed");
                 // The cookie may not have reached the peer: keep it.
                 self.wallet.lock().expect("wallet lock").add(cookie);
                 return Attempt::Backoff;
@@ -193,7 +204,6 @@ impl Dialer {
             Ok(merged) => {
                 self.wallet.lock().expect("wallet lock").add(merged.next_cookie);
                 let (tx, rx) = oneshot::channel();
-                let conn = StreamPath { io: Box::new(stream), read_buf, reliable: true };
                 self.handle.add_path(self.path, conn, Some(tx));
                 self.merged.send_modify(|n| *n += 1);
                 Attempt::Joined(rx)

@@ -109,24 +109,33 @@ impl SessionRegistry {
                 return;
             }
         };
+        let (reply, joined) = self.answer_hello(hello);
+        if let Err(e) = tcp::reply(&mut stream, reply).await {
+            tracing::info!(%peer, error = %e, "path handshake reply failed");
+            return;
+        }
+        if let Some((path, handle)) = joined {
+            let conn = StreamPath { io: Box::new(stream), read_buf, reliable: true };
+            handle.add_path(path, conn, None);
+        }
+    }
+
+    /// Answers a HELLO that arrived on any transport: the HELLO_REPLY body
+    /// to send back and, if it was accepted, the session and path id the
+    /// transport now carries. The caller sends the reply *before* handing
+    /// the path to the session, so the reply precedes every session frame.
+    pub fn answer_hello(self: &Arc<Self>, hello: Bytes) -> (Bytes, Option<(u32, SessionHandle)>) {
         match self.handle_hello(hello) {
-            Ok((reply, path, handle)) => {
-                if let Err(e) = tcp::reply(&mut stream, reply).await {
-                    tracing::info!(%peer, error = %e, "path handshake reply failed");
-                    return;
-                }
-                let conn = StreamPath { io: Box::new(stream), read_buf, reliable: true };
-                handle.add_path(path, conn, None);
-            }
+            Ok((reply, path, handle)) => (reply, Some((path, handle))),
             Err(status) => {
-                tracing::info!(%peer, %status, "path refused");
+                tracing::info!(%status, "path refused");
                 let body = resi::HelloReply {
                     result: Some(resi::hello_reply::Result::Error(resi::Status {
                         code: status.code as i32,
                         message: status.message,
                     })),
                 };
-                let _ = tcp::reply(&mut stream, body.encode_to_vec().into()).await;
+                (body.encode_to_vec().into(), None)
             }
         }
     }
