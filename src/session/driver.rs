@@ -2,10 +2,14 @@
 //!
 //! One task owns the [`Machine`] (so no lock is taken per frame). Each path
 //! has a reader task, which decodes whole read buffers into batches of
-//! frames, and a writer task, which writes whole batches of encoded frames;
-//! the session task hands a path a new batch only when its writer has room,
-//! so a slow or stuck path just falls behind (its cursor lags; permissive
-//! mode skips what the peer already has) and never blocks the others.
+//! frames. Writing a stream path is done by the session task itself while
+//! the socket accepts bytes without blocking (no task hop on the hot path);
+//! when a write would block, the rest of that batch goes to a short-lived
+//! flush task that owns the write half until it is done, and the path gets
+//! nothing more meanwhile. So a slow or stuck path just falls behind (its
+//! cursor lags; permissive mode skips what the peer already has) and never
+//! blocks the session or the other paths. Message paths (NKN) hand batches
+//! to a writer task.
 //!
 //! The application side is [`SessionStream`], an `AsyncRead + AsyncWrite`
 //! over two bounded channels: the write channel is only drained while the
@@ -33,9 +37,9 @@ use crate::cookie::{CookieJar, SessionId};
 use crate::frame::Frame;
 use crate::proto::resi;
 
-/// Bytes of frames handed to a path writer at once.
+/// Bytes of frames written to a path at once.
 const BATCH_BUDGET: usize = 256 * 1024;
-/// Batches a path writer may have queued (one being written, one ready).
+/// Batches a message path's writer task may have queued.
 const WRITER_QUEUE: usize = 2;
 /// Chunks buffered between the application and the session task.
 const APP_CHANNEL: usize = 64;
@@ -153,6 +157,8 @@ enum Command {
 enum PathMsg {
     Frames { path: PathId, gen: u64, frames: Vec<Frame> },
     WriteDone { path: PathId, gen: u64 },
+    /// A flush task finished and hands the write half back.
+    Flushed { path: PathId, gen: u64, half: StreamWriter },
     Closed { path: PathId, gen: u64, reason: String },
 }
 
@@ -243,11 +249,24 @@ pub fn spawn(cfg: SessionConfig, role: Role, id: SessionId) -> (SessionStream, S
     (stream, handle)
 }
 
+type StreamWriter = tokio::io::WriteHalf<Box<dyn PathIo>>;
+
+/// How a path's frames leave.
+enum Writer {
+    /// The session task writes the stream itself; `None` while a flush task
+    /// holds the half.
+    Direct(Option<StreamWriter>),
+    /// Batches go to a writer task (message transports).
+    Task { tx: mpsc::Sender<BytesMut>, queued: usize },
+}
+
 struct Conn {
     gen: u64,
-    writer: mpsc::Sender<BytesMut>,
-    queued: usize,
+    writer: Writer,
     reader: JoinHandle<()>,
+    /// The writer task or the running flush task, if any: a write blocked
+    /// on a black-holed socket must not outlive the path.
+    write_task: Option<JoinHandle<()>>,
     on_close: Option<oneshot::Sender<()>>,
 }
 
@@ -378,7 +397,14 @@ impl Driver {
             }
             PathMsg::WriteDone { path, gen } => {
                 if let Some(conn) = self.conns.get_mut(&path).filter(|c| c.gen == gen) {
-                    conn.queued = conn.queued.saturating_sub(1);
+                    if let Writer::Task { queued, .. } = &mut conn.writer {
+                        *queued = queued.saturating_sub(1);
+                    }
+                }
+            }
+            PathMsg::Flushed { path, gen, half } => {
+                if let Some(conn) = self.conns.get_mut(&path).filter(|c| c.gen == gen) {
+                    conn.writer = Writer::Direct(Some(half));
                 }
             }
             PathMsg::Closed { path, gen, reason } => {
@@ -397,29 +423,39 @@ impl Driver {
         self.drop_conn(path);
         self.next_gen += 1;
         let gen = self.next_gen;
-        let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
         let max_frame = self.cfg.max_frame;
         let events = self.path_tx.clone();
-        let (reader, reliable) = match conn {
+        let mut write_task = None;
+        let (reader, writer, reliable) = match conn {
             NewPath::Stream(conn) => {
                 let (rd, wr) = tokio::io::split(conn.io);
-                tokio::spawn(write_path(path, gen, wr, wrx, events.clone()));
-                (tokio::spawn(read_path(path, gen, rd, conn.read_buf, max_frame, events)), conn.reliable)
+                let reader = tokio::spawn(read_path(path, gen, rd, conn.read_buf, max_frame, events));
+                (reader, Writer::Direct(Some(wr)), conn.reliable)
             }
             NewPath::Messages(conn) => {
-                tokio::spawn(write_messages(path, gen, conn.tx, conn.mtu, wrx, events.clone()));
-                (tokio::spawn(read_messages(path, gen, conn.rx, max_frame, events)), false)
+                let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
+                write_task = Some(tokio::spawn(write_messages(path, gen, conn.tx, conn.mtu, wrx, events.clone())));
+                let reader = tokio::spawn(read_messages(path, gen, conn.rx, max_frame, events));
+                (reader, Writer::Task { tx: wtx, queued: 0 }, false)
             }
         };
-        self.conns.insert(path, Conn { gen, writer: wtx, queued: 0, reader, on_close });
+        self.conns.insert(path, Conn { gen, writer, reader, write_task, on_close });
         self.machine.add_path(path, reliable, Instant::now().into_std());
     }
 
     fn drop_conn(&mut self, path: PathId) {
         if let Some(conn) = self.conns.remove(&path) {
             conn.reader.abort();
-            // Dropping the writer's sender lets it finish its queue and close.
+            // Dropping the write half (or the writer task's sender) closes
+            // the path once what was queued is written; a write still
+            // blocked after a moment is abandoned.
             drop(conn.writer);
+            if let Some(task) = conn.write_task {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    task.abort();
+                });
+            }
             if let Some(tx) = conn.on_close {
                 let _ = tx.send(());
             }
@@ -548,17 +584,45 @@ impl Driver {
     }
 
     fn transmit(&mut self, now: std::time::Instant) {
+        let mut failed = vec![];
         for (&path, conn) in self.conns.iter_mut() {
-            while conn.queued < WRITER_QUEUE && self.machine.wants_transmit(path, now) {
+            while self.machine.wants_transmit(path, now) {
+                let ready = match &conn.writer {
+                    Writer::Direct(half) => half.is_some(),
+                    Writer::Task { queued, .. } => *queued < WRITER_QUEUE,
+                };
+                if !ready {
+                    break;
+                }
                 let mut batch = BytesMut::with_capacity(16 * 1024);
                 if !self.machine.poll_transmit(path, now, &mut batch, BATCH_BUDGET) {
                     break;
                 }
-                match conn.writer.try_send(batch) {
-                    Ok(()) => conn.queued += 1,
-                    Err(_) => break,
+                match &mut conn.writer {
+                    Writer::Direct(slot) => match write_now(slot.as_mut().expect("ready"), &batch) {
+                        Ok(n) if n == batch.len() => {}
+                        Ok(n) => {
+                            // The socket is full: a flush task finishes the
+                            // batch and gives the half back.
+                            let half = slot.take().expect("ready");
+                            let rest = batch.split_off(n);
+                            let task = tokio::spawn(flush(path, conn.gen, half, rest, self.path_tx.clone()));
+                            conn.write_task = Some(task);
+                        }
+                        Err(e) => {
+                            failed.push((path, format!("write failed: {e}")));
+                            break;
+                        }
+                    },
+                    Writer::Task { tx, queued } => match tx.try_send(batch) {
+                        Ok(()) => *queued += 1,
+                        Err(_) => break,
+                    },
                 }
             }
+        }
+        for (path, reason) in failed {
+            self.machine.remove_path(path, reason, now);
         }
     }
 
@@ -605,10 +669,18 @@ impl Driver {
         let status = resi::Status { code: code as i32, message: err.to_string() };
         let body = resi::Control { msg: Some(resi::control::Msg::Close(resi::Close { reason: Some(status) })) };
         let frame = Frame::Control(body.encode_to_vec().into());
-        for conn in self.conns.values() {
+        for conn in self.conns.values_mut() {
             let mut buf = BytesMut::new();
             frame.encode(&mut buf);
-            let _ = conn.writer.try_send(buf);
+            match &mut conn.writer {
+                Writer::Direct(Some(half)) => {
+                    let _ = write_now(half, &buf);
+                }
+                Writer::Direct(None) => {}
+                Writer::Task { tx, .. } => {
+                    let _ = tx.try_send(buf);
+                }
+            }
         }
     }
 
@@ -677,29 +749,32 @@ async fn read_path(
     let _ = tx.send(PathMsg::Closed { path, gen, reason }).await;
 }
 
-/// Writes a path's batches in order; reports each one done.
-async fn write_path(
-    path: PathId,
-    gen: u64,
-    mut wr: tokio::io::WriteHalf<Box<dyn PathIo>>,
-    mut rx: mpsc::Receiver<BytesMut>,
-    tx: mpsc::Sender<PathMsg>,
-) {
-    while let Some(batch) = rx.recv().await {
-        if let Err(e) = wr.write_all(&batch).await {
-            let _ = tx.send(PathMsg::Closed { path, gen, reason: format!("write failed: {e}") }).await;
-            return;
+/// Writes as much of `buf` as the stream takes without waiting.
+fn write_now(half: &mut StreamWriter, buf: &[u8]) -> io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut done = 0;
+    while done < buf.len() {
+        match Pin::new(&mut *half).poll_write(&mut cx, &buf[done..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => done += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
         }
-        let _ = tx.try_send(PathMsg::WriteDone { path, gen }).or_else(|e| match e {
-            mpsc::error::TrySendError::Full(msg) => {
-                let tx = tx.clone();
-                tokio::spawn(async move { tx.send(msg).await });
-                Ok(())
-            }
-            closed => Err(closed),
-        });
     }
-    let _ = wr.shutdown().await;
+    Ok(done)
+}
+
+/// Finishes writing a batch the socket could not take at once, then hands
+/// the write half back to the session task.
+async fn flush(path: PathId, gen: u64, mut half: StreamWriter, rest: BytesMut, tx: mpsc::Sender<PathMsg>) {
+    match half.write_all(&rest).await {
+        Ok(()) => {
+            let _ = tx.send(PathMsg::Flushed { path, gen, half }).await;
+        }
+        Err(e) => {
+            let _ = tx.send(PathMsg::Closed { path, gen, reason: format!("write failed: {e}") }).await;
+        }
+    }
 }
 
 /// Reads a message path: each message is decoded whole; a message that is
