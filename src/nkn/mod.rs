@@ -19,11 +19,14 @@
 //! - [`multiclient`]: `n` sub-clients `__i__.` with one message ID per send
 //!   and dedup of arrivals (§9).
 
+pub mod client;
 pub mod crypto;
 pub mod identity;
 pub mod payload;
+pub mod rpc;
 pub mod wire;
 
+pub use client::{Client, ClientConfig, Received, Reply, SendOptions};
 pub use identity::{Address, Identity};
 
 /// Errors of the NKN transport.

@@ -585,9 +585,9 @@ mod tests {
             "10dd880ece2120c09d6219f8b6571c25a02bd20901ee4528ea3d0508aa5a90fc"
         );
         let md = i.metadata();
-        let expect = format!(
-            "7856341243000000" // nonce, data size
-        ) + &format!("20{}", "aa".repeat(32))
+        // nonce, data size, then the VarBytes fields
+        let expect = "7856341243000000".to_string()
+            + &format!("20{}", "aa".repeat(32))
             + &format!("20{}", hex::encode(i.src_id))
             + &format!("20{PK_A}")
             + &format!("20{}", hex::encode(i.dest_id))
