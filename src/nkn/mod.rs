@@ -22,12 +22,14 @@
 pub mod client;
 pub mod crypto;
 pub mod identity;
+pub mod multiclient;
 pub mod payload;
 pub mod rpc;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, Received, Reply, SendOptions};
 pub use identity::{Address, Identity};
+pub use multiclient::{MultiClient, MultiClientConfig};
 
 /// Errors of the NKN transport.
 #[derive(Debug, thiserror::Error)]
