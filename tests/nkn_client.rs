@@ -48,6 +48,16 @@ struct FakeNode {
     /// Cancelling it drops every WebSocket (the node "goes away").
     conns: Arc<Mutex<Vec<CancellationToken>>>,
     stop: CancellationToken,
+    info: NodeInfo,
+}
+
+/// Behaviour switches of the fake node.
+#[derive(Clone, Default)]
+struct FakeOptions {
+    /// Send no `authChallenge` (the client waits its challenge timeout).
+    no_challenge: bool,
+    /// Answer every `setClient` with WRONG_NODE pointing at this node.
+    redirect_to: Option<NodeInfo>,
 }
 
 impl Drop for FakeNode {
@@ -58,6 +68,10 @@ impl Drop for FakeNode {
 
 impl FakeNode {
     async fn start() -> FakeNode {
+        Self::start_with(FakeOptions::default()).await
+    }
+
+    async fn start_with(opts: FakeOptions) -> FakeNode {
         let identity = Identity::from_seed([9; 32]);
         let ws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let rpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,6 +90,7 @@ impl FakeNode {
 
         // RPC: one request per connection, any path.
         let (s, st, i) = (stop.clone(), stats.clone(), info.clone());
+        let node_info = info.clone();
         tokio::spawn(async move {
             loop {
                 let (mut sock, _) = tokio::select! {
@@ -102,9 +117,10 @@ impl FakeNode {
                 let token = s.child_token();
                 c.lock().unwrap().push(token.clone());
                 let (st, sess, id, info, ident) = (st.clone(), sessions.clone(), next_id, info.clone(), identity.clone());
+                let opts = opts.clone();
                 tokio::spawn(async move {
                     let Ok(ws) = tokio_tungstenite::accept_async(sock).await else { return };
-                    serve_ws(ws, id, token, st, sess.clone(), info, ident).await;
+                    serve_ws(ws, id, token, st, sess.clone(), info, ident, opts).await;
                     for list in sess.lock().unwrap().values_mut() {
                         list.retain(|(i, _)| *i != id);
                     }
@@ -112,7 +128,7 @@ impl FakeNode {
             }
         });
 
-        FakeNode { rpc_url, stats, conns, stop }
+        FakeNode { rpc_url, stats, conns, stop, info: node_info }
     }
 
     fn drop_all_connections(&self) {
@@ -186,9 +202,10 @@ async fn serve_ws(
     sessions: Arc<Mutex<Sessions>>,
     info: NodeInfo,
     identity: Identity,
+    opts: FakeOptions,
 ) {
     let challenge: [u8; 32] = rand::random();
-    if ws.send(WsMessage::text(NodeJson::auth_challenge(&challenge).to_json())).await.is_err() {
+    if !opts.no_challenge && ws.send(WsMessage::text(NodeJson::auth_challenge(&challenge).to_json())).await.is_err() {
         return;
     }
     // setClient
@@ -202,6 +219,11 @@ async fn serve_ws(
         let Ok(sc) = serde_json::from_str::<SetClient>(&t) else { continue };
         if sc.action != "setClient" {
             continue;
+        }
+        if let Some(other) = &opts.redirect_to {
+            let j = NodeJson::error("setClient", wire::ERR_WRONG_NODE, "WRONG_NODE", serde_json::to_value(other).unwrap());
+            let _ = ws.send(WsMessage::text(j.to_json())).await;
+            return;
         }
         match sc.verify(&challenge) {
             Ok(auth) => {
@@ -458,6 +480,37 @@ async fn client_reconnects_after_node_drops_websocket() {
         b.wait_ready(WAIT).await.unwrap();
         a.send(&[b.address()], Bytes::from_static(b"again"), SendOptions::default()).await.unwrap();
         assert_eq!(recv(&mut b_rx).await.data.as_ref(), b"again");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn node_without_challenge_and_wrong_node_redirect() {
+    init_tracing();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // No challenge: setClient goes out unauthenticated after the wait.
+        let plain = FakeNode::start_with(FakeOptions { no_challenge: true, ..Default::default() }).await;
+        let cfg = ClientConfig { challenge_timeout: Duration::from_millis(200), ..plain.config() };
+        let started = tokio::time::Instant::now();
+        let (a, _a_rx) = Client::new(Identity::generate(), cfg.clone());
+        let (b, mut b_rx) = Client::new(Identity::generate(), cfg);
+        a.wait_ready(WAIT).await.unwrap();
+        b.wait_ready(WAIT).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(plain.stats.authenticated.load(Ordering::SeqCst), 0);
+        assert_eq!(plain.stats.set_clients.load(Ordering::SeqCst), 2);
+        a.send(&[b.address()], Bytes::from_static(b"unauthenticated"), SendOptions::default()).await.unwrap();
+        assert_eq!(recv(&mut b_rx).await.data.as_ref(), b"unauthenticated");
+
+        // WRONG_NODE: the client follows the node info to the other node.
+        let target = FakeNode::start().await;
+        let redirecting = FakeNode::start_with(FakeOptions { redirect_to: Some(target.info.clone()), ..Default::default() }).await;
+        let (c, _c_rx) = Client::new(Identity::generate(), redirecting.config());
+        c.wait_ready(WAIT).await.unwrap();
+        assert_eq!(c.node().unwrap().addr, target.info.addr);
+        assert_eq!(target.stats.set_clients.load(Ordering::SeqCst), 1);
+        assert_eq!(redirecting.stats.set_clients.load(Ordering::SeqCst), 0);
     })
     .await
     .expect("test timed out");
