@@ -40,7 +40,7 @@ struct Stats {
     receipts_bad: AtomicUsize,
 }
 
-type Sessions = HashMap<[u8; 32], Vec<(u64, mpsc::UnboundedSender<Bytes>)>>;
+type Sessions = HashMap<[u8; 32], Vec<(u64, mpsc::UnboundedSender<WsMessage>)>>;
 
 struct FakeNode {
     rpc_url: String,
@@ -49,6 +49,7 @@ struct FakeNode {
     conns: Arc<Mutex<Vec<CancellationToken>>>,
     stop: CancellationToken,
     info: NodeInfo,
+    sessions: Arc<Mutex<Sessions>>,
 }
 
 /// Behaviour switches of the fake node.
@@ -87,6 +88,7 @@ impl FakeNode {
         let conns = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let sessions: Arc<Mutex<Sessions>> = Arc::default();
+        let all_sessions = sessions.clone();
 
         // RPC: one request per connection, any path.
         let (s, st, i) = (stop.clone(), stats.clone(), info.clone());
@@ -128,7 +130,17 @@ impl FakeNode {
             }
         });
 
-        FakeNode { rpc_url, stats, conns, stop, info: node_info }
+        FakeNode { rpc_url, stats, conns, stop, info: node_info, sessions: all_sessions }
+    }
+
+    /// Pushes `updateSigChainBlockHash` to every session.
+    fn push_block_hash(&self, hash: &[u8]) {
+        let text = NodeJson::update_block_hash(hash).to_json();
+        for list in self.sessions.lock().unwrap().values() {
+            for (_, s) in list {
+                let _ = s.send(WsMessage::text(text.clone()));
+            }
+        }
     }
 
     fn drop_all_connections(&self) {
@@ -194,6 +206,7 @@ async fn serve_rpc(sock: &mut tokio::net::TcpStream, stats: &Stats, info: &NodeI
     sock.shutdown().await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_ws(
     mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     conn_id: u64,
@@ -239,7 +252,7 @@ async fn serve_ws(
             }
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<WsMessage>();
     sessions.lock().unwrap().entry(client_id(&addr)).or_default().push((conn_id, tx));
     stats.set_clients.fetch_add(1, Ordering::SeqCst);
     if ws.send(WsMessage::text(NodeJson::set_client_ok(&info, &[0xaa; 32]).to_json())).await.is_err() {
@@ -252,7 +265,7 @@ async fn serve_ws(
             _ = token.cancelled() => return, // dropped without a close frame
             out = rx.recv() => {
                 let Some(f) = out else { return };
-                if ws.send(WsMessage::Binary(f)).await.is_err() { return; }
+                if ws.send(f).await.is_err() { return; }
             }
             m = ws.next() => {
                 let Some(Ok(m)) = m else { return };
@@ -271,7 +284,7 @@ async fn serve_ws(
                             let frame = wire::build_inbound(&addr, p.payloads[i].clone(), p.signatures[i].clone());
                             let list = sessions.lock().unwrap().get(&client_id(d)).cloned().unwrap_or_default();
                             for (_, s) in list {
-                                if s.send(frame.clone()).is_ok() {
+                                if s.send(WsMessage::Binary(frame.clone())).is_ok() {
                                     stats.delivered.fetch_add(1, Ordering::SeqCst);
                                 }
                             }
@@ -363,6 +376,10 @@ async fn two_clients_exchange_encrypted_with_replies() {
         a.reply(&m3, None).await.unwrap();
         let (b, r) = waiter.await.unwrap();
         assert_eq!(r.unwrap().data, None, "ACK");
+
+        // A new block hash is used for the next signatures.
+        node.push_block_hash(&[0xbb; 32]);
+        wait_until(|| a.block_hash().unwrap().as_ref() == [0xbb; 32] && b.block_hash().unwrap().as_ref() == [0xbb; 32]).await;
 
         // Text, and no_reply makes reply() a no-op.
         b.send(&[a.address()], Bytes::from_static("héllo".as_bytes()), SendOptions { text: true, no_reply: true, ..Default::default() })
