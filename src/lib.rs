@@ -18,6 +18,8 @@
 //!   state machine (no sockets, no clock of its own); [`session::driver`]
 //!   runs it on tokio and exposes the session as a byte stream.
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
+//! - [`nkn`]: the NKN transport: identity, end-to-end crypto, wire frames
+//!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`].
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
@@ -32,6 +34,7 @@ pub mod extension;
 pub mod frame;
 pub mod gateway;
 pub mod grpc;
+pub mod nkn;
 pub mod path;
 pub mod proto;
 pub mod session;
