@@ -18,6 +18,9 @@
 //! Dropping a call (or the future making it) resets the HTTP/2 stream, so
 //! the server sees the cancellation.
 
+// `CallError` carries the trailers: large, but only on the failure path.
+#![allow(clippy::result_large_err)]
+
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

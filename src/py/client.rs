@@ -151,7 +151,7 @@ impl Client {
 
     /// Answers ``Modify`` for ``ext_id`` in this process (see ``Gateway.register``).
     fn register(&self, py: Python<'_>, ext_id: u32, handler: Py<PyAny>) -> PyResult<()> {
-        self.inner.extensions().register(ext_id, PyHandler::new(py, handler)?);
+        self.inner.extensions().register(ext_id, PyHandler::handler(py, handler)?);
         Ok(())
     }
 
@@ -186,7 +186,7 @@ impl Client {
 
 enum State {
     Starting(JoinHandle<Result<CoreCall, CallError>>),
-    Open(CoreCall),
+    Open(Box<CoreCall>),
     Done,
 }
 
@@ -199,7 +199,7 @@ impl State {
                 Err(_) => Err(CallError::new(Code::Cancelled, "call cancelled")),
             };
             match started {
-                Ok(call) => *self = State::Open(call),
+                Ok(call) => *self = State::Open(Box::new(call)),
                 Err(e) => {
                     *self = State::Done;
                     return Err(e);

@@ -21,7 +21,7 @@ pub(crate) struct PyHandler {
 
 impl PyHandler {
     /// Captures the running loop (and context) of the caller.
-    pub(crate) fn new(py: Python<'_>, func: Py<PyAny>) -> PyResult<Arc<dyn ExtensionHandler>> {
+    pub(crate) fn handler(py: Python<'_>, func: Py<PyAny>) -> PyResult<Arc<dyn ExtensionHandler>> {
         if !func.bind(py).is_callable() {
             return Err(pyo3::exceptions::PyTypeError::new_err("an extension handler must be callable"));
         }

@@ -115,7 +115,7 @@ impl Gateway {
     /// Answers ``Modify`` for ``ext_id`` with ``handler(data) -> bytes``
     /// (``async def`` runs on the calling thread's running event loop).
     fn register(&self, py: Python<'_>, ext_id: u32, handler: Py<PyAny>) -> PyResult<()> {
-        let h = PyHandler::new(py, handler)?;
+        let h = PyHandler::handler(py, handler)?;
         self.handlers.lock().unwrap_or_else(|e| e.into_inner()).insert(ext_id, h.clone());
         if let Some(gw) = self.running().as_ref() {
             gw.extensions().register(ext_id, h);

@@ -6,13 +6,13 @@
 //! the network. No protocol logic lives here. The public Python API is
 //! `python/resi/__init__.py`; `_resi.pyi` types this module.
 //!
-//! - [`errors`]: the exception hierarchy (one place) and conversions.
-//! - [`convert`]: configuration dicts, metadata, timeouts, bytes.
-//! - [`gateway`]: `Gateway`.
-//! - [`client`]: `Client` and `Call`.
-//! - [`extension`]: extension handlers written in Python.
-//! - [`stats`]: `SessionStats`, `PathStats`, `Event`, `EventStream`.
-//! - [`fault`]: `FaultRelay`.
+//! - `errors`: the exception hierarchy (one place) and conversions.
+//! - `convert`: configuration dicts, metadata, timeouts, bytes.
+//! - `gateway`: `Gateway`.
+//! - `client`: `Client` and `Call`.
+//! - `extension`: extension handlers written in Python.
+//! - `stats`: `SessionStats`, `PathStats`, `Event`, `EventStream`.
+//! - `fault`: `FaultRelay`.
 
 mod client;
 mod convert;
@@ -55,10 +55,8 @@ fn init_logging(py: Python<'_>) {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels).map(|l| {
         l.filter(log::LevelFilter::Warn).filter_target("resi".to_string(), log::LevelFilter::Trace)
     });
-    if let Ok(handle) = logger.map(|l| l.install()) {
-        if let Ok(handle) = handle {
-            let _ = LOG_RESET.set(handle);
-        }
+    if let Ok(Ok(handle)) = logger.map(|l| l.install()) {
+        let _ = LOG_RESET.set(handle);
     }
 }
 
