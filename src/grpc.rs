@@ -130,6 +130,15 @@ pub fn encode_frame(msg: &impl prost::Message) -> Bytes {
     buf.freeze()
 }
 
+/// Frames one uncompressed gRPC message given as bytes.
+pub fn frame_bytes(msg: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER_LEN + msg.len());
+    buf.put_u8(0);
+    buf.put_u32(msg.len() as u32);
+    buf.extend_from_slice(msg);
+    buf.freeze()
+}
+
 /// Extracts the single message of a unary gRPC body (the whole body,
 /// buffered). Compressed messages are refused: this hop does not inflate.
 pub fn decode_unary_frame(mut body: Bytes) -> Result<Bytes, Status> {
@@ -187,9 +196,96 @@ pub fn parse_timeout(v: &HeaderValue) -> Option<std::time::Duration> {
     })
 }
 
+/// Formats a `grpc-timeout` value for `d` (the finest unit that fits in the
+/// 8 digits the spec allows).
+pub fn format_timeout(d: std::time::Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let candidates = [(d.as_nanos(), "n"), (d.as_micros(), "u"), (d.as_millis(), "m"), (d.as_secs() as u128, "S")];
+    let (n, unit) = candidates
+        .into_iter()
+        .find(|(n, _)| *n <= MAX)
+        .unwrap_or(((d.as_secs() / 3600).min(MAX as u64) as u128, "H"));
+    HeaderValue::try_from(format!("{n}{unit}")).expect("digits and a letter")
+}
+
+/// Headers a caller may not set as metadata: HTTP/2 and gRPC own them.
+fn reserved_header(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with("grpc-")
+        || matches!(name, "content-type" | "te" | "user-agent" | "content-length" | "host" | "connection")
+}
+
+/// gRPC metadata to HTTP/2 headers: keys are lowercased; values of `-bin`
+/// keys are base64-encoded, others must be printable ASCII.
+pub fn metadata_to_headers(pairs: &[(String, Vec<u8>)], headers: &mut http::HeaderMap) -> Result<(), Status> {
+    use base64::Engine;
+    for (key, value) in pairs {
+        let key = key.to_ascii_lowercase();
+        let bad = |why: &str| Status::new(Code::InvalidArgument, format!("metadata {key:?}: {why}"));
+        if reserved_header(&key) {
+            return Err(bad("reserved by HTTP/2 or gRPC"));
+        }
+        let name = http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| bad("not a valid header name"))?;
+        let value = if key.ends_with("-bin") {
+            HeaderValue::try_from(base64::engine::general_purpose::STANDARD_NO_PAD.encode(value))
+        } else {
+            HeaderValue::from_bytes(value)
+        };
+        headers.append(name, value.map_err(|_| bad("value must be printable ASCII (or use a -bin key)"))?);
+    }
+    Ok(())
+}
+
+/// HTTP/2 headers or trailers to gRPC metadata: `-bin` values decoded,
+/// gRPC's own and HTTP/2 headers left out.
+pub fn headers_to_metadata(headers: &http::HeaderMap) -> Vec<(String, Bytes)> {
+    use base64::Engine;
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    headers
+        .iter()
+        .filter(|(k, _)| !reserved_header(k.as_str()))
+        .map(|(k, v)| {
+            let value = if k.as_str().ends_with("-bin") {
+                lenient.decode(v.as_bytes()).map(Bytes::from).unwrap_or_else(|_| Bytes::copy_from_slice(v.as_bytes()))
+            } else {
+                Bytes::copy_from_slice(v.as_bytes())
+            };
+            (k.as_str().to_string(), value)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_format_and_parse_back() {
+        use std::time::Duration;
+        for d in [Duration::from_millis(1500), Duration::from_secs(7200), Duration::from_nanos(10)] {
+            let v = format_timeout(d);
+            assert!(v.len() <= 9, "{v:?}");
+            assert_eq!(parse_timeout(&v), Some(d));
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_with_binary_values() {
+        let pairs = vec![("X-A".to_string(), b"text".to_vec()), ("x-b-bin".to_string(), vec![0, 255, 1])];
+        let mut h = http::HeaderMap::new();
+        metadata_to_headers(&pairs, &mut h).unwrap();
+        h.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+        let back = headers_to_metadata(&h);
+        assert_eq!(back, vec![("x-a".into(), Bytes::from_static(b"text")), ("x-b-bin".into(), Bytes::from_static(&[0, 255, 1]))]);
+        let bad = vec![("x-c".to_string(), vec![0u8])];
+        assert_eq!(metadata_to_headers(&bad, &mut h).unwrap_err().code, Code::InvalidArgument);
+        let reserved = vec![("grpc-timeout".to_string(), b"1S".to_vec())];
+        assert!(metadata_to_headers(&reserved, &mut h).is_err());
+    }
 
     #[test]
     fn timeouts_parse() {

@@ -24,13 +24,20 @@
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), graceful shutdown.
+//! - [`client`]: an in-process ESI client (plain h2c, or this process as a
+//!   client gateway over a redundant session); calls of any shape on bytes.
+//! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
+//!   test aid, used by the Rust tests and the pytest plugin).
 //! - [`cli`]: the `resi` command.
-//! - `py` (feature `python`): the thin PyO3 bindings.
+//! - `py` (feature `python`): the thin PyO3 bindings (type and error
+//!   conversion only; the Python package is `python/resi`).
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod cookie;
 pub mod extension;
+pub mod fault;
 pub mod frame;
 pub mod gateway;
 pub mod grpc;

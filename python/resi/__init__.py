@@ -1,14 +1,405 @@
-"""resi — the Redundant Energy Services Interface.
+"""resi — the Redundant Energy Services Interface, from asyncio.
 
 ESI gateways that carry every call over several transports at once and
-remove the duplicates. Run a gateway with the ``resi`` command::
+remove the duplicates, with a thin asyncio API over the Rust core::
 
-    resi gateway --config gateway.toml
+    import resi
 
-The asyncio API (start and stop gateways, make ESI calls, register
-``Modify`` extension handlers, read statistics) is being written.
+    async with resi.Gateway(listen="127.0.0.1:0", address="127.0.0.1:50051") as end:
+        async with await resi.Client.connect_redundant([end.address, end.address]) as client:
+            reply = await client.unary("/pkg.Service/Method", b"request", timeout=5)
+            print(await client.stats())
+
+- :class:`Gateway` — a gateway in this process, configured from a TOML
+  file, a dict or keyword arguments (the same keys and checks as the file).
+- :class:`Client` — ESI calls of every shape on raw bytes, either over
+  plain gRPC to a gateway (``Client.connect``) or straight to an end
+  gateway over several redundant paths (``Client.connect_redundant``: this
+  process is then the client gateway).
+- Extension handlers: ``gateway.register(ext_id, handler)`` with
+  ``async def handler(data: bytes) -> bytes``.
+- Statistics and events: ``stats()`` and ``events()`` of a client or
+  gateway (:class:`SessionStats`, :class:`PathStats`, :class:`Event`).
+- Errors: :class:`ResiError` and its subclasses :class:`ConfigError`,
+  :class:`CallError` (``.code``, ``.details``, ``.trailers``) and
+  :class:`SessionError`.
+- Rust logs go to the ``resi`` logger of :mod:`logging`.
+
+Run a gateway as a process with the ``resi`` command
+(``resi gateway --config gateway.toml``); pytest fixtures come with the
+``resi.pytest_plugin`` plugin, registered automatically.
 """
 
-from ._resi import __version__, run_cli
+from __future__ import annotations
 
-__all__ = ["__version__", "run_cli"]
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
+
+from . import _resi
+from ._resi import (
+    CallError,
+    ConfigError,
+    Event,
+    EventStream,
+    FaultRelay,
+    PathStats,
+    ResiError,
+    SessionError,
+    SessionStats,
+    StatusCode,
+    __version__,
+    run_cli,
+)
+
+__all__ = [
+    "CallError",
+    "Client",
+    "ConfigError",
+    "Event",
+    "EventStream",
+    "FaultRelay",
+    "Gateway",
+    "Handler",
+    "Metadata",
+    "PathStats",
+    "ResiError",
+    "SessionError",
+    "SessionStats",
+    "StatusCode",
+    "__version__",
+    "refresh_logging",
+    "run_cli",
+]
+
+#: Request metadata: ``(key, value)`` pairs; ``bytes`` values for ``-bin`` keys.
+Metadata = Sequence[tuple[str, Union[str, bytes]]]
+#: An extension handler: ``data`` of the request's extension in, answer out.
+Handler = Callable[[bytes], Union[Awaitable[bytes], bytes]]
+Messages = Union[Iterable[bytes], AsyncIterable[bytes]]
+
+# Which section a flat keyword belongs to (keys compared without case, `_`
+# and `-`, as in the file). `nkn_*` keywords go to [Nkn]; anything unknown
+# goes to [Resi], where it is reported with a "did you mean" hint.
+_TCP_KEYS = {"listen", "address"}
+_NKN_PREFIX = "nkn"
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+def _config_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    tables: dict[str, dict[str, Any]] = {}
+    for key, value in kwargs.items():
+        n = _norm(key)
+        if n in ("tcp", "nkn", "resi") and isinstance(value, Mapping):
+            tables.setdefault(n.capitalize(), {}).update(value)
+        elif n in _TCP_KEYS:
+            tables.setdefault("Tcp", {})[key] = value
+        elif n.startswith(_NKN_PREFIX) and len(n) > len(_NKN_PREFIX):
+            tables.setdefault("Nkn", {})[key[len(_NKN_PREFIX) :].lstrip("_-")] = value
+        else:
+            tables.setdefault("Resi", {})[key] = value
+    return tables
+
+
+def refresh_logging() -> None:
+    """Call after changing the level of a ``resi`` logger: Rust log records
+    check levels against a cache."""
+    _resi.reset_log_cache()
+
+
+class Gateway:
+    """A resi gateway running in this process, on the module's tokio runtime.
+
+    Build it from keyword arguments (``listen``/``address`` go to ``[Tcp]``,
+    ``nkn_address``/``nkn_seed``/``nkn_subclients`` to ``[Nkn]``, the rest to
+    ``[Resi]``; ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
+    dict of tables (:meth:`from_dict`) or from a TOML file
+    (:meth:`from_file`). All three validate exactly like ``resi gateway``
+    and raise :class:`ConfigError` naming the origin, key and problem.
+    Durations take ``"250ms"``-style strings, seconds, or ``timedelta``.
+
+    Use it as ``async with Gateway(...) as gw:`` or call :meth:`start` and
+    :meth:`stop`. Port 0 picks a free port; :attr:`addresses` tells which.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise TypeError("give either a config dict or keyword arguments, not both")
+        if config is not None:
+            self._gw = _resi.Gateway(dict(config), "<dict>")
+        else:
+            self._gw = _resi.Gateway(_config_from_kwargs(kwargs), "<keyword arguments>")
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], origin: str = "<dict>") -> Gateway:
+        """A gateway from tables as in the file (``{"Tcp": {...}, "Resi": {...}}``)."""
+        gw = cls.__new__(cls)
+        gw._gw = _resi.Gateway(dict(config), origin)
+        return gw
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Gateway:
+        """A gateway from a TOML configuration file (the original format works)."""
+        gw = cls.__new__(cls)
+        gw._gw = _resi.Gateway.from_file(os.fspath(path))
+        return gw
+
+    async def start(self) -> Gateway:
+        """Binds every listen address and starts serving; returns at once
+        (the upstream is found in the background)."""
+        self._gw.start()
+        return self
+
+    async def stop(self) -> None:
+        """Stops gracefully: in-flight calls get ``[Resi] ShutdownGrace``,
+        sessions close, and no task of the gateway is left running."""
+        await self._gw.stop()
+
+    async def __aenter__(self) -> Gateway:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._gw.running
+
+    @property
+    def addresses(self) -> list[str]:
+        """Bound listen addresses (``"ip:port"``); empty when stopped."""
+        return self._gw.addresses
+
+    @property
+    def address(self) -> str:
+        """The first bound listen address."""
+        addrs = self._gw.addresses
+        if not addrs:
+            raise SessionError("the gateway is not running")
+        return addrs[0]
+
+    @property
+    def name(self) -> str:
+        return self._gw.name
+
+    @property
+    def upstream_kind(self) -> str | None:
+        """``"plain"`` (an ESI server), ``"resi"`` (a gateway) or None while
+        not connected."""
+        return self._gw.upstream_kind
+
+    def register(self, ext_id: int, handler: Handler) -> None:
+        """Answers ``Modify`` for ``ext_id`` here with ``handler(data)``.
+
+        An ``async def`` handler runs on the event loop running when it was
+        registered. Its bytes become the answer's ``data``; raising
+        :class:`CallError` answers with that status; any other exception
+        answers ``UNKNOWN`` naming it (the gateway carries on).
+        """
+        self._gw.register(ext_id, handler)
+
+    def unregister(self, ext_id: int) -> bool:
+        """Removes a handler; calls for ``ext_id`` then follow the ``pass`` rules."""
+        return self._gw.unregister(ext_id)
+
+    def extension(self, ext_id: int) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def deco(handler: Handler) -> Handler:
+            self.register(ext_id, handler)
+            return handler
+
+        return deco
+
+    async def upstream_stats(self) -> SessionStats | None:
+        """Statistics of the session to a resi upstream (None otherwise)."""
+        return await self._gw.upstream_stats()
+
+    async def session_stats(self) -> list[SessionStats]:
+        """Statistics of every session client gateways opened to this one."""
+        return await self._gw.session_stats()
+
+    def events(self) -> EventStream:
+        """Events of the upstream session and every accepted session, from now on."""
+        return self._gw.events()
+
+    def __repr__(self) -> str:
+        return repr(self._gw)
+
+
+class Client:
+    """ESI calls from asyncio, on raw bytes, in all four RPC shapes.
+
+    Make one with :meth:`connect` (plain gRPC to a gateway or any ESI
+    server) or :meth:`connect_redundant` (a redundant session straight to an
+    end gateway, one TCP path per address: this process is the client
+    gateway, and a hop for ``Modify``). Failed calls raise
+    :class:`CallError`; ``timeout`` (seconds) is sent as ``grpc-timeout``
+    and enforced locally; cancelling the awaiting task cancels the call at
+    the server.
+    """
+
+    def __init__(self, inner: _resi.Client) -> None:
+        self._c = inner
+
+    @classmethod
+    async def connect(cls, target: str, *, connect_timeout: float = 5.0) -> Client:
+        """Connects over plain gRPC (h2c) to ``target`` (``"host:port"``);
+        raises :class:`SessionError` if it cannot."""
+        client = cls(_resi.Client.plain(target, connect_timeout))
+        await client._ready()
+        return client
+
+    @classmethod
+    async def connect_redundant(cls, paths: Sequence[str], *, mode: str = "strict", **resi: Any) -> Client:
+        """Opens a redundant session to the end gateway reachable at each of
+        ``paths`` (one TCP path each). ``mode`` and the other keywords are
+        ``[Resi]`` keys (``heartbeat_interval``, ``dead_timeout``,
+        ``connect_timeout``, ...), validated as in a file. Raises
+        :class:`SessionError` if no path could join."""
+        # Validated as a gateway's file; nothing listens ("Listen" only
+        # satisfies the check).
+        config = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
+        client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
+        await client._ready()
+        return client
+
+    async def _ready(self) -> None:
+        try:
+            await self._c.ready()
+        except BaseException:
+            await self._c.close()
+            raise
+
+    async def close(self) -> None:
+        """Closes the connection or session; in-flight calls fail UNAVAILABLE."""
+        await self._c.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def upstream_kind(self) -> str | None:
+        return self._c.upstream_kind
+
+    async def unary(
+        self, path: str, request: bytes, *, metadata: Metadata | None = None, timeout: float | None = None
+    ) -> bytes:
+        """A unary call on ``path`` (``/package.Service/Method``)."""
+        return await self._c.unary(path, request, _md(metadata), timeout)
+
+    def server_stream(
+        self, path: str, request: bytes, *, metadata: Metadata | None = None, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """A server-streaming call: ``async for reply in client.server_stream(...)``."""
+        return _replies(self._c.start_call(path, request, _md(metadata), timeout), None)
+
+    async def client_stream(
+        self, path: str, requests: Messages, *, metadata: Metadata | None = None, timeout: float | None = None
+    ) -> bytes:
+        """A client-streaming call: sends every message of ``requests``
+        (iterable or async iterable), returns the one reply."""
+        replies = [r async for r in _replies(self._c.start_call(path, None, _md(metadata), timeout), requests)]
+        if len(replies) != 1:
+            raise CallError(StatusCode.INTERNAL, f"expected one reply, got {len(replies)}")
+        return replies[0]
+
+    def bidi(
+        self, path: str, requests: Messages, *, metadata: Metadata | None = None, timeout: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """A bidirectional call: ``requests`` are sent while replies are read."""
+        return _replies(self._c.start_call(path, None, _md(metadata), timeout), requests)
+
+    def call(
+        self,
+        path: str,
+        request: bytes | None = None,
+        *,
+        metadata: Metadata | None = None,
+        timeout: float | None = None,
+    ) -> _resi.Call:
+        """The low-level call object (``send``/``close_send``/``receive``,
+        metadata, ``cancel``) for anything the helpers above do not cover."""
+        return self._c.start_call(path, request, _md(metadata), timeout)
+
+    async def modify(
+        self,
+        ext_id: int,
+        data: bytes = b"",
+        *,
+        pass_: bool = False,
+        metadata: Metadata | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """``/esi.Esi/Modify`` with extension ``ext_id``; returns the
+        answer's ``data``. ``pass_=True`` lets hops that do not know the id
+        forward it; otherwise the first such hop answers UNIMPLEMENTED."""
+        return await self._c.modify(ext_id, data, pass_, _md(metadata), timeout)
+
+    def register(self, ext_id: int, handler: Handler) -> None:
+        """Answers ``Modify`` for ``ext_id`` in this process (see :meth:`Gateway.register`)."""
+        self._c.register(ext_id, handler)
+
+    def unregister(self, ext_id: int) -> bool:
+        return self._c.unregister(ext_id)
+
+    async def stats(self) -> SessionStats | None:
+        """Per-path statistics of the redundant session (None for a plain client)."""
+        return await self._c.stats()
+
+    def events(self) -> EventStream:
+        """Events of the redundant session from now on."""
+        return self._c.events()
+
+
+def _md(metadata: Metadata | Mapping[str, str | bytes] | None) -> list[tuple[str, str | bytes]] | None:
+    if metadata is None:
+        return None
+    if isinstance(metadata, Mapping):
+        return list(metadata.items())
+    return list(metadata)
+
+
+async def _pump(call: _resi.Call, requests: Messages) -> None:
+    try:
+        if isinstance(requests, AsyncIterable):
+            async for m in requests:
+                if not await call.send(m):
+                    break
+        else:
+            for m in requests:
+                if not await call.send(m):
+                    break
+    except BaseException:
+        call.cancel()
+        raise
+    finally:
+        call.close_send()
+
+
+async def _replies(call: _resi.Call, requests: Messages | None) -> AsyncIterator[bytes]:
+    pump = asyncio.ensure_future(_pump(call, requests)) if requests is not None else None
+    try:
+        while True:
+            try:
+                msg = await call.receive()
+            except CallError:
+                if pump is not None and pump.done() and not pump.cancelled() and pump.exception() is not None:
+                    raise pump.exception() from None  # type: ignore[misc]
+                raise
+            if msg is None:
+                break
+            yield msg
+        if pump is not None:
+            await pump
+    finally:
+        if pump is not None and not pump.done():
+            pump.cancel()
+        call.cancel()

@@ -1,9 +1,11 @@
 //! Body types of forwarded and locally answered calls.
 //!
 //! Requests go upstream either as the client's own body (streamed frame by
-//! frame, trailers included) or as bytes this hop buffered (a `Modify` it
-//! inspected and passes on). Responses come back either from upstream or
-//! from this hop (a handled `Modify`, or a status it generated).
+//! frame, trailers included) or as a [`LocalBody`]: bytes this hop buffered
+//! (a `Modify` it inspected and passes on) or messages an in-process
+//! [`crate::client::Client`] feeds through a channel. Responses come back
+//! either from upstream or from this hop (a handled `Modify`, or a status it
+//! generated).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -12,15 +14,56 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 
-use crate::grpc::{status_trailers, Code, Status};
+use crate::grpc::{frame_bytes, status_trailers, Code, Status};
 
 /// The body of a request sent upstream. A client body that fails (the client
 /// reset its stream) fails the upstream stream too: that is how
 /// cancellation travels.
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+pub type ReqBody = Either<Incoming, LocalBody>;
+
+/// A request body made in this process.
+#[derive(Debug)]
+pub enum LocalBody {
+    /// Bytes already framed, sent as one data frame.
+    Full(Option<Bytes>),
+    /// Messages as they come (framed here on the way out); the stream ends
+    /// when the sender is dropped.
+    Messages(mpsc::Receiver<Bytes>),
+}
+
+impl LocalBody {
+    pub fn full(data: Bytes) -> LocalBody {
+        LocalBody::Full(Some(data))
+    }
+}
+
+impl Body for LocalBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            LocalBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            LocalBody::Messages(rx) => rx.poll_recv(cx).map(|m| m.map(|d| Ok(Frame::data(frame_bytes(&d))))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, LocalBody::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            LocalBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            LocalBody::Full(None) => SizeHint::with_exact(0),
+            LocalBody::Messages(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// The body of a response sent to the client.
 #[derive(Debug)]

@@ -13,10 +13,10 @@
 //! generic, so gateways chain (client gateway → end gateway → ESI server,
 //! or longer).
 
-mod body;
+pub(crate) mod body;
 mod listener;
 mod proxy;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use prost::Message;
 
-use super::body::{ProxyBody, ReqBody};
+use super::body::{LocalBody, ProxyBody, ReqBody};
 use super::Shared;
 use crate::extension::{not_implemented, run_handler};
 use crate::grpc::{self, Code, Status};
@@ -59,7 +59,7 @@ async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
             Ok(data) => modify_response(Extension { id, pass, data }),
             Err(st) => st.to_response(),
         },
-        None if pass => forward(shared, Request::from_parts(parts, Either::Right(Full::new(raw)))).await,
+        None if pass => forward(shared, Request::from_parts(parts, Either::Right(LocalBody::full(raw)))).await,
         None => not_implemented(id).to_response(),
     }
 }

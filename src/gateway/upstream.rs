@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::body::ReqBody;
+use super::body::{LocalBody, ReqBody};
 use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
@@ -92,10 +92,19 @@ pub(crate) struct Upstream {
     authority: http::uri::Authority,
     label: String,
     connect_timeout: Duration,
+    /// Ask the upstream for a session (false: always plain h2c, for a
+    /// client that talks to a gateway as an ordinary ESI client).
+    discover: bool,
 }
 
 impl Upstream {
     pub(crate) fn new(addrs: Vec<String>, connect_timeout: Duration) -> Arc<Upstream> {
+        Upstream::with_discovery(addrs, connect_timeout, true)
+    }
+
+    /// Like [`Upstream::new`]; with `discover == false` the upstream is
+    /// never asked for a session and is used as a plain gRPC server.
+    pub(crate) fn with_discovery(addrs: Vec<String>, connect_timeout: Duration, discover: bool) -> Arc<Upstream> {
         let label = match addrs.len() {
             0 => "(none configured)".to_string(),
             1 => addrs[0].clone(),
@@ -104,7 +113,7 @@ impl Upstream {
         let authority =
             addrs.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
         let (state, _) = watch::channel(State { link: Link::Connecting, attempts: 0 });
-        Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout })
+        Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout, discover })
     }
 
     /// The kind of the current upstream connection, if one is up.
@@ -132,7 +141,10 @@ impl Upstream {
             let mut tx = match self.current() {
                 Some(tx) => tx,
                 // Boxed: the waiting machinery stays out of the fast path.
-                None => Box::pin(self.wait_ready(&req)).await?,
+                None => {
+                    let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
+                    Box::pin(self.wait_ready(caller)).await?
+                }
             };
             match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
@@ -180,14 +192,21 @@ impl Upstream {
         }
     }
 
+    /// Waits until the upstream is connected (or the next attempt failed).
+    pub(crate) async fn ready(&self) -> Result<(), Status> {
+        if self.current().is_none() {
+            self.wait_ready(None).await?;
+        }
+        Ok(())
+    }
+
     /// Wakes the manager and waits for a live connection, or for the outcome
-    /// of an attempt that finished after this call arrived.
-    async fn wait_ready(&self, req: &Request<ReqBody>) -> Result<SendRequest<ReqBody>, Status> {
+    /// of an attempt that finished after this call arrived; no longer than
+    /// the `caller`'s deadline.
+    async fn wait_ready(&self, caller: Option<Duration>) -> Result<SendRequest<ReqBody>, Status> {
         let base = self.state.borrow().attempts;
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
-        // Wait no longer than the caller is willing to.
-        let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
         let wait = caller.map_or(self.connect_timeout, |t| t.min(self.connect_timeout));
         let deadline = Instant::now() + wait;
         loop {
@@ -290,6 +309,9 @@ impl Upstream {
             return Err("no upstream address configured ([Tcp] Address)".into());
         }
         let (addr, mut conn) = self.dial_first().await?;
+        if !self.discover {
+            return Ok(conn);
+        }
         let probe = tokio::time::timeout(self.connect_timeout, self.probe(&mut conn.tx, addr, cfg)).await;
         match probe.map_err(|_| format!("{addr}: no answer to the RESI probe within {:?}", self.connect_timeout))?? {
             None => {
@@ -336,7 +358,7 @@ impl Upstream {
         let req = Request::post(format!("http://{addr}{MODIFY_PATH}"))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
             .header(http::header::TE, HeaderValue::from_static("trailers"))
-            .body(Either::Right(Full::new(body)))
+            .body(Either::Right(LocalBody::full(body)))
             .map_err(|e| e.to_string())?;
         let rsp = tx.send_request(req).await.map_err(|e| format!("{addr}: probe failed: {e}"))?;
         match unary_result(rsp).await {

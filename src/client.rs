@@ -1,0 +1,347 @@
+//! An in-process ESI client: gRPC calls of any shape, without a socket of
+//! its own between the caller and the first hop.
+//!
+//! A [`Client`] reuses the gateway's upstream machinery
+//! ([`crate::gateway::upstream`]): either plain h2c to one gRPC server (a
+//! gateway or any ESI server), or — [`Client::redundant`] — a redundant
+//! session to an end gateway over several paths. In the second case this
+//! process *is* the client gateway: requests go straight from the caller
+//! into the HTTP/2 connection that runs over the session, no loopback hop.
+//! It is then also a hop for `Modify`: handlers registered on
+//! [`Client::extensions`] answer their ids, and an unknown id with
+//! `pass = false` is refused here (`UNIMPLEMENTED`), as a client gateway
+//! would.
+//!
+//! Calls take bytes: one message ([`CallBody::Unary`]) or a channel of
+//! messages ([`CallBody::Stream`]); the answer is a [`Call`] read message by
+//! message. A deadline is sent as `grpc-timeout` and enforced here too.
+//! Dropping a call (or the future making it) resets the HTTP/2 stream, so
+//! the server sees the cancellation.
+
+// `CallError` carries the trailers: large, but only on the failure path.
+#![allow(clippy::result_large_err)]
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::{BodyExt, Either};
+use hyper::body::Incoming;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::extension::{not_implemented, run_handler, ExtensionRegistry};
+use crate::gateway::body::LocalBody;
+use crate::gateway::upstream::{Upstream, UpstreamKind};
+use crate::grpc::{self, Code, Status};
+use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
+use crate::proto::MODIFY_PATH;
+use crate::session::{SessionConfig, SessionHandle};
+
+/// Largest response message accepted unless told otherwise.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// A failed call: its status and trailing metadata.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub status: Status,
+    pub trailers: HeaderMap,
+}
+
+impl CallError {
+    pub fn new(code: Code, message: impl Into<String>) -> CallError {
+        Status::new(code, message).into()
+    }
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> CallError {
+        CallError { status, trailers: HeaderMap::new() }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.status.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// The request messages of a call.
+pub enum CallBody {
+    /// Exactly one message (unary and server-streaming calls).
+    Unary(Bytes),
+    /// Messages as the caller produces them; the request stream ends when
+    /// the sender is dropped. Use [`CallBody::channel`].
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl CallBody {
+    /// A streaming body and its sender (messages unframed; `capacity`
+    /// messages may wait).
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, CallBody) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, CallBody::Stream(rx))
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Request metadata (`-bin` keys carry raw bytes).
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// Deadline of the whole call, from its start.
+    pub timeout: Option<Duration>,
+}
+
+/// Where a client sends its calls.
+pub struct Client {
+    upstream: Arc<Upstream>,
+    extensions: Arc<ExtensionRegistry>,
+    hop: bool,
+    max_message_size: usize,
+    stop: CancellationToken,
+    manager: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Client {
+    /// A client of one gRPC server (a gateway or any ESI server) over h2c.
+    /// Must be called inside a tokio runtime; connects in the background.
+    pub fn plain(addr: impl Into<String>, connect_timeout: Duration) -> Client {
+        let upstream = Upstream::with_discovery(vec![addr.into()], connect_timeout, false);
+        Client::start(upstream, SessionConfig::default(), false)
+    }
+
+    /// This process as a client gateway: one redundant session to the end
+    /// gateway, one TCP path per address. (An upstream that turns out not
+    /// to speak RESI is used over plain h2c, like a gateway would.)
+    pub fn redundant(paths: Vec<String>, session: SessionConfig, connect_timeout: Duration) -> Client {
+        let upstream = Upstream::new(paths, connect_timeout);
+        Client::start(upstream, session, true)
+    }
+
+    fn start(upstream: Arc<Upstream>, cfg: SessionConfig, hop: bool) -> Client {
+        let stop = CancellationToken::new();
+        let manager = tokio::spawn(Upstream::supervise(upstream.clone(), cfg, stop.clone()));
+        Client {
+            upstream,
+            extensions: Arc::new(ExtensionRegistry::new()),
+            hop,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            stop,
+            manager: Mutex::new(Some(manager)),
+        }
+    }
+
+    /// Waits until the upstream is connected (for a redundant client: the
+    /// session has at least one path), or the attempt failed.
+    pub async fn ready(&self) -> Result<(), Status> {
+        self.upstream.ready().await
+    }
+
+    /// Extension handlers answered in this process (see the module doc).
+    pub fn extensions(&self) -> &Arc<ExtensionRegistry> {
+        &self.extensions
+    }
+
+    /// What the upstream turned out to be, while connected.
+    pub fn upstream_kind(&self) -> Option<UpstreamKind> {
+        self.upstream.kind()
+    }
+
+    /// The redundant session, while connected (None for a plain client).
+    pub fn session(&self) -> Option<SessionHandle> {
+        self.upstream.session()
+    }
+
+    /// Starts a call of any shape on `path` (`/package.Service/Method`) and
+    /// returns once the response headers arrived.
+    pub async fn call(&self, path: &str, body: CallBody, opts: &CallOptions) -> Result<Call, CallError> {
+        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        let mut req = Request::post(path)
+            .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
+            .header(http::header::TE, HeaderValue::from_static("trailers"))
+            .header(http::header::USER_AGENT, HeaderValue::from_static(concat!("resi/", env!("CARGO_PKG_VERSION"))))
+            .body(Either::Right(match body {
+                CallBody::Unary(msg) => LocalBody::full(grpc::frame_bytes(&msg)),
+                CallBody::Stream(rx) => LocalBody::Messages(rx),
+            }))
+            .map_err(|e| CallError::new(Code::InvalidArgument, format!("bad method path {path:?}: {e}")))?;
+        if let Some(t) = opts.timeout {
+            req.headers_mut().insert(grpc::GRPC_TIMEOUT, grpc::format_timeout(t));
+        }
+        grpc::metadata_to_headers(&opts.metadata, req.headers_mut())?;
+        let rsp = with_deadline(deadline, self.upstream.send(req)).await??;
+        let (parts, body) = rsp.into_parts();
+        if let Some(st) = grpc::Status::from_headers(&parts.headers) {
+            // Trailers-only: no messages, the status is in the headers.
+            if st.code != Code::Ok {
+                return Err(CallError { status: st, trailers: parts.headers });
+            }
+        } else if parts.status != http::StatusCode::OK {
+            let code = match parts.status {
+                http::StatusCode::NOT_FOUND => Code::Unimplemented,
+                http::StatusCode::SERVICE_UNAVAILABLE | http::StatusCode::BAD_GATEWAY => Code::Unavailable,
+                _ => Code::Unknown,
+            };
+            return Err(CallError::new(code, format!("HTTP status {}", parts.status)));
+        }
+        Ok(Call {
+            headers: parts.headers,
+            body,
+            buf: BytesMut::new(),
+            deadline,
+            max_message_size: self.max_message_size,
+            trailers: None,
+        })
+    }
+
+    /// A unary call: one message each way.
+    pub async fn unary(&self, path: &str, msg: Bytes, opts: &CallOptions) -> Result<Bytes, CallError> {
+        let mut call = self.call(path, CallBody::Unary(msg), opts).await?;
+        let Some(reply) = call.message().await? else {
+            return Err(CallError::new(Code::Internal, "unary call answered OK without a message"));
+        };
+        if call.message().await?.is_some() {
+            return Err(CallError::new(Code::Internal, "unary call answered with more than one message"));
+        }
+        Ok(reply)
+    }
+
+    /// `Modify` with extension `id`: answered by a handler registered here,
+    /// refused here (hop rules, redundant client only), or sent upstream.
+    /// Returns the answering extension's `data`.
+    pub async fn modify(&self, id: u32, pass: bool, data: Bytes, opts: &CallOptions) -> Result<Bytes, CallError> {
+        let ext = Extension { id, pass, data };
+        if let Some(handler) = self.extensions.get(id) {
+            let run = run_handler(handler, ext);
+            return Ok(with_deadline(opts.deadline(), run).await??);
+        }
+        if self.hop && !pass {
+            return Err(not_implemented(id).into());
+        }
+        let msg = ModifyRequest { ext: Some(ext) }.encode_to_vec();
+        let reply = self.unary(MODIFY_PATH, msg.into(), opts).await?;
+        let rsp = ModifyResponse::decode(reply)
+            .map_err(|e| CallError::new(Code::Internal, format!("bad ModifyResponse: {e}")))?;
+        Ok(rsp.ext.map(|e| e.data).unwrap_or_default())
+    }
+
+    /// Stops the upstream manager and closes the connection (or session).
+    /// In-flight calls fail with `UNAVAILABLE`.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let manager = self.manager.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(m) = manager {
+            let _ = m.await;
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl CallOptions {
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|t| Instant::now() + t)
+    }
+}
+
+/// An answered call: response headers, then messages, then the status.
+pub struct Call {
+    headers: HeaderMap,
+    body: Incoming,
+    buf: BytesMut,
+    deadline: Option<Instant>,
+    max_message_size: usize,
+    trailers: Option<HeaderMap>,
+}
+
+impl Call {
+    /// Response headers (initial metadata).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Trailers of a call that ended with status OK.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// The next response message; `Ok(None)` once the call ended with OK;
+    /// the status (with trailers) if it failed.
+    pub async fn message(&mut self) -> Result<Option<Bytes>, CallError> {
+        loop {
+            if let Some(msg) = self.take_message()? {
+                return Ok(Some(msg));
+            }
+            if self.trailers.is_some() {
+                return Ok(None);
+            }
+            let frame = match with_deadline(self.deadline, self.body.frame()).await? {
+                None => {
+                    return Err(CallError::new(Code::Internal, "response ended without a gRPC status"));
+                }
+                Some(Err(e)) => {
+                    let code = if e.to_string().contains("cancel") { Code::Cancelled } else { Code::Unavailable };
+                    return Err(CallError::new(code, format!("response stream failed: {e}")));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => self.buf.extend_from_slice(&data),
+                Err(frame) => {
+                    let Ok(trailers) = frame.into_trailers() else { continue };
+                    let st = Status::from_headers(&trailers)
+                        .unwrap_or_else(|| Status::new(Code::Internal, "trailers without grpc-status"));
+                    if st.code != Code::Ok {
+                        return Err(CallError { status: st, trailers });
+                    }
+                    if !self.buf.is_empty() && self.take_message()?.is_none() {
+                        return Err(CallError::new(Code::Internal, "response ended inside a message"));
+                    }
+                    self.trailers = Some(trailers);
+                }
+            }
+        }
+    }
+
+    fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
+        if self.buf.len() < grpc::FRAME_HEADER_LEN {
+            return Ok(None);
+        }
+        let compressed = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if compressed != 0 {
+            return Err(CallError::new(Code::Internal, "compressed response messages are not supported"));
+        }
+        if len > self.max_message_size {
+            let why = format!("response message of {len} bytes exceeds the limit of {} bytes", self.max_message_size);
+            return Err(CallError::new(Code::ResourceExhausted, why));
+        }
+        if self.buf.len() < grpc::FRAME_HEADER_LEN + len {
+            return Ok(None);
+        }
+        self.buf.advance(grpc::FRAME_HEADER_LEN);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+/// Runs `fut` until `deadline`; past it, `DEADLINE_EXCEEDED`.
+async fn with_deadline<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Result<F::Output, Status> {
+    match deadline {
+        None => Ok(fut.await),
+        Some(d) => tokio::time::timeout_at(d, fut)
+            .await
+            .map_err(|_| Status::new(Code::DeadlineExceeded, "deadline exceeded (local)")),
+    }
+}

@@ -1,0 +1,324 @@
+//! `Client` and `Call`: ESI calls from asyncio.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::convert::{self, bytes_of, py_bytes};
+use super::errors::{call_error_nogil, metadata_list, session_error};
+use super::extension::PyHandler;
+use super::stats::{stats_of, EventStream};
+use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient};
+use crate::gateway::UpstreamKind;
+use crate::grpc::Code;
+
+/// Request messages a streaming call may have queued before ``send``
+/// waits.
+const SEND_QUEUE: usize = 16;
+
+/// An ESI client in this process: plain gRPC to one server, or a redundant
+/// session to an end gateway (this process is then the client gateway).
+#[pyclass(module = "resi._resi", frozen)]
+pub(crate) struct Client {
+    inner: Arc<CoreClient>,
+}
+
+fn options(metadata: Option<Vec<(String, Bound<'_, PyAny>)>>, timeout: Option<f64>) -> PyResult<CallOptions> {
+    Ok(CallOptions { metadata: convert::metadata(metadata)?, timeout: convert::timeout(timeout)? })
+}
+
+#[pymethods]
+impl Client {
+    /// A client of ``target`` (``"host:port"``) over plain gRPC (h2c).
+    #[staticmethod]
+    #[pyo3(signature = (target, connect_timeout = 5.0))]
+    fn plain(target: String, connect_timeout: f64) -> PyResult<Client> {
+        let timeout = convert::timeout(Some(connect_timeout))?.unwrap_or_default();
+        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        Ok(Client { inner: Arc::new(CoreClient::plain(target, timeout)) })
+    }
+
+    /// A redundant session to the end gateway reachable at every address of
+    /// ``[Tcp] Address`` of ``config`` (nested dicts, validated like a
+    /// file; ``[Resi]`` gives the mode and timers).
+    #[staticmethod]
+    #[pyo3(signature = (config, origin = "<dict>"))]
+    fn redundant(config: &Bound<'_, PyDict>, origin: &str) -> PyResult<Client> {
+        let py = config.py();
+        let cfg = convert::config_from_dict(config, origin)?;
+        let paths = cfg.upstream_tcp().to_vec();
+        if paths.is_empty() {
+            return Err(super::errors::config_error(py, format!("{origin}: [Tcp] Address: at least one path is needed")));
+        }
+        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let inner = CoreClient::redundant(paths, cfg.session_config(), cfg.resi.connect_timeout);
+        Ok(Client { inner: Arc::new(inner) })
+    }
+
+    /// Waits until connected (for a redundant client: a session with at
+    /// least one path); raises ``SessionError`` if the attempt failed.
+    fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner.ready().await.map_err(|st| Python::attach(|py| session_error(py, st.message)))
+        })
+    }
+
+    /// ``"plain"``, ``"resi"`` or None while not connected.
+    #[getter]
+    fn upstream_kind(&self) -> Option<&'static str> {
+        self.inner.upstream_kind().map(|k| match k {
+            UpstreamKind::Plain { .. } => "plain",
+            UpstreamKind::Resi { .. } => "resi",
+        })
+    }
+
+    /// A unary call: ``request`` bytes in, response bytes out.
+    #[pyo3(signature = (path, request, metadata = None, timeout = None))]
+    fn unary<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        request: &Bound<'py, PyAny>,
+        metadata: Option<Vec<(String, Bound<'py, PyAny>)>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (inner, msg, opts) = (self.inner.clone(), bytes_of(request)?, options(metadata, timeout)?);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let reply = inner.unary(&path, msg, &opts).await.map_err(call_error_nogil)?;
+            Ok(py_bytes(&reply))
+        })
+    }
+
+    /// ``Modify`` with extension ``ext_id``; returns the answer's data.
+    #[pyo3(signature = (ext_id, data, pass_ = false, metadata = None, timeout = None))]
+    fn modify<'py>(
+        &self,
+        py: Python<'py>,
+        ext_id: u32,
+        data: &Bound<'py, PyAny>,
+        pass_: bool,
+        metadata: Option<Vec<(String, Bound<'py, PyAny>)>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (inner, data, opts) = (self.inner.clone(), bytes_of(data)?, options(metadata, timeout)?);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let reply = inner.modify(ext_id, pass_, data, &opts).await.map_err(call_error_nogil)?;
+            Ok(py_bytes(&reply))
+        })
+    }
+
+    /// Starts a call of any shape. With ``request`` the call sends that one
+    /// message; without, messages go with ``Call.send`` until
+    /// ``Call.close_send``.
+    #[pyo3(signature = (path, request = None, metadata = None, timeout = None))]
+    fn start_call<'py>(
+        &self,
+        path: String,
+        request: Option<&Bound<'py, PyAny>>,
+        metadata: Option<Vec<(String, Bound<'py, PyAny>)>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Call> {
+        let opts = options(metadata, timeout)?;
+        let (tx, body) = match request {
+            Some(r) => (None, CallBody::Unary(bytes_of(r)?)),
+            None => {
+                let (tx, body) = CallBody::channel(SEND_QUEUE);
+                (Some(tx), body)
+            }
+        };
+        let inner = self.inner.clone();
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let start = tokio::spawn(async move {
+            tokio::select! {
+                r = inner.call(&path, body, &opts) => r,
+                _ = token.cancelled() => Err(CallError::new(Code::Cancelled, "call cancelled")),
+            }
+        });
+        Ok(Call {
+            sender: std::sync::Mutex::new(tx),
+            state: Arc::new(Mutex::new(State::Starting(start))),
+            cancel,
+        })
+    }
+
+    /// Answers ``Modify`` for ``ext_id`` in this process (see ``Gateway.register``).
+    fn register(&self, py: Python<'_>, ext_id: u32, handler: Py<PyAny>) -> PyResult<()> {
+        self.inner.extensions().register(ext_id, PyHandler::handler(py, handler)?);
+        Ok(())
+    }
+
+    /// Removes the handler for ``ext_id``; returns whether there was one.
+    fn unregister(&self, ext_id: u32) -> bool {
+        self.inner.extensions().unregister(ext_id).is_some()
+    }
+
+    /// Statistics of the redundant session (None for a plain client or
+    /// while not connected).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.session();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(stats_of(handle).await) })
+    }
+
+    /// Events of the redundant session (across reconnections).
+    fn events(&self) -> EventStream {
+        let inner = Arc::downgrade(&self.inner);
+        EventStream::new(Arc::new(move || inner.upgrade().and_then(|c| c.session()).into_iter().collect()))
+    }
+
+    /// Closes the connection (or session); in-flight calls fail with
+    /// ``UNAVAILABLE``.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner.close().await;
+            Ok(())
+        })
+    }
+}
+
+enum State {
+    Starting(JoinHandle<Result<CoreCall, CallError>>),
+    Open(Box<CoreCall>),
+    Done,
+}
+
+impl State {
+    /// The open call, once its response headers arrived.
+    async fn open(&mut self) -> Result<Option<&mut CoreCall>, CallError> {
+        if let State::Starting(start) = self {
+            let started = match start.await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::new(Code::Cancelled, "call cancelled")),
+            };
+            match started {
+                Ok(call) => *self = State::Open(Box::new(call)),
+                Err(e) => {
+                    *self = State::Done;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(match self {
+            State::Open(call) => Some(call),
+            _ => None,
+        })
+    }
+}
+
+/// A call in progress (all four shapes): send request messages, receive
+/// response messages, read metadata; ``cancel()`` resets it.
+#[pyclass(module = "resi._resi", frozen)]
+pub(crate) struct Call {
+    sender: std::sync::Mutex<Option<mpsc::Sender<Bytes>>>,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+}
+
+impl Call {
+    fn cancelled() -> CallError {
+        CallError::new(Code::Cancelled, "call cancelled")
+    }
+}
+
+#[pymethods]
+impl Call {
+    /// Sends one request message (waits while the send queue is full).
+    /// Returns False if the call no longer takes messages (it ended: read
+    /// its outcome with ``receive``).
+    fn send<'py>(&self, py: Python<'py>, message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let msg = bytes_of(message)?;
+        let tx = self.sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(match tx {
+                Some(tx) => tx.send(msg).await.is_ok(),
+                None => false,
+            })
+        })
+    }
+
+    /// Ends the request stream (half-close).
+    fn close_send(&self) {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The next response message, or None when the call ended with OK;
+    /// raises ``CallError`` if it failed.
+    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (state, cancel) = (self.state.clone(), self.cancel.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut st = state.lock().await;
+            let next = async {
+                match st.open().await? {
+                    Some(call) => call.message().await,
+                    None => Ok(None),
+                }
+            };
+            let result = tokio::select! {
+                r = next => r,
+                _ = cancel.cancelled() => Err(Call::cancelled()),
+            };
+            match result {
+                Ok(Some(msg)) => Ok(Some(py_bytes(&msg))),
+                // Kept open: the trailers stay readable.
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    // Dropping the call resets its stream.
+                    *st = State::Done;
+                    Err(call_error_nogil(e))
+                }
+            }
+        })
+    }
+
+    /// Response headers as ``(key, value)`` pairs (waits for them).
+    fn initial_metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut st = state.lock().await;
+            let headers = st.open().await.map_err(call_error_nogil)?.map(|c| c.headers().clone()).unwrap_or_default();
+            Python::attach(|py| Ok(metadata_list(py, &headers)?.unbind()))
+        })
+    }
+
+    /// Trailing metadata of a call that ended with OK (None before).
+    fn trailing_metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Ok(st) = self.state.try_lock() else { return Ok(None) };
+        match &*st {
+            State::Open(call) => call.trailers().map(|t| metadata_list(py, t)).transpose(),
+            _ => Ok(None),
+        }
+    }
+
+    /// Cancels the call: the HTTP/2 stream is reset, the server sees the
+    /// cancellation; pending and later ``receive`` raise ``CANCELLED``.
+    fn cancel(&self) {
+        self.cancel.cancel();
+        self.close_send();
+        if let Ok(mut st) = self.state.try_lock() {
+            if let State::Starting(h) = &*st {
+                h.abort();
+            }
+            *st = State::Done;
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Ok(mut st) = self.state.try_lock() {
+            if let State::Starting(h) = &*st {
+                h.abort();
+            }
+            *st = State::Done;
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Python values to core types: configuration tables, metadata, timeouts.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyMemoryView, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use super::errors::config_error;
+use crate::config::Config;
+
+/// Validates a configuration given as nested dicts (`{"Tcp": {...},
+/// "Resi": {...}}`), exactly as a file's table; `origin` names it in
+/// messages.
+pub(crate) fn config_from_dict(dict: &Bound<'_, PyDict>, origin: &str) -> PyResult<Config> {
+    let py = dict.py();
+    let table = match to_toml(dict.as_any(), "", origin)? {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a dict converts to a table"),
+    };
+    Config::from_table(table, origin).map_err(|e| config_error(py, e))
+}
+
+/// One Python value as TOML. `None` entries of a dict are left out (the
+/// key takes its default); a `timedelta` becomes seconds.
+fn to_toml(v: &Bound<'_, PyAny>, key: &str, origin: &str) -> PyResult<toml::Value> {
+    let py = v.py();
+    let bad = |what: String| config_error(py, format!("{origin}: {key}: {what}"));
+    if v.is_instance_of::<PyBool>() {
+        return Ok(toml::Value::Boolean(v.extract()?));
+    }
+    if v.is_instance_of::<PyInt>() {
+        return v.extract::<i64>().map(toml::Value::Integer).map_err(|_| bad("integer out of range".into()));
+    }
+    if v.is_instance_of::<PyFloat>() {
+        return Ok(toml::Value::Float(v.extract()?));
+    }
+    if v.is_instance_of::<PyString>() {
+        return Ok(toml::Value::String(v.extract()?));
+    }
+    if let Ok(d) = v.cast::<PyDict>() {
+        let mut table = toml::Table::new();
+        for (k, val) in d.iter() {
+            let k: String = k.extract().map_err(|_| bad("keys must be strings".into()))?;
+            if val.is_none() {
+                continue;
+            }
+            let sub = if key.is_empty() { format!("[{k}]") } else { format!("{key} {k}") };
+            table.insert(k, to_toml(&val, &sub, origin)?);
+        }
+        return Ok(toml::Value::Table(table));
+    }
+    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let items = v.try_iter()?.enumerate().map(|(i, item)| to_toml(&item?, &format!("{key}[{i}]"), origin));
+        return items.collect::<PyResult<Vec<_>>>().map(toml::Value::Array);
+    }
+    if let Ok(secs) = v.call_method0("total_seconds").and_then(|s| s.extract::<f64>()) {
+        return Ok(toml::Value::Float(secs));
+    }
+    if let Ok(path) = py.import("os").and_then(|os| os.call_method1("fspath", (v,))) {
+        return Ok(toml::Value::String(path.extract()?));
+    }
+    let ty = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(bad(format!("unsupported value of type {ty}")))
+}
+
+/// Request metadata from `(key, value)` pairs, values `str` or `bytes`.
+pub(crate) fn metadata(pairs: Option<Vec<(String, Bound<'_, PyAny>)>>) -> PyResult<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (k, v) in pairs.unwrap_or_default() {
+        let value = if v.is_instance_of::<PyString>() {
+            v.extract::<String>()?.into_bytes()
+        } else if let Ok(b) = v.cast::<PyBytes>() {
+            b.as_bytes().to_vec()
+        } else {
+            v.extract::<Vec<u8>>()
+                .map_err(|_| PyValueError::new_err(format!("metadata {k:?}: value must be str or bytes")))?
+        };
+        out.push((k, value));
+    }
+    Ok(out)
+}
+
+/// A timeout in seconds.
+pub(crate) fn timeout(secs: Option<f64>) -> PyResult<Option<Duration>> {
+    secs.map(|s| {
+        Duration::try_from_secs_f64(s).map_err(|_| PyValueError::new_err(format!("timeout must be >= 0 seconds, got {s}")))
+    })
+    .transpose()
+}
+
+/// Bytes-like Python value (bytes, bytearray, memoryview) to `Bytes`.
+pub(crate) fn bytes_of(v: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(bytes::Bytes::copy_from_slice(b.as_bytes()));
+    }
+    if !(v.is_instance_of::<PyByteArray>() || v.is_instance_of::<PyMemoryView>()) {
+        let ty = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(PyTypeError::new_err(format!("expected bytes, bytearray or memoryview, got {ty}")));
+    }
+    let b = v.py().import("builtins")?.getattr("bytes")?.call1((v,))?;
+    Ok(bytes::Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()))
+}
+
+/// `Bytes` to a Python `bytes` object (taking the GIL).
+pub(crate) fn py_bytes(data: &[u8]) -> Py<PyBytes> {
+    Python::attach(|py| PyBytes::new(py, data).unbind())
+}
