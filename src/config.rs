@@ -33,6 +33,7 @@
 //! | `[Nkn] Address` | NKN address of the next gateway: `[identifier.]` + 64 hex digits |
 //! | `[Nkn] Seed` | this gateway's NKN identity: 64 hex digits (ed25519 seed) |
 //! | `[Nkn] Subclients` | NKN sub-clients, 1..=64 \[4\] |
+//! | `[Nkn] RpcServers` | seed RPC `"http://host:port"` or a list \[the public NKN seeds\] |
 //! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\] |
 //! | `[Resi] Name` | this gateway's name in logs and hop info \["resi"\] |
 //! | `[Resi] HeartbeatInterval` | duration \[200ms\] |
@@ -82,6 +83,9 @@ pub struct NknConfig {
     pub address: Option<String>,
     pub seed: Option<String>,
     pub subclients: u32,
+    /// `RpcServers`: seed JSON-RPC servers (`http://host:port`); empty means
+    /// the public NKN seeds.
+    pub rpc_servers: Vec<String>,
 }
 
 /// `[Resi]`: session and gateway tuning.
@@ -501,7 +505,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi"];
 const TCP_KEYS: &[&str] = &["Listen", "Address"];
-const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients"];
+const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients", "RpcServers"];
 const RESI_KEYS: &[&str] = &[
     "Mode",
     "Name",
@@ -694,6 +698,24 @@ impl Parser<'_> {
         }
     }
 
+    /// A URL or a list of URLs (`http://host:port[/path]`).
+    fn url_list(&self, section: &str, key: &str, v: toml::Value) -> Res<Vec<String>> {
+        let values = match v {
+            toml::Value::Array(a) => a,
+            other => vec![other],
+        };
+        let mut out = Vec::new();
+        for (i, v) in values.into_iter().enumerate() {
+            let name = format!("{key}[{i}]");
+            let url = self.string(section, &name, v)?;
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(self.key_err(section, &name, format!("expected an http:// URL, got {url:?}")));
+            }
+            out.push(url);
+        }
+        Ok(out)
+    }
+
     /// A string or a list of strings; each entry is checked by `check`.
     fn addr_list(
         &self,
@@ -848,6 +870,7 @@ impl Parser<'_> {
                         .map_err(|m| self.key_err("Nkn", k, format!("expected a seed of {m}")))?;
                     c.seed = Some(s.to_ascii_lowercase());
                 }
+                "RpcServers" => c.rpc_servers = self.url_list("Nkn", k, v)?,
                 "Subclients" => {
                     c.subclients = match v {
                         toml::Value::Integer(i) if (1..=64).contains(&i) => i as u32,

@@ -26,7 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, NknConfig};
+use crate::nkn::{ClientConfig, Identity, MultiClientConfig};
+use crate::path::nkn::NknEndpoint;
 use crate::extension::ExtensionRegistry;
 use crate::session::registry::SessionRegistry;
 use crate::session::SessionHandle;
@@ -69,6 +71,7 @@ pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     registry: Arc<SessionRegistry>,
+    nkn: Option<Arc<NknEndpoint>>,
     stop_server: CancellationToken,
     stop_upstream: CancellationToken,
     tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
@@ -93,6 +96,10 @@ impl Gateway {
         let (registry, sessions) = SessionRegistry::new(session_cfg.clone());
         let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
         let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout);
+        let nkn = config.nkn.as_ref().and_then(|n| start_nkn(n, &registry));
+        if let (Some(endpoint), Some(peer)) = (&nkn, config.nkn.as_ref().and_then(|n| n.address.clone())) {
+            upstream.set_nkn_peer(endpoint.clone(), peer);
+        }
         let shared = Arc::new(Shared {
             extensions,
             upstream: upstream.clone(),
@@ -113,7 +120,12 @@ impl Gateway {
         let server = tokio::spawn(supervisor.run());
         let manager = tokio::spawn(upstream::Upstream::supervise(upstream, session_cfg, stop_upstream.clone()));
         tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
-        Ok(Gateway { local_addrs, shared, registry, stop_server, stop_upstream, tasks: Some((server, manager)) })
+        Ok(Gateway { local_addrs, shared, registry, nkn, stop_server, stop_upstream, tasks: Some((server, manager)) })
+    }
+
+    /// This gateway's NKN address, when it has an NKN identity (`[Nkn] Seed`).
+    pub fn nkn_address(&self) -> Option<String> {
+        self.nkn.as_ref().map(|n| n.address().to_string())
     }
 
     /// The bound listen addresses (real ports when the configuration said 0).
@@ -157,6 +169,9 @@ impl Gateway {
         let _ = server.await;
         self.stop_upstream.cancel();
         let _ = manager.await;
+        if let Some(nkn) = self.nkn.take() {
+            nkn.close();
+        }
         tracing::info!(addrs = ?self.local_addrs, "gateway stopped");
     }
 }
@@ -167,7 +182,26 @@ impl Drop for Gateway {
             self.stop_server.cancel();
             self.stop_upstream.cancel();
         }
+        if let Some(nkn) = self.nkn.take() {
+            nkn.close();
+        }
     }
+}
+
+/// Joins NKN with this gateway's identity (`[Nkn] Seed`), accepting RESI
+/// paths from other gateways there.
+fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<NknEndpoint>> {
+    let seed = cfg.seed.as_ref()?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(seed, &mut bytes).ok()?;
+    let mut client = ClientConfig::default();
+    if !cfg.rpc_servers.is_empty() {
+        client.seed_rpc_servers = cfg.rpc_servers.clone();
+    }
+    let mc = MultiClientConfig { client, num_clients: cfg.subclients.max(1) as usize, ..MultiClientConfig::default() };
+    let endpoint = NknEndpoint::start(Identity::from_seed(bytes), mc, Some(registry.clone()));
+    tracing::info!(address = %endpoint.address(), "joined NKN");
+    Some(endpoint)
 }
 
 fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {

@@ -40,6 +40,8 @@ use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::resi::{self, redundancy};
 use crate::proto::{MODIFY_PATH, REDUNDANCY_EXTENSION_ID};
+use crate::path::nkn::{NknDialer, NknEndpoint};
+use crate::path::{PathDialer, TcpDialer};
 use crate::session::{client, SessionConfig, SessionHandle};
 
 /// Longest pause between two connection attempts.
@@ -95,6 +97,8 @@ pub(crate) struct Upstream {
     /// Ask the upstream for a session (false: always plain h2c, for a
     /// client that talks to a gateway as an ordinary ESI client).
     discover: bool,
+    /// An NKN path to the next gateway (`[Nkn] Address`), beside the TCP ones.
+    nkn: std::sync::OnceLock<(Arc<NknEndpoint>, String)>,
 }
 
 impl Upstream {
@@ -113,7 +117,16 @@ impl Upstream {
         let authority =
             addrs.first().and_then(|a| a.parse().ok()).unwrap_or_else(|| http::uri::Authority::from_static("upstream"));
         let (state, _) = watch::channel(State { link: Link::Connecting, attempts: 0 });
-        Arc::new(Upstream { state, kick: Notify::new(), addrs, authority, label, connect_timeout, discover })
+        Arc::new(Upstream {
+            state,
+            kick: Notify::new(),
+            addrs,
+            authority,
+            label,
+            connect_timeout,
+            discover,
+            nkn: std::sync::OnceLock::new(),
+        })
     }
 
     /// The kind of the current upstream connection, if one is up.
@@ -303,6 +316,25 @@ impl Upstream {
         self.publish(Link::Down { error: "gateway is shutting down".into() }, true);
     }
 
+    /// Adds an NKN path to `peer` to every session this upstream joins.
+    pub(crate) fn set_nkn_peer(&self, endpoint: Arc<NknEndpoint>, peer: String) {
+        let _ = self.nkn.set((endpoint, peer));
+    }
+
+    /// TCP paths first (path id = index in `[Tcp] Address`), then NKN.
+    fn dialers(&self) -> Vec<Box<dyn PathDialer>> {
+        let mut dialers: Vec<Box<dyn PathDialer>> =
+            self.addrs.iter().map(|addr| Box::new(TcpDialer { addr: addr.clone() }) as Box<dyn PathDialer>).collect();
+        if let Some((endpoint, peer)) = self.nkn.get() {
+            dialers.push(Box::new(NknDialer { endpoint: endpoint.clone(), peer: peer.clone() }));
+        }
+        dialers
+    }
+
+    fn path_count(&self) -> usize {
+        self.addrs.len() + usize::from(self.nkn.get().is_some())
+    }
+
     /// One attempt: dial, probe, and (for a resi upstream) join its session.
     async fn connect(&self, cfg: &SessionConfig) -> Result<Conn, String> {
         if self.addrs.is_empty() {
@@ -351,7 +383,7 @@ impl Upstream {
         addr: &str,
         cfg: &SessionConfig,
     ) -> Result<Option<resi::OpenResponse>, String> {
-        let open = client::open_request(cfg, self.addrs.len());
+        let open = client::open_request(cfg, self.path_count());
         let data = resi::Redundancy { msg: Some(redundancy::Msg::Open(open)) }.encode_to_vec();
         let ext = Extension { id: REDUNDANCY_EXTENSION_ID, pass: false, data: data.into() };
         let body = grpc::encode_frame(&ModifyRequest { ext: Some(ext) });
@@ -374,7 +406,7 @@ impl Upstream {
         // No timeout of ours around it: `connect_tcp` bounds itself, and a
         // dropped dial would leave its session behind. The session layer is
         // another module: a panic there must not end the manager.
-        let dial = client::connect_tcp(opened, self.addrs.clone(), cfg.clone());
+        let dial = client::connect(opened, self.dialers(), cfg.clone());
         let (stream, handle) = match AssertUnwindSafe(dial).catch_unwind().await {
             Err(_) => return Err("session layer panicked while joining paths".into()),
             Ok(Err(e)) => return Err(format!("joining the session: {e}")),
@@ -382,7 +414,7 @@ impl Upstream {
         };
         match h2_client(stream).await {
             Ok((tx, driver)) => {
-                let kind = UpstreamKind::Resi { session_id, paths: self.addrs.len() };
+                let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
             }
             Err(e) => {

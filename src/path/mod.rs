@@ -6,6 +6,7 @@
 //! ([`crate::session::driver::MessagePath`], e.g. NKN). Dialling is behind
 //! [`PathDialer`] so the session's redial logic is the same for all.
 
+pub mod nkn;
 pub mod tcp;
 
 use std::time::Duration;

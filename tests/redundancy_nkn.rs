@@ -1,0 +1,146 @@
+//! The gateway pair over TCP + NKN: the end gateway and the client gateway
+//! each join resi's embedded local NKN node with their own identity, and
+//! the session runs over one TCP path and one NKN path (relayed, end-to-end
+//! encrypted, lossy). Calls survive the TCP path dying, and NKN message loss
+//! injected at the node loses no call.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::echo::*;
+use common::faultproxy::FaultProxy;
+use resi::config::{Config, NknConfig, ResiConfig, TcpConfig};
+use resi::gateway::{Gateway, UpstreamKind};
+use resi::nkn::node::{LocalNode, NodeConfig};
+use resi::nkn::Identity;
+use resi::session::Mode;
+
+fn resi_config(name: &str, mode: Mode) -> ResiConfig {
+    ResiConfig {
+        name: name.into(),
+        mode,
+        heartbeat_interval: Duration::from_millis(100),
+        dead_timeout: Duration::from_millis(800),
+        redial_max_backoff: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(5),
+        ..ResiConfig::default()
+    }
+}
+
+fn seed_hex(i: u8) -> String {
+    hex::encode([i; 32])
+}
+
+struct Setup {
+    _server: TestServer,
+    _end: Gateway,
+    client: Gateway,
+    tcp: FaultProxy,
+    _node: LocalNode,
+}
+
+async fn setup(mode: Mode, loss: f64) -> Setup {
+    let node = LocalNode::start(NodeConfig { loss, loss_seed: Some(7), ..NodeConfig::default() }).await.unwrap();
+    let rpc = vec![node.rpc_url()];
+    let server = start_echo_esi(&[]).await;
+    let end = Gateway::start(Config {
+        source: None,
+        tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
+        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone() }),
+        resi: resi_config("end", mode),
+    })
+    .unwrap();
+    let end_nkn = end.nkn_address().expect("end gateway joined NKN");
+    assert_eq!(end_nkn, Identity::from_seed([1; 32]).public_key_hex());
+    let tcp = FaultProxy::start(end.local_addrs()[0]).await;
+    let client = Gateway::start(Config {
+        source: None,
+        tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![tcp.addr().to_string()] }),
+        nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc }),
+        resi: resi_config("client", mode),
+    })
+    .unwrap();
+    let s = Setup { _server: server, _end: end, client, tcp, _node: node };
+    wait_live(&s.client, 2).await;
+    s
+}
+
+async fn wait_live(gw: &Gateway, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = gw.upstream_session() {
+            if let Some(stats) = s.stats().await {
+                if stats.paths.iter().filter(|p| p.live).count() >= n {
+                    return;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "fewer than {n} live paths");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn msg(body: &[u8]) -> Msg {
+    Msg { body: Bytes::copy_from_slice(body), count: 0, note: String::new() }
+}
+
+async fn shapes(addr: SocketAddr) {
+    let mut c = echo_client(addr).await;
+    assert_eq!(c.unary(msg(b"over tcp+nkn")).await.unwrap().into_inner().body.as_ref(), b"over tcp+nkn");
+    let parts: Vec<Msg> = (0..20u8).map(|i| msg(&[i; 3000])).collect();
+    let rsp = c.client_stream(tokio_stream::iter(parts)).await.unwrap().into_inner();
+    assert_eq!(rsp.count, 20);
+    let mut s = c.server_stream(Msg { body: Bytes::from_static(b"t"), count: 10, note: String::new() }).await.unwrap().into_inner();
+    let mut n = 0;
+    while s.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    let out: Vec<Msg> = (0..10u8).map(|i| msg(&[i; 10])).collect();
+    let mut s = c.bidi(tokio_stream::iter(out)).await.unwrap().into_inner();
+    let mut n = 0;
+    while s.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    let big = pattern(2 << 20, 9);
+    assert!(c.unary(Msg { body: big.clone(), count: 0, note: String::new() }).await.unwrap().into_inner().body == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_nkn_make_one_session_in_each_mode() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        for mode in [Mode::Permissive, Mode::Strict] {
+            let s = setup(mode, 0.0).await;
+            assert!(matches!(s.client.upstream_kind(), Some(UpstreamKind::Resi { paths: 2, .. })));
+            shapes(s.client.local_addrs()[0]).await;
+            let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
+            assert!(stats.paths[1].stats.data_bytes_sent > 0, "NKN path carried nothing: {stats:?}");
+        }
+    })
+    .await
+    .expect("timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkn_carries_the_session_when_tcp_dies_even_with_message_loss() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let s = setup(Mode::Permissive, 0.1).await;
+        let mut c = echo_client(s.client.local_addrs()[0]).await;
+        c.unary(msg(b"both")).await.unwrap();
+        s.tcp.kill();
+        for i in 0..50u32 {
+            let body = pattern(1000 + i as usize * 100, i as u8);
+            let rsp = c.unary(Msg { body: body.clone(), count: i, note: String::new() }).await.unwrap();
+            assert!(rsp.into_inner().body == body, "call {i}");
+        }
+        let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
+        assert!(!stats.paths[0].live, "{stats:?}");
+        assert!(stats.paths[1].live, "{stats:?}");
+    })
+    .await
+    .expect("timed out")
+}
