@@ -19,6 +19,8 @@
 //!   runs it on tokio and exposes the session as a byte stream.
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
+//! - [`nkn`]: the NKN transport; [`nkn::node`] is the embedded local NKN
+//!   node (a loopback relay that official NKN SDK clients work against).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener, protocol sniffing, call forwarding, upstream
 //!   discovery, graceful shutdown.
@@ -32,6 +34,7 @@ pub mod extension;
 pub mod frame;
 pub mod gateway;
 pub mod grpc;
+pub mod nkn;
 pub mod path;
 pub mod proto;
 pub mod session;
