@@ -482,7 +482,13 @@ impl Relay {
         let sid = self.next_session;
         self.next_session += 1;
         self.stats.ws_connections += 1;
-        self.sessions.insert(sid, Session { challenge, client: None });
+        self.sessions.insert(
+            sid,
+            Session {
+                challenge,
+                client: None,
+            },
+        );
         let frame = json!({"Action": "authChallenge", "Challenge": hex::encode(challenge),
             "Error": 0, "Desc": "SUCCESS", "Result": "", "Version": 1});
         (sid, Output::Text(frame.to_string()))
@@ -535,14 +541,23 @@ impl Relay {
             if close {
                 out.push((
                     sid,
-                    Output::Close { code: 1008, reason: desc.to_string(), after: AUTH_FAIL_CLOSE_DELAY },
+                    Output::Close {
+                        code: 1008,
+                        reason: desc.to_string(),
+                        after: AUTH_FAIL_CLOSE_DELAY,
+                    },
                 ));
             }
             out
         };
         let addr = msg.get("Addr").and_then(Value::as_str).unwrap_or("");
         let Some(pubkey) = address_pubkey(addr) else {
-            return fail(self, errcode::INVALID_PARAMS, "INVALID PARAMS: bad client address", false);
+            return fail(
+                self,
+                errcode::INVALID_PARAMS,
+                "INVALID PARAMS: bad client address",
+                false,
+            );
         };
         let salt = msg.get("ClientSalt").and_then(Value::as_str);
         let sig = msg.get("Signature").and_then(Value::as_str);
@@ -557,7 +572,12 @@ impl Relay {
                 }
             }
             _ if self.cfg.require_client_auth => {
-                return fail(self, errcode::INVALID_SIGNATURE, "INVALID SIGNATURE: challenge not answered", true);
+                return fail(
+                    self,
+                    errcode::INVALID_SIGNATURE,
+                    "INVALID SIGNATURE: challenge not answered",
+                    true,
+                );
             }
             _ => {}
         }
@@ -567,7 +587,11 @@ impl Relay {
             self.unindex(sid, &old.id);
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.client = Some(ClientInfo { addr: addr.to_string(), id, pubkey });
+            s.client = Some(ClientInfo {
+                addr: addr.to_string(),
+                id,
+                pubkey,
+            });
         }
         let list = self.by_client.entry(id).or_default();
         if !list.contains(&sid) {
@@ -575,7 +599,10 @@ impl Relay {
         }
         self.stats.set_client_ok += 1;
         let result = json!({"node": self.node_info(), "sigChainBlockHash": hex::encode(self.block_hash)});
-        let mut out = vec![(sid, Output::Text(envelope("setClient", errcode::SUCCESS, "SUCCESS", result)))];
+        let mut out = vec![(
+            sid,
+            Output::Text(envelope("setClient", errcode::SUCCESS, "SUCCESS", result)),
+        )];
         if let Some(q) = self.held.remove(&id) {
             for h in q {
                 self.held_bytes -= h.frame.len();
@@ -591,7 +618,12 @@ impl Relay {
     }
 
     /// A binary (protobuf `ClientMessage`) frame from session `sid`.
-    pub fn on_binary(&mut self, sid: SessionId, frame: Bytes, now: Instant) -> Result<Vec<(SessionId, Output)>, Malformed> {
+    pub fn on_binary(
+        &mut self,
+        sid: SessionId,
+        frame: Bytes,
+        now: Instant,
+    ) -> Result<Vec<(SessionId, Output)>, Malformed> {
         let r = self.on_binary_inner(sid, frame, now);
         if r.is_err() {
             self.stats.malformed_frames += 1;
@@ -599,10 +631,20 @@ impl Relay {
         r
     }
 
-    fn on_binary_inner(&mut self, sid: SessionId, frame: Bytes, now: Instant) -> Result<Vec<(SessionId, Output)>, Malformed> {
+    fn on_binary_inner(
+        &mut self,
+        sid: SessionId,
+        frame: Bytes,
+        now: Instant,
+    ) -> Result<Vec<(SessionId, Output)>, Malformed> {
         let Some(Some(sender)) = self.sessions.get(&sid).map(|s| s.client.as_ref()) else {
             self.stats.rejected_before_set_client += 1;
-            let e = envelope("", errcode::INVALID_PARAMS, "INVALID PARAMS: setClient first", Value::Null);
+            let e = envelope(
+                "",
+                errcode::INVALID_PARAMS,
+                "INVALID PARAMS: setClient first",
+                Value::Null,
+            );
             return Ok(vec![(sid, Output::Text(e))]);
         };
         let (src_addr, src_pubkey) = (sender.addr.clone(), sender.pubkey);
@@ -629,7 +671,10 @@ impl Relay {
                 }
                 Ok(vec![])
             }
-            _ => Err(Malformed(format!("unexpected client message type {}", msg.message_type))),
+            _ => Err(Malformed(format!(
+                "unexpected client message type {}",
+                msg.message_type
+            ))),
         }
     }
 
@@ -640,8 +685,16 @@ impl Relay {
         msg: OutboundMessage,
         now: Instant,
     ) -> Vec<(SessionId, Output)> {
-        let dests = if msg.dests.is_empty() && !msg.dest.is_empty() { vec![msg.dest] } else { msg.dests };
-        let payloads = if msg.payloads.is_empty() { vec![msg.payload] } else { msg.payloads };
+        let dests = if msg.dests.is_empty() && !msg.dest.is_empty() {
+            vec![msg.dest]
+        } else {
+            msg.dests
+        };
+        let payloads = if msg.payloads.is_empty() {
+            vec![msg.payload]
+        } else {
+            msg.payloads
+        };
         if dests.is_empty()
             || (payloads.len() != 1 && payloads.len() != dests.len())
             || msg.signatures.len() != dests.len()
@@ -658,7 +711,11 @@ impl Relay {
                 self.stats.invalid_destinations += 1;
                 continue;
             };
-            let payload = if payloads.len() == 1 { &payloads[0] } else { &payloads[i] };
+            let payload = if payloads.len() == 1 {
+                &payloads[0]
+            } else {
+                &payloads[i]
+            };
             let sig = &msg.signatures[i];
             let digest = outbound_digest(
                 msg.nonce,
@@ -792,12 +849,25 @@ impl LocalNode {
         let ws_addr = ws_listener.local_addr()?;
         let relay = Relay::new(cfg, ws_addr.to_string(), rpc_addr.to_string());
         let pubkey = relay.pubkey();
-        let shared = Arc::new(Mutex::new(Shared { relay, conns: HashMap::new() }));
+        let shared = Arc::new(Mutex::new(Shared {
+            relay,
+            conns: HashMap::new(),
+        }));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        tasks.spawn(rpc_accept_loop(rpc_listener, shared.clone(), cancel.clone(), tasks.clone()));
-        tasks.spawn(ws_accept_loop(ws_listener, shared.clone(), cancel.clone(), tasks.clone()));
+        tasks.spawn(rpc_accept_loop(
+            rpc_listener,
+            shared.clone(),
+            cancel.clone(),
+            tasks.clone(),
+        ));
+        tasks.spawn(ws_accept_loop(
+            ws_listener,
+            shared.clone(),
+            cancel.clone(),
+            tasks.clone(),
+        ));
         let (s, c) = (shared.clone(), cancel.clone());
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -809,7 +879,14 @@ impl LocalNode {
             }
         });
         tracing::info!(%rpc_addr, %ws_addr, pubkey = %hex::encode(pubkey), "local NKN node started");
-        Ok(LocalNode { shared, rpc_addr, ws_addr, pubkey, cancel, tasks })
+        Ok(LocalNode {
+            shared,
+            rpc_addr,
+            ws_addr,
+            pubkey,
+            cancel,
+            tasks,
+        })
     }
 
     /// The JSON-RPC address; clients use `http://<rpc_addr>` as seed.
@@ -860,7 +937,12 @@ fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn rpc_accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, cancel: CancellationToken, tasks: TaskTracker) {
+async fn rpc_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -893,8 +975,14 @@ async fn rpc_handle(
         let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
         let h = r.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, http::HeaderValue::from_static("*"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            http::HeaderValue::from_static("*"),
+        );
         Ok(r)
     };
     if req.method() != Method::POST {
@@ -908,7 +996,12 @@ async fn rpc_handle(
     reply(StatusCode::OK, Bytes::from(answer.to_string()))
 }
 
-async fn ws_accept_loop(listener: TcpListener, shared: Arc<Mutex<Shared>>, cancel: CancellationToken, tasks: TaskTracker) {
+async fn ws_accept_loop(
+    listener: TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -951,7 +1044,10 @@ async fn ws_connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Ca
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut deadline = tokio::time::Instant::now() + PONG_TIMEOUT;
     let mut close_at: Option<(tokio::time::Instant, CloseFrame)> = None;
-    let close_frame = |code: u16, reason: &str| CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+    let close_frame = |code: u16, reason: &str| CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    };
 
     let final_close: Option<CloseFrame> = loop {
         let close_sleep = async {
@@ -1030,23 +1126,46 @@ mod tests {
         let b = "4cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29";
         let pa: [u8; 32] = hex::decode(a).unwrap().try_into().unwrap();
         let pb: [u8; 32] = hex::decode(b).unwrap().try_into().unwrap();
-        let d = outbound_digest(0x12345678, 67, &[0xaa; 32], &format!("__0__.{a}"), &pa, &format!("__0__.{b}"), &pb, &pb);
-        assert_eq!(hex::encode(d), "66bf8a30941064eedb13ef48a44c46b6dccd6f90d90e05c306afa18b2c0e1a43");
+        let d = outbound_digest(
+            0x12345678,
+            67,
+            &[0xaa; 32],
+            &format!("__0__.{a}"),
+            &pa,
+            &format!("__0__.{b}"),
+            &pb,
+            &pb,
+        );
+        assert_eq!(
+            hex::encode(d),
+            "66bf8a30941064eedb13ef48a44c46b6dccd6f90d90e05c306afa18b2c0e1a43"
+        );
         let sig = hex::decode("4dd31efb44fb3451384d65e9064e8cd5abcea4fd3d2f4cf23c75d6889ffbd269b2ca23c8fa7931c8ec3d361e8af3ea159e7b9d3e18f2d002ce8fad82a0f94100").unwrap();
         assert!(verify(&VerifyingKey::from_bytes(&pa).unwrap(), &d, &sig));
     }
 
     #[test]
     fn receipt_and_challenge_vectors() {
-        let pb: [u8; 32] =
-            hex::decode("4cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29").unwrap().try_into().unwrap();
+        let pb: [u8; 32] = hex::decode("4cb5abf6ad79fbf5abbccafcc269d85cd2651ed4b885b5869f241aedf0a5ba29")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let sig = hex::decode("b1aba8f3d9bada8af78f07eed9e0a4fa6c9110f43bd2911cf9b0c12796d05b2df34212efba7f695d51d81d1aeba7354e74bf82839cdc98f9b35c127f3060e207").unwrap();
-        assert!(verify(&VerifyingKey::from_bytes(&pb).unwrap(), &receipt_digest(&[0xbb; 32]), &sig));
+        assert!(verify(
+            &VerifyingKey::from_bytes(&pb).unwrap(),
+            &receipt_digest(&[0xbb; 32]),
+            &sig
+        ));
 
         let d = challenge_digest(&[0xcc; 32], &[0xdd; 32]);
-        assert_eq!(hex::encode(d), "5855266bbab10ac48bbac9b714edf3239b2e7d572a6a9f6d1da0a53cbfa7be0e");
-        let pa: [u8; 32] =
-            hex::decode("f444c54d74e46fd8499696fcade6bc778908a978db7a229de496b94e1d66f9bf").unwrap().try_into().unwrap();
+        assert_eq!(
+            hex::encode(d),
+            "5855266bbab10ac48bbac9b714edf3239b2e7d572a6a9f6d1da0a53cbfa7be0e"
+        );
+        let pa: [u8; 32] = hex::decode("f444c54d74e46fd8499696fcade6bc778908a978db7a229de496b94e1d66f9bf")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let sig = hex::decode("6d44345f7256d8c312bedc702a7b2aec94b7f65bfd5cc4f66477ab54a15a4793850931896d0613371955cc6fcb15864f05ad1b4378039f938cbe0e2f1da81700").unwrap();
         assert!(verify(&VerifyingKey::from_bytes(&pa).unwrap(), &d, &sig));
     }
