@@ -21,6 +21,8 @@
 //! - [`nkn`]: the NKN transport: identity, end-to-end crypto, wire frames
 //!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`].
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
+//! - [`nkn`]: the NKN transport; [`nkn::node`] is the embedded local NKN
+//!   node (a loopback relay that official NKN SDK clients work against).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), graceful shutdown.

@@ -18,11 +18,14 @@
 //! - [`client`]: one NKN client on one WebSocket, with reconnection (§3, §8).
 //! - [`multiclient`]: `n` sub-clients `__i__.` with one message ID per send
 //!   and dedup of arrivals (§9).
+//! - [`node`]: resi's embedded local NKN node (seed RPC + WebSocket relay),
+//!   so NKN works on a machine with no internet (§11).
 
 pub mod client;
 pub mod crypto;
 pub mod identity;
 pub mod multiclient;
+pub mod node;
 pub mod payload;
 pub mod rpc;
 pub mod wire;
