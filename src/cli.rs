@@ -57,6 +57,27 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Make an NKN identity for a configuration file (a new random one, or
+    /// the one of a given seed): prints the seed, public key and address.
+    NknIdentity {
+        /// An existing seed (64 hex digits) to show the address of.
+        #[arg(long, value_name = "HEX")]
+        seed: Option<String>,
+    },
+    /// Run resi's embedded local NKN node (seed RPC + WebSocket relay) on
+    /// loopback until SIGINT or SIGTERM, so NKN paths work offline.
+    NknNode {
+        /// Where the seed JSON-RPC listens (point `[Nkn] RpcServers` at
+        /// `http://` this address).
+        #[arg(long, default_value = "127.0.0.1:30003", value_name = "ADDR")]
+        rpc_listen: std::net::SocketAddr,
+        /// Where the WebSocket relay listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        ws_listen: std::net::SocketAddr,
+        /// Test knob: the share of relayed messages to drop (0.0 to 1.0).
+        #[arg(long, default_value_t = 0.0, value_name = "P")]
+        loss: f64,
+    },
     /// Print the version.
     Version,
 }
@@ -134,7 +155,74 @@ pub fn run(args: Vec<String>) -> i32 {
             }
         },
         Command::Gateway { config } => gateway(config, cli.log_level),
+        Command::NknIdentity { seed } => nkn_identity(seed),
+        Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
     }
+}
+
+fn nkn_identity(seed: Option<String>) -> i32 {
+    let identity = match seed {
+        None => crate::nkn::Identity::generate(),
+        Some(hex_seed) => {
+            let mut bytes = [0u8; 32];
+            if hex::decode_to_slice(hex_seed.trim(), &mut bytes).is_err() {
+                eprintln!("resi: error: --seed: expected 64 hex digits");
+                return EXIT_USAGE;
+            }
+            crate::nkn::Identity::from_seed(bytes)
+        }
+    };
+    println!("# this gateway's NKN identity: keep the seed secret");
+    println!("[Nkn]");
+    println!("Seed = \"{}\"", hex::encode(identity.seed()));
+    println!("# the previous gateway puts this in its [Nkn] Address:");
+    println!("# Address = \"{}\"", identity.public_key_hex());
+    0
+}
+
+fn nkn_node(rpc_listen: std::net::SocketAddr, ws_listen: std::net::SocketAddr, loss: f64, log_level: Option<String>) -> i32 {
+    if let Err(e) = init_logging(log_level) {
+        eprintln!("resi: error: {e}");
+        return EXIT_USAGE;
+    }
+    if !(0.0..=1.0).contains(&loss) {
+        eprintln!("resi: error: --loss: expected a share from 0.0 to 1.0, got {loss}");
+        return EXIT_USAGE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("resi").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("resi: error: cannot start the runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("resi: error: cannot install signal handlers: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let cfg = crate::nkn::node::NodeConfig { rpc_listen, ws_listen, loss, ..Default::default() };
+        let node = match crate::nkn::node::LocalNode::start(cfg).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("resi: error: cannot start the NKN node on {rpc_listen}: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "resi: NKN seed RPC on {}", node.rpc_url());
+            let _ = writeln!(err, "resi: NKN relay on ws://{}", node.ws_addr());
+            let _ = err.flush();
+        }
+        let sig = signals.recv().await;
+        tracing::info!("{sig} received, stopping the NKN node");
+        node.shutdown().await;
+        0
+    })
 }
 
 fn init_logging(level: Option<String>) -> Result<(), String> {
@@ -242,11 +330,6 @@ async fn serve(cfg: Config) -> i32 {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
-    if cfg.nkn.is_some() {
-        tracing::warn!(
-            "[Nkn] is validated but not used yet: this version carries paths over TCP only"
-        );
-    }
     let listen = cfg.listen().join(", ");
     let gw = match crate::gateway::Gateway::start(cfg) {
         Ok(g) => g,

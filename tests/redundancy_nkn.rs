@@ -23,7 +23,9 @@ fn resi_config(name: &str, mode: Mode) -> ResiConfig {
         name: name.into(),
         mode,
         heartbeat_interval: Duration::from_millis(100),
-        dead_timeout: Duration::from_millis(800),
+        // NKN paths are relayed and encrypted: give them more room than the
+        // 1 s default so a loaded 2-core test machine does not look dead.
+        dead_timeout: Duration::from_secs(2),
         redial_max_backoff: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(5),
         ..ResiConfig::default()
@@ -106,7 +108,7 @@ async fn shapes(addr: SocketAddr) {
         n += 1;
     }
     assert_eq!(n, 10);
-    let big = pattern(2 << 20, 9);
+    let big = pattern(512 << 10, 9);
     assert!(c.unary(Msg { body: big.clone(), count: 0, note: String::new() }).await.unwrap().into_inner().body == big);
 }
 
@@ -140,6 +142,59 @@ async fn nkn_carries_the_session_when_tcp_dies_even_with_message_loss() {
         let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
         assert!(!stats.paths[0].live, "{stats:?}");
         assert!(stats.paths[1].live, "{stats:?}");
+    })
+    .await
+    .expect("timed out")
+}
+
+/// NKN alone: the session is opened in the NKN path's HELLO; the end
+/// gateway listens on nothing but NKN.
+async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, LocalNode) {
+    let node = LocalNode::start(NodeConfig { loss, loss_seed: Some(11), ..NodeConfig::default() }).await.unwrap();
+    let rpc = vec![node.rpc_url()];
+    let server = start_echo_esi(&[]).await;
+    let end = Gateway::start(Config {
+        source: None,
+        tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
+        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone() }),
+        resi: resi_config("end", mode),
+    })
+    .unwrap();
+    let client = Gateway::start(Config {
+        source: None,
+        tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
+        nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc }),
+        resi: resi_config("client", mode),
+    })
+    .unwrap();
+    wait_live(&client, 1).await;
+    (server, end, client, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkn_alone_carries_every_shape_in_each_mode() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        for mode in [Mode::Strict, Mode::Permissive] {
+            let (_server, _end, client, _node) = nkn_only(mode, 0.0).await;
+            assert!(matches!(client.upstream_kind(), Some(UpstreamKind::Resi { paths: 1, .. })));
+            shapes(client.local_addrs()[0]).await;
+        }
+    })
+    .await
+    .expect("timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkn_alone_loses_no_call_under_message_loss() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (_server, _end, client, node) = nkn_only(Mode::Strict, 0.15).await;
+        let mut c = echo_client(client.local_addrs()[0]).await;
+        for i in 0..40u32 {
+            let body = pattern(500 + i as usize * 200, i as u8);
+            let rsp = c.unary(Msg { body: body.clone(), count: i, note: String::new() }).await.unwrap();
+            assert!(rsp.into_inner().body == body, "call {i}");
+        }
+        assert!(node.stats().dropped_loss > 0, "the loss knob dropped nothing");
     })
     .await
     .expect("timed out")

@@ -51,7 +51,7 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
-    #[error("nothing to listen on: the configuration has no [Tcp] Listen address")]
+    #[error("nothing to listen on: the configuration has no [Tcp] Listen address and no [Nkn] Seed")]
     NoListenAddress,
     #[error("a gateway must be started inside a tokio runtime")]
     NoRuntime,
@@ -84,8 +84,9 @@ impl Gateway {
     pub fn start(config: Config) -> Result<Gateway, GatewayError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| GatewayError::NoRuntime)?;
         let _guard = rt.enter();
-        let tcp = config.tcp.unwrap_or_default();
-        if tcp.listen.is_empty() {
+        let tcp = config.tcp.clone().unwrap_or_default();
+        let has_nkn_identity = config.nkn.as_ref().is_some_and(|n| n.seed.is_some());
+        if tcp.listen.is_empty() && !has_nkn_identity {
             return Err(GatewayError::NoListenAddress);
         }
         let listeners = tcp.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;

@@ -338,7 +338,10 @@ impl Upstream {
     /// One attempt: dial, probe, and (for a resi upstream) join its session.
     async fn connect(&self, cfg: &SessionConfig) -> Result<Conn, String> {
         if self.addrs.is_empty() {
-            return Err("no upstream address configured ([Tcp] Address)".into());
+            return match self.nkn.get() {
+                Some(_) => self.open_over_nkn(cfg).await,
+                None => Err("no upstream address configured ([Tcp] Address or [Nkn] Address)".into()),
+            };
         }
         let (addr, mut conn) = self.dial_first().await?;
         if !self.discover {
@@ -397,6 +400,27 @@ impl Upstream {
             Ok(msg) => decode_opened(msg).map(Some).map_err(|e| format!("{addr}: {e}")),
             Err(st) if st.code == Code::Unimplemented => Ok(None),
             Err(st) => Err(format!("{addr}: refused the RESI probe: {st}")),
+        }
+    }
+
+    /// NKN alone: the session is opened in the NKN path's own HELLO (there
+    /// is no HTTP/2 to probe with), so the upstream must be a resi gateway.
+    async fn open_over_nkn(&self, cfg: &SessionConfig) -> Result<Conn, String> {
+        let mut dialers = self.dialers();
+        let first = dialers.remove(0);
+        let (stream, handle) = client::open_on_path(first, dialers, cfg.clone())
+            .await
+            .map_err(|e| format!("opening a session over NKN: {e}"))?;
+        let session_id = Bytes::copy_from_slice(&handle.id());
+        match h2_client(stream).await {
+            Ok((tx, driver)) => {
+                let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
+                Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
+            }
+            Err(e) => {
+                handle.close();
+                Err(format!("HTTP/2 handshake over the session: {e}"))
+            }
         }
     }
 

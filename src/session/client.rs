@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use super::driver::{self, Role, Wallet};
+use super::driver::{self, NewPath, Role, Wallet};
 use super::{Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
 use crate::cookie::SessionId;
 use crate::grpc::{Code, Status};
@@ -70,6 +70,36 @@ pub async fn connect(
     dialers: Vec<Box<dyn PathDialer>>,
     cfg: SessionConfig,
 ) -> Result<(SessionStream, SessionHandle), SessionError> {
+    connect_paths(opened, None, dialers, cfg).await
+}
+
+/// Opens a session over one path, for a transport without HTTP/2 (NKN
+/// alone): the HELLO carries the `Open`, the path becomes path 0, and the
+/// other dialers (ids 1..) merge as usual.
+pub async fn open_on_path(
+    first: Box<dyn PathDialer>,
+    more: Vec<Box<dyn PathDialer>>,
+    cfg: SessionConfig,
+) -> Result<(SessionStream, SessionHandle), SessionError> {
+    let open = open_request(&cfg, 1 + more.len());
+    let hello: Bytes = modify_request(resi::redundancy::Msg::Open(open)).encode_to_vec().into();
+    let timeout = (cfg.dead_timeout * 2).max(Duration::from_secs(5));
+    let (conn, reply) = first.dial(hello, timeout).await.map_err(|e| SessionError::Unreachable(e.to_string()))?;
+    let opened = match hello_answer(reply).map_err(SessionError::Refused)? {
+        resi::redundancy::Msg::Opened(o) => o,
+        _ => return Err(SessionError::Protocol("the answer to an Open is not `opened`".into())),
+    };
+    let mut dialers = vec![first];
+    dialers.extend(more);
+    connect_paths(opened, Some(conn), dialers, cfg).await
+}
+
+async fn connect_paths(
+    opened: resi::OpenResponse,
+    first_conn: Option<NewPath>,
+    dialers: Vec<Box<dyn PathDialer>>,
+    cfg: SessionConfig,
+) -> Result<(SessionStream, SessionHandle), SessionError> {
     let mut id: SessionId = [0; 16];
     let n = opened.session_id.len().min(16);
     id[..n].copy_from_slice(&opened.session_id[..n]);
@@ -85,6 +115,7 @@ pub async fn connect(
     // the session (and so stop its diallers): the guard does.
     let guard = CloseOnDrop(Some(handle.clone()));
     let (merged_tx, mut merged_rx) = watch::channel(0usize);
+    let mut first_conn = first_conn;
     for (i, transport) in dialers.into_iter().enumerate() {
         let dialer = Dialer {
             path: i as u32,
@@ -94,7 +125,14 @@ pub async fn connect(
             cfg: cfg.clone(),
             merged: merged_tx.clone(),
         };
-        tokio::spawn(dialer.run());
+        // Path 0 of a session opened on a path is already joined.
+        let joined = if i == 0 { first_conn.take() } else { None }.map(|conn| {
+            let (tx, rx) = oneshot::channel();
+            handle.add_path(0, conn, Some(tx));
+            merged_tx.send_modify(|n| *n += 1);
+            Attempt::Joined(rx)
+        });
+        tokio::spawn(dialer.run(joined));
     }
     drop(merged_tx);
     let first = merged_rx.wait_for(|n| *n > 0);
@@ -154,12 +192,15 @@ enum Attempt {
 }
 
 impl Dialer {
-    async fn run(self) {
+    async fn run(self, mut first: Option<Attempt>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let attempt = tokio::select! {
-                a = self.attempt() => a,
-                _ = self.handle.closed() => return,
+            let attempt = match first.take() {
+                Some(a) => a,
+                None => tokio::select! {
+                    a = self.attempt() => a,
+                    _ = self.handle.closed() => return,
+                },
             };
             match attempt {
                 Attempt::Joined(gone) => {
@@ -227,14 +268,19 @@ impl Dialer {
 }
 
 fn merge_answer(reply: Bytes) -> Result<resi::MergeResponse, Status> {
+    match hello_answer(reply)? {
+        resi::redundancy::Msg::Merged(m) => Ok(m),
+        _ => Err(Status::new(Code::Internal, "HELLO_REPLY is not a merge answer")),
+    }
+}
+
+/// The redundancy answer in a HELLO_REPLY, or the status it carries.
+fn hello_answer(reply: Bytes) -> Result<resi::redundancy::Msg, Status> {
     let reply = resi::HelloReply::decode(reply).map_err(|e| Status::new(Code::Internal, format!("bad HELLO_REPLY: {e}")))?;
     match reply.result {
         Some(resi::hello_reply::Result::Response(body)) => {
             let resp = esi::ModifyResponse::decode(body).map_err(|e| Status::new(Code::Internal, e.to_string()))?;
-            match redundancy_answer(&resp)? {
-                resi::redundancy::Msg::Merged(m) => Ok(m),
-                _ => Err(Status::new(Code::Internal, "HELLO_REPLY is not a merge answer")),
-            }
+            redundancy_answer(&resp)
         }
         Some(resi::hello_reply::Result::Error(s)) => Err(Status::new(Code::from_i32(s.code), s.message)),
         None => Err(Status::new(Code::Internal, "empty HELLO_REPLY")),

@@ -157,7 +157,9 @@ impl SessionRegistry {
                 (resi::redundancy::Msg::Merged(merged), merge.path_id, handle)
             }
             Some(resi::redundancy::Msg::Open(open)) => {
-                // Open on a path: the path itself becomes path 0.
+                // Open on a path: the path itself becomes path 0 (and uses
+                // one cookie more than the dialler asked for).
+                let open = resi::OpenRequest { cookies: (open.cookies + 1).min(16), ..open };
                 let mut opened = self.open(&open)?;
                 let cookie = opened.cookies.pop().expect("at least one cookie");
                 let merge = resi::MergeRequest { cookie, path_id: 0 };
