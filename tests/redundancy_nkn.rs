@@ -41,7 +41,7 @@ struct Setup {
     _end: Gateway,
     client: Gateway,
     tcp: FaultProxy,
-    _node: LocalNode,
+    node: Option<LocalNode>,
 }
 
 async fn setup(mode: Mode, loss: f64) -> Setup {
@@ -65,7 +65,7 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
         resi: resi_config("client", mode),
     })
     .unwrap();
-    let s = Setup { _server: server, _end: end, client, tcp, _node: node };
+    let s = Setup { _server: server, _end: end, client, tcp, node: Some(node) };
     wait_live(&s.client, 2).await;
     s
 }
@@ -128,20 +128,51 @@ async fn tcp_and_nkn_make_one_session_in_each_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nkn_carries_the_session_when_tcp_dies_even_with_message_loss() {
+async fn tcp_killed_mid_load_loses_no_call_with_nkn_message_loss() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let s = setup(Mode::Permissive, 0.1).await;
-        let mut c = echo_client(s.client.local_addrs()[0]).await;
-        c.unary(msg(b"both")).await.unwrap();
+        let c = echo_client(s.client.local_addrs()[0]).await;
+        let mut tasks = vec![];
+        for t in 0..8u32 {
+            let mut c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10u32 {
+                    let body = pattern(1000 + (t * 10 + i) as usize * 50, (t * 10 + i) as u8);
+                    let rsp = c.unary(Msg { body: body.clone(), count: i, note: String::new() }).await;
+                    assert!(rsp.expect("call failed").into_inner().body == body, "task {t} call {i}");
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         s.tcp.kill();
-        for i in 0..50u32 {
-            let body = pattern(1000 + i as usize * 100, i as u8);
-            let rsp = c.unary(Msg { body: body.clone(), count: i, note: String::new() }).await.unwrap();
-            assert!(rsp.into_inner().body == body, "call {i}");
+        for t in tasks {
+            t.await.unwrap();
         }
         let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
         assert!(!stats.paths[0].live, "{stats:?}");
         assert!(stats.paths[1].live, "{stats:?}");
+    })
+    .await
+    .expect("timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readmitted_tcp_path_carries_the_session_when_nkn_goes() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let mut s = setup(Mode::Strict, 0.0).await;
+        let mut c = echo_client(s.client.local_addrs()[0]).await;
+        s.tcp.kill();
+        c.unary(msg(b"over nkn")).await.unwrap();
+        s.tcp.heal();
+        wait_live(&s.client, 2).await;
+        // The NKN node goes away: only the re-admitted TCP path is left.
+        s.node.take().unwrap().shutdown().await;
+        for i in 0..5u8 {
+            let rsp = c.unary(msg(&[i; 100])).await.unwrap();
+            assert_eq!(rsp.into_inner().body.as_ref(), &[i; 100]);
+        }
+        let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
+        assert!(stats.paths[0].live && stats.paths[0].stats.admissions >= 2, "{stats:?}");
     })
     .await
     .expect("timed out")
