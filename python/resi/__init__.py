@@ -24,6 +24,8 @@ remove the duplicates, with a thin asyncio API over the Rust core::
   :class:`CallError` (``.code``, ``.details``, ``.trailers``) and
   :class:`SessionError`.
 - Rust logs go to the ``resi`` logger of :mod:`logging`.
+- :mod:`resi.nkn` — NKN directly: identities, ``NknClient`` (an asyncio
+  MultiClient) and ``LocalNode`` (the embedded NKN node for offline tests).
 
 Run a gateway as a process with the ``resi`` command
 (``resi gateway --config gateway.toml``); pytest fixtures come with the

@@ -16,6 +16,7 @@
 
 use std::ffi::CStr;
 
+use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyModule};
@@ -135,6 +136,24 @@ pub(crate) fn session_error(py: Python<'_>, e: impl std::fmt::Display) -> PyErr 
 /// Any other resi failure.
 pub(crate) fn resi_error(py: Python<'_>, e: impl std::fmt::Display) -> PyErr {
     make(py, "ResiError", (e.to_string(),))
+}
+
+/// An NKN transport failure: ``TimeoutError`` for a timeout, ``ValueError``
+/// for a bad address, key or size, ``ResiError`` otherwise.
+pub(crate) fn nkn_error(py: Python<'_>, e: crate::nkn::NknError) -> PyErr {
+    use crate::nkn::NknError;
+    match e {
+        NknError::Timeout => PyTimeoutError::new_err("NKN: timed out"),
+        NknError::InvalidAddress(..) | NknError::InvalidPublicKey | NknError::MessageTooLarge(_) => {
+            PyValueError::new_err(format!("NKN: {e}"))
+        }
+        e => resi_error(py, format!("NKN: {e}")),
+    }
+}
+
+/// [`nkn_error`] taking the GIL (for the end of a future).
+pub(crate) fn nkn_error_nogil(e: crate::nkn::NknError) -> PyErr {
+    Python::attach(|py| nkn_error(py, e))
 }
 
 /// A failed call, with its trailers.

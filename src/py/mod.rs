@@ -13,6 +13,8 @@
 //! - `extension`: extension handlers written in Python.
 //! - `stats`: `SessionStats`, `PathStats`, `Event`, `EventStream`.
 //! - `fault`: `FaultRelay`.
+//! - `nkn`: `NknClient`, `NknMessage`, `NknLocalNode` and identities
+//!   (`resi.nkn`).
 
 mod client;
 mod convert;
@@ -20,6 +22,7 @@ mod errors;
 mod extension;
 mod fault;
 mod gateway;
+mod nkn;
 mod stats;
 
 use std::sync::OnceLock;
@@ -75,5 +78,10 @@ fn _resi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stats::Event>()?;
     m.add_class::<stats::EventStream>()?;
     m.add_class::<fault::FaultRelay>()?;
+    m.add_function(wrap_pyfunction!(nkn::nkn_generate_identity, m)?)?;
+    m.add_function(wrap_pyfunction!(nkn::nkn_identity_from_seed, m)?)?;
+    m.add_class::<nkn::NknClient>()?;
+    m.add_class::<nkn::NknMessage>()?;
+    m.add_class::<nkn::NknLocalNode>()?;
     Ok(())
 }
