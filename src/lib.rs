@@ -18,6 +18,8 @@
 //!   state machine (no sockets, no clock of its own); [`session::driver`]
 //!   runs it on tokio and exposes the session as a byte stream.
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
+//! - [`nkn`]: the NKN transport: identity, end-to-end crypto, wire frames
+//!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`].
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
 //! - [`nkn`]: the NKN transport; [`nkn::node`] is the embedded local NKN
 //!   node (a loopback relay that official NKN SDK clients work against).
