@@ -19,10 +19,10 @@
 //!   runs it on tokio and exposes the session as a byte stream.
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
 //! - [`nkn`]: the NKN transport: identity, end-to-end crypto, wire frames
-//!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`].
+//!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`],
+//!   and [`nkn::node`], the embedded local NKN node (a loopback relay that
+//!   resi's client and the official NKN SDKs work against).
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
-//! - [`nkn`]: the NKN transport; [`nkn::node`] is the embedded local NKN
-//!   node (a loopback relay that official NKN SDK clients work against).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), graceful shutdown.

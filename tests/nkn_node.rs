@@ -535,3 +535,22 @@ async fn shutdown_closes_clients() {
     assert_eq!(closed(&mut a.ws).await, Some(1001));
     assert!(TcpStream::connect(rpc_addr).await.is_err());
 }
+
+#[tokio::test]
+async fn pings_keep_readers_and_drop_silent_clients() {
+    let node = LocalNode::start(NodeConfig::default()).await.unwrap();
+    let mut a = Client::connect(&node, key(1), "").await;
+    let _b = Client::connect(&node, key(2), "").await; // never read again: no pongs
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(11);
+    while let Ok(f) = tokio::time::timeout_at(until, a.ws.next()).await {
+        match f {
+            Some(Ok(WsMessage::Ping(_))) => pings += 1, // tungstenite answers it
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 1, "the node pings every 8 s");
+    let s = node.stats();
+    assert_eq!((s.ws_connections, s.clients_connected), (2, 1), "{s:?}");
+    node.shutdown().await;
+}
