@@ -278,23 +278,11 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// NKN `VarBytes` (§7.1): a `VarUint` length, then the bytes.
-fn put_var_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    let n = b.len() as u64;
-    if n < 0xfd {
-        out.push(n as u8);
-    } else if n <= 0xffff {
-        out.push(0xfd);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-    } else if n <= 0xffff_ffff {
-        out.push(0xfe);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-    } else {
-        out.push(0xff);
-        out.extend_from_slice(&n.to_le_bytes());
-    }
-    out.extend_from_slice(b);
-}
+// The encodings and digests clients compute are shared with the client
+// side (`wire`, `identity`): the node checks exactly what clients sign.
+pub use super::identity::client_id;
+use super::wire::put_var_bytes;
+pub use super::wire::{auth_digest as challenge_digest, receipt_digest};
 
 /// The public key of an NKN client address: the last dot-separated segment,
 /// 64 hex characters, a valid Ed25519 point.
@@ -307,10 +295,6 @@ pub fn address_pubkey(addr: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
-/// The client ID (routing key) of an address: `sha256(address)`.
-pub fn client_id(addr: &str) -> [u8; 32] {
-    sha256(&[addr.as_bytes()])
-}
 
 /// The digest a client signs for destination `dest` of an outbound message
 /// (§7.2): `sha256(sha256(metadata) || 00 20 <node pubkey> 00)`.
@@ -340,16 +324,7 @@ pub fn outbound_digest(
     sha256(&[&sha256(&[&meta]), &elem])
 }
 
-/// The digest a client signs in a receipt (§7.3):
-/// `sha256(sha256(prev_hash) || 00 00 00)`.
-pub fn receipt_digest(prev_hash: &[u8]) -> [u8; 32] {
-    sha256(&[&sha256(&[prev_hash]), &[0, 0, 0]])
-}
 
-/// The digest a client signs to answer the challenge (§3.2).
-pub fn challenge_digest(challenge: &[u8], salt: &[u8]) -> [u8; 32] {
-    sha256(&[challenge, salt])
-}
 
 fn verify(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
     match Signature::from_slice(sig) {
