@@ -912,24 +912,30 @@ fn lock(s: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The next accepted connection, or `None` once `cancel` fires. Accept
+/// errors (e.g. out of file descriptors) are logged and retried.
+async fn accept_or_cancel(listener: &TcpListener, cancel: &CancellationToken, what: &str) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((s, _)) => return Some(s),
+                Err(e) => {
+                    tracing::warn!("NKN node {what} accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 async fn rpc_accept_loop(
     listener: TcpListener,
     shared: Arc<Mutex<Shared>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("NKN node RPC accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = accept_or_cancel(&listener, &cancel, "RPC").await {
         let (shared, cancel) = (shared.clone(), cancel.clone());
         tasks.spawn(async move {
             let svc = service_fn(move |req| rpc_handle(shared.clone(), req));
@@ -977,18 +983,7 @@ async fn ws_accept_loop(
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("NKN node websocket accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = accept_or_cancel(&listener, &cancel, "websocket").await {
         let _ = stream.set_nodelay(true);
         tasks.spawn(ws_connection(stream, shared.clone(), cancel.clone()));
     }
