@@ -2,7 +2,11 @@
 
 ``solarnetwork-d589174.json`` is the output of ``tools/proto_facts.py`` run on
 ``api/src/main/proto`` of SolarNetwork/der-challenge-prototype at commit
-d589174 (names, numbers, types and options; no comments or other text).
+d589174 (names, numbers, types and options; no comments or other text)::
+
+    python tools/proto_facts.py CHECKOUT/api/src/main/proto \
+        --source "SolarNetwork/der-challenge-prototype d589174 api/src/main/proto" \
+        -o tests/esi_reference/solarnetwork-d589174.json
 """
 
 from __future__ import annotations
