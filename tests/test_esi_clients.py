@@ -1,5 +1,6 @@
 """The typed ESI clients (resi.esi) against a grpcio ESI node, over a plain
-resi client, through a resi gateway, and over two redundant paths.
+resi client, through a resi gateway, and over two redundant paths; and what
+both typed layers (clients, resi.aio) do with a reply that does not decode.
 
 Every one of the 18 RPCs is called; answers are computed by the node from
 the requests (see esi_servicer), so each assertion shows the typed request
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
+from grpc import aio
 
 import resi
+import resi.aio
 import resi.esi as esi
 from esi_servicer import COUNTER_UNITS, EsiServices, price_map, resi_client
+from resi.esi._proto.solarnetwork.esi.service import der_facility_service_pb2_grpc as facility_grpc
 
 MODES = ["plain", "gateway", "redundant"]
 ROUTE = esi.DerRoute(exchange_uid="ex-1", facility_uid="facility-42")
@@ -163,3 +168,28 @@ async def test_errors_are_call_errors(esi_services: EsiServices, mode: str) -> N
         with pytest.raises(resi.CallError) as slow:
             await facility.get_price_parameters(esi.DerRoute(facility_uid="slow"), timeout=0.3)
         assert slow.value.code == resi.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_reply_that_does_not_decode_fails_internal() -> None:
+    """A server answering bytes that are not the expected message."""
+    truncated = b"\x0a\xff"  # field 1, length 255, no data
+    server = aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: truncated)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("solarnetwork.esi.service.DerFacilityService", {"GetPowerParameters": handler})]
+    )
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    try:
+        async with resi_client("plain", address) as client:
+            with pytest.raises(resi.CallError) as err:
+                await esi.FacilityClient(client).get_power_parameters(ROUTE)
+            assert err.value.code == resi.StatusCode.INTERNAL
+            assert "solarnetwork.esi.domain.PowerParameters" in err.value.details
+            stub = facility_grpc.DerFacilityServiceStub(resi.aio.Channel(client))
+            with pytest.raises(aio.AioRpcError) as aio_err:
+                await stub.GetPowerParameters(ROUTE)
+            assert aio_err.value.code() == grpc.StatusCode.INTERNAL
+            assert "deserializing" in (aio_err.value.details() or "")
+    finally:
+        await server.stop(None)
