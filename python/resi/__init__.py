@@ -26,6 +26,10 @@ remove the duplicates, with a thin asyncio API over the Rust core::
 - Rust logs go to the ``resi`` logger of :mod:`logging`.
 - :mod:`resi.nkn` — NKN directly: identities, ``NknClient`` (an asyncio
   MultiClient) and ``LocalNode`` (the embedded NKN node for offline tests).
+- :mod:`resi.esi` — typed ESI (SolarNetwork dialect): the message classes
+  and ``FacilityClient``/``ExchangeClient``/``RegistryClient`` over a Client.
+- :mod:`resi.aio` — ``Channel``: a ``grpc.aio`` channel over a Client, for
+  grpcio-generated stubs (needs grpcio).
 
 Run a gateway as a process with the ``resi`` command
 (``resi gateway --config gateway.toml``); pytest fixtures come with the
