@@ -162,6 +162,13 @@ async fn every_shape_goes_both_ways_in_each_mode() {
             let pair = Pair::start(mode).await;
             tokio::join!(all_four_shapes(pair.forward(), "fwd"), all_four_shapes(pair.reverse(), "rev"));
             assert_eq!(pair.calls(), (5, 5), "{mode:?}: one call per server per request");
+            // A 16 MiB message each way through the reverse channel (nested
+            // HTTP/2 flow control).
+            let big = pattern(16 << 20, 3);
+            let mut rc = echo_client(pair.reverse()).await;
+            let rsp = rc.unary(Msg { body: big.clone(), count: 0, note: String::new() }).await.unwrap();
+            assert!(rsp.into_inner().body == big, "{mode:?}: 16 MiB reply differs");
+            assert_eq!(pair.calls(), (6, 5));
             assert_eq!(pair.end.sessions().session_count(), 1, "one session carries both directions");
             pair.shutdown().await;
         }
