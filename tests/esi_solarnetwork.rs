@@ -157,6 +157,7 @@ async fn all_four_shapes_through_a_gateway() {
             tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![upstream.to_string()] }),
             nkn: None,
             resi,
+            reverse: None,
         })
         .expect("gateway starts");
         let mut client = DerFacilityServiceClient::connect(format!("http://{}", gw.local_addrs()[0])).await.unwrap();
