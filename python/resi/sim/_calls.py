@@ -36,7 +36,7 @@ async def connected(target: Target) -> AsyncIterator[Client]:
     if isinstance(inner, Client):
         yield inner
         return
-    address = target.address if hasattr(target, "service") else address_of(str(target))
+    address = address_of(target) if isinstance(target, str) else str(target.address)
     client = await Client.connect(address)
     try:
         yield client

@@ -32,7 +32,7 @@ def timestamp(seconds: float) -> esi.Timestamp:
 
 
 def seconds_of(ts: Any) -> float:
-    return ts.seconds + ts.nanos / 1e9
+    return float(ts.seconds + ts.nanos / 1e9)
 
 
 def money_msg(value: money.Amount, currency: str) -> esi.Money:

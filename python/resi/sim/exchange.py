@@ -109,7 +109,7 @@ class ExchangeOffer:
     statuses: list[str] = field(default_factory=list)
 
 
-class Exchange(Role):
+class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
     """A simulated exchange serving ``DerFacilityExchange``.
 
     ``uid`` is its exchange id; ``endpoint_uri`` is what a registry lists
@@ -318,7 +318,7 @@ class Exchange(Role):
             route=esi.DerRoute(exchange_uid=self.uid, facility_uid=facility_uid),
             ts=_wire.timestamp(start),
             time_length=step.length,
-            time_unit=step.unit,
+            time_unit=esi.TimeUnit.ValueType(step.unit),
             price_components=esi.PriceComponents(apparent_energy_price=_wire.money_msg(self.prices.price(start), self.prices.currency)),
             location=self.location,
         )

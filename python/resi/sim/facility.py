@@ -143,7 +143,7 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) < 1e-6
 
 
-class Facility(Role):
+class Facility(Role, facility_grpc.DerFacilityServiceServicer):
     """A simulated facility serving ``DerFacilityService``.
 
     ``uid`` is its facility id (routes must name it); ``limits`` bound what
@@ -326,7 +326,7 @@ class Facility(Role):
 
     @rpc
     async def ProvidePrices(self, request_iterator: Any, context: Any) -> esi.Empty:
-        received = []
+        received: list[esi.PriceDatum] = []
         async for datum in request_iterator:
             where = f"PriceDatum #{len(received) + 1}"
             self._route(_wire.route_of(datum, f"{where}: route"), f"{where}: route")
@@ -349,7 +349,7 @@ class Facility(Role):
             yield esi.PowerProfileDatum(
                 ts=_wire.timestamp(start),
                 time_length=step.length,
-                time_unit=step.unit,
+                time_unit=esi.TimeUnit.ValueType(step.unit),
                 power_components=esi.PowerComponents(real_power=real, reactive_power=reactive),
             )
 

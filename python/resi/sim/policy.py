@@ -99,7 +99,7 @@ def as_policy(policy: Optional[PolicyLike]) -> OfferPolicy:
     if policy is None:
         return PriceFloorPolicy()
     if hasattr(policy, "decide"):
-        return policy  # type: ignore[return-value]
+        return policy
     if callable(policy):
         return _FunctionPolicy(policy)
     raise TypeError(f"policy: expected an object with decide(offer) or a function, got {type(policy).__name__}")

@@ -30,7 +30,7 @@ def parse_entry(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-class Registry(Role):
+class Registry(Role, registry_grpc.DerFacilityExchangeRegistryServicer):
     """A simulated registry listing ``exchanges`` (see :data:`ExchangeEntry`)."""
 
     service = "solarnetwork.esi.service.DerFacilityExchangeRegistry"
