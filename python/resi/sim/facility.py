@@ -496,6 +496,31 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
 
     # -- inspection -------------------------------------------------------------
 
+    def offer_rows(self) -> list[dict[str, Any]]:
+        """One row per answered offer, for a table (e.g. a DataFrame):
+        ``offer_id``, ``exchange_uid``, ``price``, ``currency``,
+        ``real_power``, ``duration`` (s), ``decision``, ``reason``,
+        ``status`` (now) and ``feedback``."""
+        now = self.clock()
+        rows = []
+        for r in self.offers.values():
+            pm = r.offer.price_map
+            rows.append(
+                {
+                    "offer_id": str(r.offer_id),
+                    "exchange_uid": r.offer.route.exchange_uid,
+                    "price": money.to_decimal(pm.price.apparent_energy_price),
+                    "currency": pm.price.apparent_energy_price.currency_code,
+                    "real_power": pm.power_components.real_power,
+                    "duration": pm.duration.ToNanoseconds() / 1e9,
+                    "decision": r.decision.action,
+                    "reason": r.decision.reason,
+                    "status": r.status(now),
+                    "feedback": r.feedback,
+                }
+            )
+        return rows
+
     def offer_status(self, offer_id: uuid.UUID) -> str:
         """The status name of an answered offer now (see :meth:`OfferRecord.status`)."""
         return self.offers[offer_id].status(self.clock())
