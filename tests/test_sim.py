@@ -510,6 +510,12 @@ async def test_start_is_fast_and_listen_errors_are_clear():
         sim.serve([sim.Registry(), sim.Registry()])
     with pytest.raises(RuntimeError, match="not started"):
         sim.Facility().address
+    async with sim.Registry() as reg:
+        with pytest.raises(RuntimeError, match="already served at " + reg.address):
+            await reg.start()
+        with pytest.raises(RuntimeError, match="already served"):
+            await sim.serve([reg]).start()
+        assert reg.calls == {}
 
 
 async def test_offer_round_errors_and_offer_rows():
