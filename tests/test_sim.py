@@ -510,6 +510,12 @@ async def test_start_is_fast_and_listen_errors_are_clear():
         sim.serve([sim.Registry(), sim.Registry()])
     with pytest.raises(RuntimeError, match="not started"):
         sim.Facility().address
+    async with sim.Registry() as reg:
+        with pytest.raises(RuntimeError, match="already served at " + reg.address):
+            await reg.start()
+        with pytest.raises(RuntimeError, match="already served"):
+            await sim.serve([reg]).start()
+        assert reg.calls == {}
 
 
 async def test_offer_round_errors_and_offer_rows():
@@ -527,3 +533,18 @@ async def test_offer_round_errors_and_offer_rows():
             (Decimal("0.25"), "accept", "EXECUTING", 5000),
         ]
         assert rows[0]["offer_id"] == str(rnd.steps[0].offer_id) and "asking 0.25" in rows[0]["reason"]
+
+
+async def test_the_documented_example_runs(capsys):
+    """The first example of docs/python.md's "Simulator" section, as written."""
+    import textwrap
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    section = doc[doc.index("## Simulator") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/python.md", "exec"), namespace)
+    await namespace["example"]()
+    out = capsys.readouterr().out
+    assert "accepted ['counter', 'accept']" in out and "EXECUTING" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -22,6 +23,8 @@ from .errors import InvalidArgument
 from .keys import ALGORITHM, ENCODING, KeyPair
 from .policy import Decision, PolicyLike, as_policy
 from .series import PowerProfile, Step
+
+log = logging.getLogger("resi.sim.facility")
 
 EXCHANGE_SERVICE = "solarnetwork.esi.service.DerFacilityExchange"
 REGISTRY_SERVICE = "solarnetwork.esi.service.DerFacilityExchangeRegistry"
@@ -268,6 +271,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             )
         reg.status = "registered" if request.success else "declined"
         reg._done.set()
+        log.info("registration with exchange %s: %s", reg.exchange_uid, reg.status)
         return esi.Empty()
 
     @rpc
@@ -302,6 +306,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             raise TypeError(f"the offer policy returned {type(decision).__name__}, not a Decision")
         record = OfferRecord(offer_id=oid, offer=offer, decision=decision, received=self.clock())
         self.offers[oid] = record
+        price = offer.price_map.price.apparent_energy_price
+        log.info("offer %s from %s at %s %s: %s (%s)", oid, offer.route.exchange_uid, money.to_decimal(price), price.currency_code, decision.action, decision.reason)
         return record
 
     @rpc
@@ -368,6 +374,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             if request.HasField(name):
                 getattr(merged, name).CopyFrom(getattr(request, name))
         self.power_parameters = merged
+        log.info("power parameters set: %s", str(merged).replace("\n", " "))
         return merged
 
     @rpc
