@@ -15,6 +15,10 @@ def _errors(nb) -> list:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+def test_the_three_notebooks_are_there():
+    assert {"quickstart", "failover", "market_round"} <= set(IDS), IDS
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_runs(path: Path):
