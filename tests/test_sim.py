@@ -395,13 +395,21 @@ async def test_offer_round_through_a_resi_pair_and_status_life_cycle(resi_pair):
     async with sim.Facility(clock=lambda: now[0]) as fac:
         ex = sim.Exchange(clock=lambda: now[0])
         pair = await resi_pair(upstream=fac.address)
-        rnd = await ex.run_offer_round(pair.client, sim.price_map(price="0.20", duration=600), facility_uid=fac.uid, when=DAY0 + 60)
+        client = esi.FacilityClient(pair.client)  # the typed client over the redundant pair
+        rnd = await ex.run_offer_round(client, sim.price_map(price="0.20", duration=600), facility_uid=fac.uid, when=DAY0 + 60)
         assert rnd.outcome == "accepted" and [s.answer for s in rnd.steps] == ["counter", "accept"]
         statuses = []
         for t in (DAY0, DAY0 + 60, DAY0 + 659, DAY0 + 660):
             now[0] = t
-            statuses.append(fac.offer_status(rnd.offer_id))
+            statuses.append(await ex.offer_status(client, rnd.offer_id))
         assert statuses == ["ACCEPTED", "EXECUTING", "EXECUTING", "COMPLETED"]
+        assert await ex.offer_status(pair.client, rnd.steps[0].offer_id) == "REJECTED"  # the countered offer
+        assert await ex.send_feedback(client, rnd.offer_id, "DISPUTED")
+        assert fac.offers[rnd.offer_id].feedback == "DISPUTED"
+        assert not await ex.send_feedback(client, rnd.steps[0].offer_id)  # no feedback on an offer not accepted
+        assert fac.offers[rnd.steps[0].offer_id].feedback is None
+        with pytest.raises(KeyError, match="made no offer"):
+            await ex.offer_status(client, uuid.uuid4())
 
 
 async def test_custom_policy_and_counter_limit():
