@@ -230,6 +230,10 @@ async def test_facility_refuses_bad_input(stubs, node):
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0 + 10, DAY0))), "time_range: max", "must be after min")
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 86400 * 30, unit=1))), "at most 10000")
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 60, unit=6))), "time_unit: MONTH is not supported")
+    await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 60, unit=5, n=1000))), "time_unit_coalescence: 1000 x WEEK is longer than ten years")
+    far = datum_range(DAY0, DAY0 + 60)
+    far.time_range.max.seconds = 10**15
+    await expect_invalid(collect(s.fac.ListPowerProfile(far)), "time_range.max", "outside the Timestamp range")
     half = esi.DatumRequest(route=route())
     half.time_range.min.CopyFrom(_wire.timestamp(DAY0))
     await expect_invalid(collect(s.fac.ListPowerProfile(half)), "time_range.max: missing")
