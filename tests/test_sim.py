@@ -522,7 +522,9 @@ async def test_start_is_fast_and_listen_errors_are_clear():
         sim.serve([sim.Registry(), sim.Registry()])
     with pytest.raises(RuntimeError, match="not started"):
         sim.Facility().address
+    assert repr(sim.Facility()) == "<Facility 'facility-1' not started>"
     async with sim.Registry() as reg:
+        assert repr(reg) == f"<Registry {reg.address}>"
         with pytest.raises(RuntimeError, match="already served at " + reg.address):
             await reg.start()
         with pytest.raises(RuntimeError, match="already served"):
