@@ -110,6 +110,11 @@ class Role:
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
 
+    def __repr__(self) -> str:
+        where = self.server.address if self.server is not None else "not started"
+        uid = getattr(self, "uid", None)
+        return f"<{type(self).__name__}{' ' + repr(uid) if uid else ''} {where}>"
+
 
 def _host_port(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
