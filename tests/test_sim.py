@@ -562,3 +562,15 @@ async def test_the_documented_example_runs(capsys):
     await namespace["example"]()
     out = capsys.readouterr().out
     assert "accepted ['counter', 'accept']" in out and "EXECUTING" in out
+
+
+async def test_a_failing_policy_answers_internal_and_the_facility_carries_on():
+    def broken(o):
+        raise RuntimeError("policy exploded")
+
+    async with sim.Facility(policy=broken) as fac, sim.Exchange() as ex:
+        with pytest.raises(resi.CallError) as e:
+            await ex.run_offer_round(fac)
+        assert e.value.code == resi.StatusCode.INTERNAL and "RuntimeError: policy exploded" in e.value.details
+        fac.policy = sim.PriceFloorPolicy()
+        assert (await ex.run_offer_round(fac)).outcome == "accepted"

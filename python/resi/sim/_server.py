@@ -14,7 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar
 
-import grpc
+try:
+    import grpc
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError('resi.sim serves with grpcio: pip install "resi[sim]"') from e
 
 from .errors import InvalidArgument
 
