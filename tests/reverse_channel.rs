@@ -112,7 +112,10 @@ impl Pair {
         self.end.shutdown().await;
         self.client.shutdown().await;
         // The long-lived reverse request must not hold the end gateway's
-        // drain for the grace period (2 s).
+        // drain for the grace period (2 s). End gateway first: a killed
+        // relay connection can swallow the client's session Close, leaving
+        // the end's session to wait for its resume timeout (the client-first
+        // order is tested on direct paths below).
         assert!(start.elapsed() < Duration::from_millis(1500), "shutdown took {:?}", start.elapsed());
     }
 }
@@ -346,4 +349,71 @@ async fn raw_call_status(addr: SocketAddr, timeout: &str) -> String {
     }
     let trailers = rsp.into_body().collect().await.unwrap().trailers().cloned().unwrap_or_default();
     trailers.get("grpc-status").map(|s| s.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn with_two_channels_the_most_recent_carries_the_calls() {
+    bounded(30, async {
+        let (_facility, end) = lone_end().await;
+        let upstream = vec![end.local_addrs()[0].to_string()];
+        let first_server = start_echo().await;
+        let second_server = start_echo().await;
+        let client_gw = |name: &str, server: &TestServer| {
+            let tcp = TcpConfig { listen: vec!["127.0.0.1:0".into()], address: upstream.clone() };
+            let rev = ReverseConfig { listen: vec![], address: vec![server.addr.to_string()] };
+            gateway(name, Mode::Strict, tcp, rev)
+        };
+        let first = client_gw("first", &first_server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while end.reverse_channels() < 1 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = client_gw("second", &second_server);
+        while end.reverse_channels() < 2 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut rc = echo_client(end.reverse_addrs()[0]).await;
+        for _ in 0..5 {
+            rc.unary(msg(b"x", 0, "")).await.unwrap();
+        }
+        let count = |s: &TestServer| s.counters.echo_calls.load(Ordering::SeqCst);
+        assert_eq!((count(&first_server), count(&second_server)), (0, 5), "the most recent channel");
+        // The most recent one gone, calls go over the other.
+        second.shutdown().await;
+        rc.unary(msg(b"y", 0, "")).await.unwrap();
+        assert_eq!((count(&first_server), count(&second_server)), (1, 5));
+        first.shutdown().await;
+        end.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stopping_the_client_gateway_first_ends_the_channel_at_once() {
+    bounded(30, async {
+        let (_facility, end) = lone_end().await;
+        let exchange = start_echo().await;
+        let tcp = TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![end.local_addrs()[0].to_string()] };
+        let rev = ReverseConfig { listen: vec![], address: vec![exchange.addr.to_string()] };
+        let client = gateway("client", Mode::Strict, tcp, rev);
+        let mut rc = echo_client(end.reverse_addrs()[0]).await;
+        rc.unary(msg(b"x", 0, "")).await.unwrap();
+        assert_eq!(end.reverse_channels(), 1);
+        // Direct paths (no relay): the session's Close reaches the end
+        // gateway, which drops the session and its channel.
+        client.shutdown().await;
+        let start = Instant::now();
+        while end.reverse_channels() > 0 || end.sessions().session_count() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(1), "the channel outlived its session");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let err = rc.unary(msg(b"y", 0, "")).await.unwrap_err();
+        assert!(err.message().contains("no reverse channel"), "{err:?}");
+        let start = Instant::now();
+        end.shutdown().await;
+        assert!(start.elapsed() < Duration::from_millis(500), "end shutdown took {:?}", start.elapsed());
+    })
+    .await
 }
