@@ -5,6 +5,7 @@
 //! resi -config FILE                                the original gateway's form
 //! resi check-config FILE                           validate a file and print a summary
 //! resi version                                     print the version
+//! resi sim ROLE... [--listen ADDR]                 simulated ESI roles (run by the Python package)
 //! ```
 //!
 //! Exit codes: 0 success, 1 the gateway failed at run time (e.g. an address
@@ -80,8 +81,27 @@ enum Command {
         #[arg(long, default_value_t = 0.0, value_name = "P")]
         loss: f64,
     },
+    /// Run simulated ESI roles (facility, exchange, registry) until SIGINT
+    /// or SIGTERM; `resi sim --help` for options. Provided by the Python
+    /// package's `resi` command.
+    Sim {
+        /// The roles and options, read by the Python side.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Print the version.
     Version,
+}
+
+/// Answer to a subcommand the Python `resi` command handles before the
+/// Rust CLI sees it, when the Rust CLI is reached another way.
+fn python_only(name: &str) -> i32 {
+    eprintln!("resi: error: `resi {name}` is provided by the Python package; run the `resi` command that `pip install resi` installs");
+    EXIT_USAGE
 }
 
 /// Rewrites the original gateway's single-dash options (`-config FILE`,
@@ -159,6 +179,7 @@ pub fn run(args: Vec<String>) -> i32 {
         Command::Gateway { config } => gateway(config, cli.log_level),
         Command::NknIdentity { seed } => nkn_identity(seed),
         Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
+        Command::Sim { .. } => python_only("sim"),
     }
 }
 
@@ -421,6 +442,7 @@ mod tests {
         assert_eq!(r(&["version"]), 0);
         assert_eq!(r(&["--help"]), 0);
         assert_eq!(r(&["no-such-command"]), EXIT_USAGE);
+        assert_eq!(r(&["sim", "facility", "--listen", "127.0.0.1:0"]), EXIT_USAGE);
         assert_eq!(
             r(&["check-config", "/nonexistent/gateway.toml"]),
             EXIT_USAGE
