@@ -19,16 +19,20 @@ use prost::Message;
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
 use super::Shared;
-use crate::extension::{not_implemented, run_handler};
+use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
 
-/// Serves one call.
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+/// Serves one call that arrived on a connection described by `ctx`.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    ctx: Arc<CallContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     if req.uri().path() == MODIFY_PATH {
         // Boxed: the rare, larger future stays out of every forwarded call.
-        return Ok(Box::pin(modify(&shared, req)).await);
+        return Ok(Box::pin(modify(&shared, &ctx, req)).await);
     }
     Ok(forward(&shared, req.map(Either::Left)).await)
 }
@@ -43,7 +47,7 @@ async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> 
     }
 }
 
-async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let raw = match read_unary(body, shared.max_message_size).await {
         Ok(raw) => raw,
@@ -55,7 +59,7 @@ async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let (id, pass) = (ext.id, ext.pass);
     match shared.extensions.get(id) {
-        Some(handler) => match run_handler(handler, ext).await {
+        Some(handler) => match run_handler_in(handler, ext, ctx).await {
             Ok(data) => modify_response(Extension { id, pass, data }),
             Err(st) => st.to_response(),
         },
