@@ -340,7 +340,7 @@ impl Config {
             .filter(|a| !is_loopback_listen(a))
             .map(|a| {
                 format!(
-                    "[Tcp] Listen {a:?} is reachable beyond loopback but [Tls] Cert is not set: \
+                    "[Tcp] Listen {a:?} is reachable beyond loopback without TLS ([Tls] Cert): \
                      ESI calls and RESI paths on it are neither encrypted nor authenticated"
                 )
             })

@@ -133,7 +133,7 @@ class Gateway:
     Build it from keyword arguments (``listen``/``address`` go to ``[Tcp]``,
     ``nkn_address``/``nkn_seed``/``nkn_allowed_peers``/... to ``[Nkn]``,
     ``tls_cert``/``tls_key``/``tls_client_ca``/``tls_upstream_ca``/
-    ``tls_server_name`` to ``[Tls]``, the rest to ``[Resi]``;
+    ``tls_server_name``/``tls_plain_listen`` to ``[Tls]``, the rest to ``[Resi]``;
     ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
     dict of tables (:meth:`from_dict`) or from a TOML file
     (:meth:`from_file`). All three validate exactly like ``resi gateway``

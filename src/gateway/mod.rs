@@ -125,7 +125,8 @@ impl Gateway {
         }
         let server = tokio::spawn(supervisor.run());
         let manager = tokio::spawn(upstream::Upstream::supervise(upstream, session_cfg, stop_upstream.clone()));
-        tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
+        let tls = config.tls.as_ref().is_some_and(|t| t.listener.is_some());
+        tracing::info!(name = %resi.name, addrs = ?local_addrs, tls, "gateway started");
         Ok(Gateway { local_addrs, shared, registry, nkn, stop_server, stop_upstream, tasks: Some((server, manager)) })
     }
 
