@@ -17,7 +17,9 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hmac::{Hmac, Mac};
 use rustls::pki_types::pem::PemObject;
@@ -25,7 +27,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// ALPN of HTTP/2 (ESI clients, the upstream probe).
 pub const ALPN_H2: &[u8] = b"h2";
@@ -274,6 +278,69 @@ impl UpstreamTls {
         };
         let name = self.server_name_for(addr)?;
         tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+    }
+}
+
+/// A client stream that reports how its first read went (`Ok` once the
+/// server sent bytes). In TLS 1.3 a server that refuses the client
+/// certificate says so only after the client's side of the handshake is
+/// done, with an alert that arrives on the first read; the HTTP/2 client
+/// reads the server's SETTINGS first, so waiting for this report turns
+/// such a refusal into a connect error.
+pub struct FirstRead<S> {
+    inner: S,
+    report: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+impl<S> FirstRead<S> {
+    /// The wrapped stream and where its first read's outcome arrives.
+    pub fn new(inner: S) -> (FirstRead<S>, oneshot::Receiver<Result<(), String>>) {
+        let (tx, rx) = oneshot::channel();
+        (FirstRead { inner, report: Some(tx) }, rx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstRead<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(result) = &polled {
+            let outcome = match result {
+                Ok(()) if buf.filled().len() > before => Ok(()),
+                Ok(()) => Err("the server closed the connection".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Some(report) = self.report.take() {
+                let _ = report.send(outcome);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstRead<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

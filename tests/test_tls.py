@@ -82,7 +82,7 @@ async def test_mutual_tls_gateway_from_python(pki: Path, esi_server: EsiServer):
 
 async def test_refused_certificates_and_names(pki: Path, esi_server: EsiServer):
     async with _end(pki, esi_server) as end:
-        with pytest.raises(resi.SessionError):
+        with pytest.raises(resi.SessionError, match="CertificateRequired"):
             await resi.Client.connect(end.address, tls_ca=pki / "ca.pem", connect_timeout=2)
         with pytest.raises(resi.SessionError, match="not valid for name"):
             await resi.Client.connect(end.address, tls_server_name="other.example", connect_timeout=2, **_client_tls(pki))

@@ -168,6 +168,11 @@ async fn wrong_or_missing_client_certificate_is_refused() {
             Err(_) => Err(Code::Unavailable),
         };
         assert!(plain.is_err(), "h2c passed a TLS listener");
+        // resi's own client without a certificate: refused at connect.
+        let plain = resi::client::Client::plain(addr.to_string(), Duration::from_secs(2), Some(upstream_tls(&pki, None, None)));
+        let st = plain.ready().await.unwrap_err();
+        assert!(st.message.contains("TLS: received fatal alert: CertificateRequired"), "{st}");
+        plain.close().await;
         // A client gateway without a client certificate never gets a session.
         let e = addr.to_string();
         let client = client_gateway(&pki, &[e.clone(), e], None, None);

@@ -46,7 +46,7 @@ use crate::proto::{MODIFY_PATH, REDUNDANCY_EXTENSION_ID};
 use crate::path::nkn::{NknDialer, NknEndpoint};
 use crate::path::{PathDialer, TcpDialer};
 use crate::session::{client, SessionConfig, SessionHandle};
-use crate::tls::{Alpn, UpstreamTls};
+use crate::tls::{Alpn, FirstRead, UpstreamTls};
 
 /// Longest pause between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -380,19 +380,10 @@ impl Upstream {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str())).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
-                    let h2 = match &self.tls {
-                        Some(tls) => {
-                            let handshake = tokio::time::timeout(self.connect_timeout, tls.connect(tcp, addr, Alpn::H2));
-                            let tls_stream = match handshake.await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => return Err(format!("{addr}: TLS handshake: {e}")),
-                                Err(_) => return Err(format!("{addr}: TLS handshake timed out")),
-                            };
-                            h2_client(tls_stream).await
-                        }
-                        None => h2_client(tcp).await,
+                    let (tx, driver) = match &self.tls {
+                        Some(tls) => self.h2_over_tls(tls, tcp, addr).await?,
+                        None => h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
                     };
-                    let (tx, driver) = h2.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
                     let kind = UpstreamKind::Plain { addr: addr.clone() };
                     return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
                 }
@@ -401,6 +392,33 @@ impl Upstream {
             }
         }
         Err(errors.join("; "))
+    }
+
+    /// HTTP/2 over TLS (ALPN `h2`) on `tcp`, returned once the server's
+    /// first bytes arrived: a server that refuses our client certificate
+    /// says so only then (TLS 1.3), and that is a connect error.
+    async fn h2_over_tls(
+        &self,
+        tls: &UpstreamTls,
+        tcp: TcpStream,
+        addr: &str,
+    ) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), String> {
+        let setup = async {
+            let stream = tls.connect(tcp, addr, Alpn::H2).await.map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
+            let (stream, first_read) = FirstRead::new(stream);
+            let (tx, driver) = h2_client(stream).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+            match first_read.await {
+                Ok(Ok(())) => Ok((tx, driver)),
+                Ok(Err(e)) => {
+                    driver.abort();
+                    Err(format!("{addr}: TLS: {e}"))
+                }
+                Err(_) => Err(format!("{addr}: the TLS connection ended before the server spoke")),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, setup)
+            .await
+            .map_err(|_| format!("{addr}: TLS and HTTP/2 handshake not done within {:?}", self.connect_timeout))?
     }
 
     /// Asks the upstream to open a session: `Some(cookies)` from a resi
