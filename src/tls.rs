@@ -102,45 +102,71 @@ impl TlsSettings {
     /// Reads and checks every file `files` names and builds the rustls
     /// configurations. Errors say which key is at fault.
     pub fn load(files: TlsFiles) -> Result<TlsSettings, KeyedTlsError> {
-        let keyed = |key| move |error| KeyedTlsError { key, error };
-        let identity = match (&files.cert, &files.key) {
-            (Some(c), Some(k)) => Some(Identity { certs: load_certs(c).map_err(keyed("Cert"))?, key: load_key(k).map_err(keyed("Key"))? }),
-            (Some(_), None) => return Err(keyed("Key")(TlsError::Invalid("missing: [Tls] Cert is given without its key".into()))),
-            (None, Some(_)) => return Err(keyed("Cert")(TlsError::Invalid("missing: [Tls] Key is given without its certificate".into()))),
-            (None, None) => None,
-        };
-        let client_ca = files.client_ca.as_deref().map(load_certs).transpose().map_err(keyed("ClientCa"))?;
-        let listener = match (&identity, client_ca) {
-            (Some(_), Some(_)) if files.plain_listen => {
-                let msg = "needs a TLS listener, but [Tls] PlainListen is true";
-                return Err(keyed("ClientCa")(TlsError::Invalid(msg.into())));
-            }
-            (Some(_), None) if files.plain_listen => None,
-            (Some(id), ca) => Some(server_config(id, ca.as_deref()).map_err(keyed("Cert"))?),
-            (None, Some(_)) => {
-                let msg = "needs [Tls] Cert and Key (client certificates are asked for by a TLS listener)";
-                return Err(keyed("ClientCa")(TlsError::Invalid(msg.into())));
-            }
-            (None, None) => None,
-        };
-        let server_name = match &files.server_name {
-            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
-                keyed("ServerName")(TlsError::Invalid(format!("{name:?} is not a DNS name or IP address")))
-            })?),
-            None => None,
-        };
-        let upstream = match &files.upstream_ca {
-            Some(path) => {
-                let ca = load_certs(path).map_err(keyed("UpstreamCa"))?;
-                Some(UpstreamTls::new(&ca, identity.as_ref(), server_name).map_err(keyed("UpstreamCa"))?)
-            }
-            None if server_name.is_some() => {
-                let msg = "needs [Tls] UpstreamCa (the server name is checked in the upstream's certificate)";
-                return Err(keyed("ServerName")(TlsError::Invalid(msg.into())));
-            }
-            None => None,
-        };
+        let identity = load_identity(&files)?;
+        let listener = build_listener(&files, identity.as_ref())?;
+        let upstream = build_upstream(&files, identity.as_ref())?;
         Ok(TlsSettings { files, listener, upstream })
+    }
+}
+
+fn keyed(key: &'static str) -> impl Fn(TlsError) -> KeyedTlsError {
+    move |error| KeyedTlsError { key, error }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> KeyedTlsError {
+    KeyedTlsError { key, error: TlsError::Invalid(message.into()) }
+}
+
+/// `Cert` and `Key`, both or neither; the key must be the certificate's.
+fn load_identity(files: &TlsFiles) -> Result<Option<Identity>, KeyedTlsError> {
+    let (cert, key) = match (&files.cert, &files.key) {
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => return Err(invalid("Key", "missing: [Tls] Cert is given without its key")),
+        (None, Some(_)) => return Err(invalid("Cert", "missing: [Tls] Key is given without its certificate")),
+        (None, None) => return Ok(None),
+    };
+    let id = Identity { certs: load_certs(cert).map_err(keyed("Cert"))?, key: load_key(key).map_err(keyed("Key"))? };
+    rustls::sign::CertifiedKey::from_der(id.certs.clone(), id.key.clone_key(), &provider())
+        .map_err(|e| invalid("Cert", format!("the certificate and key do not go together: {e}")))?;
+    Ok(Some(id))
+}
+
+/// The listener's configuration: with `Cert` unless `PlainListen`.
+fn build_listener(files: &TlsFiles, id: Option<&Identity>) -> Result<Option<Arc<ServerConfig>>, KeyedTlsError> {
+    let client_ca = files.client_ca.as_deref().map(load_certs).transpose().map_err(keyed("ClientCa"))?;
+    match (id, client_ca) {
+        (Some(_), Some(_)) if files.plain_listen => {
+            Err(invalid("ClientCa", "needs a TLS listener, but [Tls] PlainListen is true"))
+        }
+        (Some(_), None) if files.plain_listen => Ok(None),
+        (Some(id), ca) => server_config(id, ca.as_deref()).map(Some).map_err(keyed("Cert")),
+        (None, Some(_)) => Err(invalid(
+            "ClientCa",
+            "needs [Tls] Cert and Key (client certificates are asked for by a TLS listener)",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// TLS to the upstream: with `UpstreamCa`, checking `ServerName`.
+fn build_upstream(files: &TlsFiles, id: Option<&Identity>) -> Result<Option<UpstreamTls>, KeyedTlsError> {
+    let server_name = match &files.server_name {
+        Some(name) => Some(
+            ServerName::try_from(name.clone())
+                .map_err(|_| invalid("ServerName", format!("{name:?} is not a DNS name or IP address")))?,
+        ),
+        None => None,
+    };
+    match &files.upstream_ca {
+        Some(path) => {
+            let ca = load_certs(path).map_err(keyed("UpstreamCa"))?;
+            UpstreamTls::new(&ca, id, server_name).map(Some).map_err(keyed("UpstreamCa"))
+        }
+        None if server_name.is_some() => Err(invalid(
+            "ServerName",
+            "needs [Tls] UpstreamCa (the server name is checked in the upstream's certificate)",
+        )),
+        None => Ok(None),
     }
 }
 

@@ -333,6 +333,8 @@ fn missing_unreadable_and_bad_files_are_config_errors() {
     assert!(e.starts_with(&format!("{gw}: [Tls] UpstreamCa: ")) && e.contains("holds no CERTIFICATE"), "{e}");
     let e = load_err(dir, "Cert = \"server.pem\"\nKey = \"client-a.key\"");
     assert!(e.contains("[Tls] Cert: the certificate and key do not go together"), "{e}");
+    let e = load_err(dir, "Cert = \"server.pem\"\nKey = \"client-a.key\"\nPlainListen = true\nUpstreamCa = \"ca.pem\"");
+    assert!(e.contains("[Tls] Cert: the certificate and key do not go together"), "{e}");
     let e = load_err(dir, "Cert = \"server.pem\"");
     assert!(e.contains("[Tls] Key: missing"), "{e}");
     let e = load_err(dir, "ClientCa = \"ca.pem\"");
