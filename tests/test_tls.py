@@ -15,7 +15,7 @@ import pytest
 
 import resi
 from conftest import run_resi
-from grpc_helpers import SERVICE, EsiServer, check_unary
+from grpc_helpers import SERVICE, EsiServer, check_all_shapes, check_unary
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -113,3 +113,24 @@ def test_check_config_warns_about_plaintext_beyond_loopback(tmp_path: Path, pki:
     assert r.returncode == 0, r.stderr
     assert "WARNING" not in r.stderr
     assert "[Tls]  listener: TLS 1.3" in r.stdout
+
+
+async def test_gateway_pair_over_mutual_tls_from_kwargs(pki: Path, esi_server: EsiServer):
+    """A client gateway (plain loopback listener, client certificate
+    upstream) and a mutual-TLS end gateway: grpcio sees every RPC shape."""
+    async with _end(pki, esi_server) as end:
+        client = resi.Gateway(
+            listen="127.0.0.1:0",
+            address=[end.address, end.address],
+            tls_upstream_ca=pki / "ca.pem",
+            tls_cert=pki / "client.pem",
+            tls_key=pki / "client.key",
+            tls_plain_listen=True,
+            heartbeat_interval="100ms",
+            dead_timeout="500ms",
+        )
+        async with client:
+            await asyncio.to_thread(check_all_shapes, client.address)
+            assert client.upstream_kind == "resi"
+            stats = await client.upstream_stats()
+            assert stats is not None and len(stats.paths) == 2
