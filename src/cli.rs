@@ -11,7 +11,9 @@
 //! Exit codes: 0 success, 1 the gateway failed at run time (e.g. an address
 //! in use), 2 bad usage or a bad configuration file.
 //!
-//! `resi gateway` prints one line per bound address to stderr,
+//! `resi gateway` and `resi check-config` print `resi: WARNING: ...` on
+//! stderr for every listen address beyond loopback when the listener has no
+//! TLS. `resi gateway` prints one line per bound address to stderr,
 //! `resi: listening on 127.0.0.1:40123`, once the gateway accepts
 //! connections (so a caller that configured port 0 can find the port),
 //! and one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
@@ -169,6 +171,7 @@ pub fn run(args: Vec<String>) -> i32 {
             Ok(cfg) => {
                 print!("{}", cfg.summary());
                 let _ = std::io::stdout().flush();
+                print_warnings(&cfg);
                 0
             }
             Err(e) => {
@@ -248,6 +251,16 @@ fn nkn_node(rpc_listen: std::net::SocketAddr, ws_listen: std::net::SocketAddr, l
     })
 }
 
+/// The configuration's warnings on stderr, `resi: WARNING: ...`, whatever
+/// the log level (a gateway also logs them).
+fn print_warnings(cfg: &Config) {
+    let mut err = std::io::stderr().lock();
+    for w in cfg.warnings() {
+        let _ = writeln!(err, "resi: WARNING: {w}");
+    }
+    let _ = err.flush();
+}
+
 fn init_logging(level: Option<String>) -> Result<(), String> {
     let spec = level
         .or_else(|| {
@@ -281,6 +294,7 @@ fn gateway(path: PathBuf, log_level: Option<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    print_warnings(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("resi")

@@ -43,6 +43,7 @@ use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
 use crate::session::{SessionConfig, SessionHandle};
+use crate::tls::UpstreamTls;
 
 /// Largest response message accepted unless told otherwise.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
@@ -111,18 +112,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of one gRPC server (a gateway or any ESI server) over h2c.
-    /// Must be called inside a tokio runtime; connects in the background.
-    pub fn plain(addr: impl Into<String>, connect_timeout: Duration) -> Client {
-        let upstream = Upstream::with_discovery(vec![addr.into()], connect_timeout, false);
+    /// A client of one gRPC server (a gateway or any ESI server) over h2c,
+    /// or over TLS 1.3 with `tls` (`[Tls] UpstreamCa` and friends). Must be
+    /// called inside a tokio runtime; connects in the background.
+    pub fn plain(addr: impl Into<String>, connect_timeout: Duration, tls: Option<UpstreamTls>) -> Client {
+        let upstream = Upstream::with_discovery(vec![addr.into()], connect_timeout, false, tls);
         Client::start(upstream, SessionConfig::default(), false)
     }
 
     /// This process as a client gateway: one redundant session to the end
-    /// gateway, one TCP path per address. (An upstream that turns out not
-    /// to speak RESI is used over plain h2c, like a gateway would.)
-    pub fn redundant(paths: Vec<String>, session: SessionConfig, connect_timeout: Duration) -> Client {
-        Client::redundant_with_reverse(paths, session, connect_timeout, Vec::new())
+    /// gateway, one TCP path per address, each over TLS with `tls`. (An
+    /// upstream that turns out not to speak RESI is used over plain HTTP/2,
+    /// like a gateway would.)
+    pub fn redundant(
+        paths: Vec<String>,
+        session: SessionConfig,
+        connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Client {
+        Client::redundant_with_reverse(paths, session, connect_timeout, tls, Vec::new())
     }
 
     /// Like [`Client::redundant`]; calls the end gateway's side makes back
@@ -133,9 +141,10 @@ impl Client {
         paths: Vec<String>,
         session: SessionConfig,
         connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
         reverse: Vec<String>,
     ) -> Client {
-        let upstream = Upstream::new(paths, connect_timeout);
+        let upstream = Upstream::new(paths, connect_timeout, tls);
         if !reverse.is_empty() {
             upstream.set_reverse(Opener::start(reverse, connect_timeout, DEFAULT_MAX_MESSAGE_SIZE));
         }

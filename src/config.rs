@@ -34,6 +34,13 @@
 //! | `[Nkn] Seed` | this gateway's NKN identity: 64 hex digits (ed25519 seed) |
 //! | `[Nkn] Subclients` | NKN sub-clients, 1..=64 \[4\] |
 //! | `[Nkn] RpcServers` | seed RPC `"http://host:port"` or a list \[the public NKN seeds\] |
+//! | `[Nkn] AllowedPeers` | NKN addresses whose HELLOs are answered, or a list \[any\] |
+//! | `[Tls] Cert` | PEM file: this gateway's certificate chain (TLS on `Listen`; client certificate upstream) |
+//! | `[Tls] Key` | PEM file: the private key of `Cert` |
+//! | `[Tls] ClientCa` | PEM file: the listener requires client certificates signed by it |
+//! | `[Tls] UpstreamCa` | PEM file: TLS to `[Tcp] Address`, verified against this CA |
+//! | `[Tls] ServerName` | name checked in the upstream's certificate \[the host of each address\] |
+//! | `[Tls] PlainListen` | `true`: `Listen` stays plain, `Cert` only serves upstream \[false\] |
 //! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\] |
 //! | `[Resi] Name` | this gateway's name in logs and hop info \["resi"\] |
 //! | `[Resi] HeartbeatInterval` | duration \[200ms\] |
@@ -51,12 +58,16 @@
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
 //! integers or strings with a unit (`"64KiB"`, `"16MiB"`, `"1GiB"`, `"16MB"`).
+//! File names in `[Tls]` are relative to the configuration file's folder
+//! (to the working directory when there is no file); they are read and
+//! checked at load, so a missing or bad file is a [`ConfigError`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::session::{Mode, SessionConfig};
+use crate::tls::{TlsFiles, TlsSettings};
 
 /// A whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -67,6 +78,8 @@ pub struct Config {
     pub nkn: Option<NknConfig>,
     pub resi: ResiConfig,
     pub reverse: Option<ReverseConfig>,
+    /// `[Tls]`, loaded (None: plain TCP everywhere).
+    pub tls: Option<TlsSettings>,
 }
 
 /// `[Reverse]`: calls in the other direction, over the reverse channel a
@@ -101,6 +114,9 @@ pub struct NknConfig {
     /// `RpcServers`: seed JSON-RPC servers (`http://host:port`); empty means
     /// the public NKN seeds.
     pub rpc_servers: Vec<String>,
+    /// `AllowedPeers`: NKN addresses (lower case) whose HELLOs are
+    /// answered; empty means any.
+    pub allowed_peers: Vec<String>,
 }
 
 /// `[Resi]`: session and gateway tuning.
@@ -264,13 +280,19 @@ impl Config {
             origin: origin.clone(),
             source,
         })?;
-        let mut cfg = Config::from_toml_str(&text, &origin)?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut cfg = Config::parse(&text, &origin, base)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
     /// Parses and validates TOML text; `origin` names it in messages.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, origin, None)
+    }
+
+    /// Parses TOML; `[Tls]` file names are relative to `base`.
+    fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Syntax {
@@ -280,13 +302,19 @@ impl Config {
                 message: e.message().trim().to_string(),
             }
         })?;
-        Config::from_table(table, origin)
+        Parser { origin, base }.config(table)
     }
 
     /// Validates an already parsed table (e.g. built from a Python dict);
     /// `origin` names it in messages.
     pub fn from_table(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
-        Parser { origin }.config(table)
+        Parser { origin, base: None }.config(table)
+    }
+
+    /// Validates a `[Tls]` table alone (for clients from Python); file
+    /// names are relative to the working directory.
+    pub fn tls_from_table(table: toml::Table, origin: &str) -> Result<TlsSettings, ConfigError> {
+        Parser { origin, base: None }.tls(table)
     }
 
     /// Addresses to listen on (`[Tcp] Listen`).
@@ -313,6 +341,25 @@ impl Config {
     /// The session parameters (shorthand for `self.resi.session_config()`).
     pub fn session_config(&self) -> SessionConfig {
         self.resi.session_config()
+    }
+
+    /// Warnings to show loudly at start (`resi gateway` and `resi
+    /// check-config` print them on stderr, the gateway logs them at WARN):
+    /// listen addresses beyond loopback without TLS.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.tls.as_ref().is_some_and(|t| t.listener.is_some()) {
+            return Vec::new();
+        }
+        self.listen()
+            .iter()
+            .filter(|a| !is_loopback_listen(a))
+            .map(|a| {
+                format!(
+                    "[Tcp] Listen {a:?} is reachable beyond loopback without TLS ([Tls] Cert): \
+                     ESI calls and RESI paths on it are neither encrypted nor authenticated"
+                )
+            })
+            .collect()
     }
 
     /// A human-readable summary (what `resi check-config` prints).
@@ -343,6 +390,12 @@ impl Config {
                 },
                 n.subclients
             ));
+            if !n.allowed_peers.is_empty() {
+                s.push_str(&format!("         allowed peers: {}\n", n.allowed_peers.join(", ")));
+            }
+        }
+        if let Some(t) = &self.tls {
+            s.push_str(&tls_summary(t));
         }
         let r = &self.resi;
         s.push_str(&format!(
@@ -371,6 +424,35 @@ impl Config {
         }
         s
     }
+}
+
+fn tls_summary(t: &TlsSettings) -> String {
+    let f = &t.files;
+    let name = |p: &Option<PathBuf>| p.as_ref().map_or("(none)".to_string(), |p| p.display().to_string());
+    let listener = match (&t.listener, &f.client_ca) {
+        (None, _) => "plain".to_string(),
+        (Some(_), None) => format!("TLS 1.3 (cert {})", name(&f.cert)),
+        (Some(_), Some(ca)) => format!("mutual TLS 1.3 (cert {}, client CA {})", name(&f.cert), ca.display()),
+    };
+    let upstream = match &t.upstream {
+        None => "plain".to_string(),
+        Some(_) => format!(
+            "TLS 1.3 (CA {}, server name {}{})",
+            name(&f.upstream_ca),
+            f.server_name.as_deref().unwrap_or("= host of each address"),
+            if f.cert.is_some() { ", client certificate" } else { "" }
+        ),
+    };
+    format!("  [Tls]  listener: {listener}\n         upstream: {upstream}\n")
+}
+
+/// Whether the host of `host:port` is a loopback address (`localhost`,
+/// `127.0.0.0/8`, `::1`). Names other than `localhost` are not resolved and
+/// count as not loopback.
+pub fn is_loopback_listen(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn list_or_none(v: &[String]) -> String {
@@ -522,10 +604,11 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 // ---------------------------------------------------------------------------
 // Validation
 
-const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi", "Reverse"];
+const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi", "Reverse", "Tls"];
 const TCP_KEYS: &[&str] = &["Listen", "Address"];
 const REVERSE_KEYS: &[&str] = &["Listen", "Address"];
-const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients", "RpcServers"];
+const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients", "RpcServers", "AllowedPeers"];
+const TLS_KEYS: &[&str] = &["Cert", "Key", "ClientCa", "UpstreamCa", "ServerName", "PlainListen"];
 const RESI_KEYS: &[&str] = &[
     "Mode",
     "Name",
@@ -545,6 +628,7 @@ fn keys_of(section: &str) -> &'static [&'static str] {
         "Tcp" => TCP_KEYS,
         "Nkn" => NKN_KEYS,
         "Reverse" => REVERSE_KEYS,
+        "Tls" => TLS_KEYS,
         _ => RESI_KEYS,
     }
 }
@@ -597,6 +681,8 @@ fn type_name(v: &toml::Value) -> String {
 
 struct Parser<'a> {
     origin: &'a str,
+    /// Folder `[Tls]` file names are relative to (None: the working directory).
+    base: Option<&'a Path>,
 }
 
 type Res<T> = Result<T, ConfigError>;
@@ -616,7 +702,7 @@ impl Parser<'_> {
 
     fn config(&self, table: toml::Table) -> Res<Config> {
         // Sort top-level entries into the known sections.
-        let mut sections: [Option<(String, toml::Table)>; 4] = Default::default();
+        let mut sections: [Option<(String, toml::Table)>; 5] = Default::default();
         for (name, value) in table {
             let Some(idx) = SECTIONS.iter().position(|s| norm(s) == norm(&name)) else {
                 // A key of a section written at top level?
@@ -626,13 +712,13 @@ impl Parser<'_> {
                 let msg = if !matches!(value, toml::Value::Table(_)) {
                     match owner {
                         Some(s) => format!("unknown top-level key; keys belong in a section (did you mean to put it under [{s}]?)"),
-                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn], [Resi] or [Reverse]".to_string(),
+                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn], [Resi], [Reverse] or [Tls]".to_string(),
                     }
                 } else {
                     match closest(&name, SECTIONS) {
                         Some(s) => format!("unknown section (did you mean [{s}]?)"),
                         None => {
-                            "unknown section (known sections: [Tcp], [Nkn], [Resi], [Reverse])".to_string()
+                            "unknown section (known sections: [Tcp], [Nkn], [Resi], [Reverse], [Tls])".to_string()
                         }
                     }
                 };
@@ -658,7 +744,7 @@ impl Parser<'_> {
             }
             sections[idx] = Some((name, t));
         }
-        let [tcp, nkn, resi, reverse] = sections;
+        let [tcp, nkn, resi, reverse, tls] = sections;
         let tcp = tcp.map(|(_, t)| self.tcp(t)).transpose()?;
         let reverse = reverse.map(|(_, t)| self.reverse(t)).transpose()?;
         let nkn = nkn.map(|(_, t)| self.nkn(t)).transpose()?;
@@ -666,12 +752,14 @@ impl Parser<'_> {
             Some((_, t)) => self.resi(t)?,
             None => ResiConfig::default(),
         };
+        let tls = tls.map(|(_, t)| self.tls(t)).transpose()?;
         let cfg = Config {
             source: None,
             tcp,
             nkn,
             resi,
             reverse,
+            tls,
         };
         self.gateway_checks(&cfg)?;
         Ok(cfg)
@@ -723,20 +811,33 @@ impl Parser<'_> {
 
     /// A URL or a list of URLs (`http://host:port[/path]`).
     fn url_list(&self, section: &str, key: &str, v: toml::Value) -> Res<Vec<String>> {
+        self.string_list(section, key, v, |url| {
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(format!("expected an http:// URL, got {url:?}"));
+            }
+            Ok(url)
+        })
+    }
+
+    /// A string or a list of strings (`[i]` in messages), each checked and
+    /// normalised by `check`.
+    fn string_list(
+        &self,
+        section: &str,
+        key: &str,
+        v: toml::Value,
+        check: impl Fn(String) -> Result<String, String>,
+    ) -> Res<Vec<String>> {
         let values = match v {
             toml::Value::Array(a) => a,
             other => vec![other],
         };
-        let mut out = Vec::new();
-        for (i, v) in values.into_iter().enumerate() {
+        let entries = values.into_iter().enumerate().map(|(i, v)| {
             let name = format!("{key}[{i}]");
-            let url = self.string(section, &name, v)?;
-            if !url.starts_with("http://") || url.len() <= "http://".len() {
-                return Err(self.key_err(section, &name, format!("expected an http:// URL, got {url:?}")));
-            }
-            out.push(url);
-        }
-        Ok(out)
+            let s = self.string(section, &name, v)?;
+            check(s).map_err(|m| self.key_err(section, &name, m))
+        });
+        entries.collect()
     }
 
     /// A string or a list of strings; each entry is checked by `check`.
@@ -905,6 +1006,7 @@ impl Parser<'_> {
                     c.seed = Some(s.to_ascii_lowercase());
                 }
                 "RpcServers" => c.rpc_servers = self.url_list("Nkn", k, v)?,
+                "AllowedPeers" => c.allowed_peers = self.nkn_address_list(k, v)?,
                 "Subclients" => {
                     c.subclients = match v {
                         toml::Value::Integer(i) if (1..=64).contains(&i) => i as u32,
@@ -928,6 +1030,43 @@ impl Parser<'_> {
             }
         }
         Ok(c)
+    }
+
+    /// An NKN address or a list of them, lower-cased.
+    fn nkn_address_list(&self, key: &str, v: toml::Value) -> Res<Vec<String>> {
+        self.string_list("Nkn", key, v, |s| check_nkn_address(&s).map(|()| s.to_ascii_lowercase()))
+    }
+
+    /// `[Tls]`: file names resolved against the configuration's folder,
+    /// read and checked now.
+    fn tls(&self, table: toml::Table) -> Res<TlsSettings> {
+        let mut files = TlsFiles::default();
+        for (k, v) in self.keys("Tls", table)? {
+            if k == "PlainListen" {
+                files.plain_listen = match v {
+                    toml::Value::Boolean(b) => b,
+                    other => return Err(self.key_err("Tls", k, format!("expected true or false, got {}", type_name(&other)))),
+                };
+                continue;
+            }
+            let s = self.string("Tls", k, v)?;
+            if s.trim().is_empty() {
+                return Err(self.key_err("Tls", k, "expected a non-empty string"));
+            }
+            let path = || match self.base {
+                Some(base) => base.join(&s),
+                None => PathBuf::from(&s),
+            };
+            match k {
+                "Cert" => files.cert = Some(path()),
+                "Key" => files.key = Some(path()),
+                "ClientCa" => files.client_ca = Some(path()),
+                "UpstreamCa" => files.upstream_ca = Some(path()),
+                "ServerName" => files.server_name = Some(s),
+                _ => unreachable!(),
+            }
+        }
+        TlsSettings::load(files).map_err(|e| self.key_err("Tls", e.key, e.error.to_string()))
     }
 
     fn resi(&self, table: toml::Table) -> Res<ResiConfig> {

@@ -26,6 +26,7 @@ use crate::proto::esi::Extension;
 use crate::proto::resi::{self, redundancy};
 use crate::proto::{HOP_INFO_EXTENSION_ID, REDUNDANCY_EXTENSION_ID};
 use crate::session::registry::SessionRegistry;
+use crate::tls::CertFingerprint;
 
 /// What a handler returns: the `data` of the answering extension.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, Status>> + Send + 'static>>;
@@ -39,6 +40,30 @@ pub trait ExtensionHandler: Send + Sync + 'static {
     /// Handles the request's extension; `Ok(data)` becomes the response's
     /// `ext.data`, `Err(status)` is returned to the caller as is.
     fn handle(&self, ext: Extension) -> HandlerFuture;
+
+    /// Like [`ExtensionHandler::handle`], knowing the connection the call
+    /// arrived on; the default ignores it.
+    fn handle_in(&self, ext: Extension, ctx: &CallContext) -> HandlerFuture {
+        let _ = ctx;
+        self.handle(ext)
+    }
+}
+
+/// What a hop knows about the connection a `Modify` arrived on.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// SHA-256 of the client certificate the caller presented (mutual TLS).
+    pub peer_certificate: Option<CertFingerprint>,
+    /// The call arrived on the HTTP/2 connection of a session this gateway
+    /// accepted (only there may a client gateway open a reverse channel).
+    pub over_session: bool,
+}
+
+impl CallContext {
+    /// A call on the HTTP/2 connection of an accepted session.
+    pub fn over_session() -> CallContext {
+        CallContext { over_session: true, ..CallContext::default() }
+    }
 }
 
 /// A handler made from an async closure.
@@ -120,8 +145,13 @@ impl ExtensionRegistry {
 /// and harms nothing else; the handler runs inline (not spawned), so a
 /// cancelled call cancels it.
 pub async fn run_handler(handler: Arc<dyn ExtensionHandler>, ext: Extension) -> Result<Bytes, Status> {
+    run_handler_in(handler, ext, &CallContext::default()).await
+}
+
+/// [`run_handler`] for a call that arrived with `ctx`.
+pub async fn run_handler_in(handler: Arc<dyn ExtensionHandler>, ext: Extension, ctx: &CallContext) -> Result<Bytes, Status> {
     let id = ext.id;
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(ext))) {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_in(ext, ctx))) {
         Ok(fut) => fut,
         Err(p) => return Err(panicked(id, p)),
     };
@@ -154,18 +184,23 @@ struct RedundancyHandler {
 
 impl ExtensionHandler for RedundancyHandler {
     fn handle(&self, ext: Extension) -> HandlerFuture {
-        let result = self.open(&ext.data);
+        self.handle_in(ext, &CallContext::default())
+    }
+
+    /// A session opened over mutual TLS belongs to the caller's certificate.
+    fn handle_in(&self, ext: Extension, ctx: &CallContext) -> HandlerFuture {
+        let result = self.open(&ext.data, ctx);
         Box::pin(std::future::ready(result))
     }
 }
 
 impl RedundancyHandler {
-    fn open(&self, data: &[u8]) -> Result<Bytes, Status> {
+    fn open(&self, data: &[u8], ctx: &CallContext) -> Result<Bytes, Status> {
         let msg = resi::Redundancy::decode(data)
             .map_err(|e| Status::new(Code::InvalidArgument, format!("extension 1: bad Redundancy message: {e}")))?;
         match msg.msg {
             Some(redundancy::Msg::Open(req)) => {
-                let opened = self.sessions.open(&req)?;
+                let opened = self.sessions.open_for(&req, ctx.peer_certificate)?;
                 let rsp = resi::Redundancy { msg: Some(redundancy::Msg::Opened(opened)) };
                 Ok(rsp.encode_to_vec().into())
             }

@@ -23,6 +23,8 @@
 //!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`],
 //!   and [`nkn::node`], the embedded local NKN node (a loopback relay that
 //!   resi's client and the official NKN SDKs work against).
+//! - [`tls`]: TLS 1.3 (rustls) for the listener and TCP paths: PEM
+//!   loading, server/client configurations, channel bindings of merges.
 //! - [`path`]: transports that carry path frames ([`path::tcp`]).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
@@ -49,6 +51,7 @@ pub mod nkn;
 pub mod path;
 pub mod proto;
 pub mod session;
+pub mod tls;
 
 #[cfg(feature = "python")]
 mod py;

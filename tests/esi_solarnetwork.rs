@@ -158,6 +158,7 @@ async fn all_four_shapes_through_a_gateway() {
             nkn: None,
             resi,
             reverse: None,
+            tls: None,
         })
         .expect("gateway starts");
         let mut client = DerFacilityServiceClient::connect(format!("http://{}", gw.local_addrs()[0])).await.unwrap();

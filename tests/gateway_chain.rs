@@ -41,6 +41,7 @@ fn config(name: &str, listen: &str, upstream: &[String], mode: Mode) -> Config {
         nkn: None,
         resi,
         reverse: None,
+        tls: None,
     }
 }
 

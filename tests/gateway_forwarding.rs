@@ -37,6 +37,7 @@ fn config(upstream: &str) -> Config {
         nkn: None,
         resi,
         reverse: None,
+        tls: None,
     }
 }
 

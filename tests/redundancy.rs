@@ -50,6 +50,7 @@ fn gateway(name: &str, mode: Mode, listen: usize, upstream: Vec<String>) -> Gate
         nkn: None,
         resi: resi_config(name, mode),
         reverse: None,
+        tls: None,
     };
     Gateway::start(config).expect("gateway starts")
 }
@@ -343,7 +344,7 @@ async fn open_session(gw: SocketAddr, cookies: usize) -> rp::OpenResponse {
 
 /// Presents `cookie` in a merge on a fresh TCP path; the reply's status.
 async fn merge(gw: SocketAddr, cookie: Bytes) -> Result<rp::MergeResponse, (RCode, String)> {
-    let hello = modify_request(rp::redundancy::Msg::Merge(rp::MergeRequest { cookie, path_id: 0 }));
+    let hello = modify_request(rp::redundancy::Msg::Merge(rp::MergeRequest { cookie, path_id: 0, ..Default::default() }));
     let (_stream, _, reply) = tcp::dial(&gw.to_string(), hello.encode_to_vec().into(), Duration::from_secs(5)).await.unwrap();
     match rp::HelloReply::decode(reply).unwrap().result.unwrap() {
         rp::hello_reply::Result::Response(body) => match redundancy_answer(&esi::ModifyResponse::decode(body).unwrap()).unwrap() {
@@ -394,6 +395,7 @@ async fn merge_cookies_expire() {
             nkn: None,
             resi,
             reverse: None,
+            tls: None,
         };
         let end = Gateway::start(config).unwrap();
         let gw = end.local_addrs()[0];

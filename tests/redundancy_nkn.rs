@@ -51,9 +51,10 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
     let end = Gateway::start(Config {
         source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
-        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone() }),
+        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone(), allowed_peers: vec![] }),
         resi: resi_config("end", mode),
         reverse: None,
+        tls: None,
     })
     .unwrap();
     let end_nkn = end.nkn_address().expect("end gateway joined NKN");
@@ -62,9 +63,10 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
     let client = Gateway::start(Config {
         source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![tcp.addr().to_string()] }),
-        nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc }),
+        nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc, allowed_peers: vec![] }),
         resi: resi_config("client", mode),
         reverse: None,
+        tls: None,
     })
     .unwrap();
     let s = Setup { _server: server, _end: end, client, tcp, node: Some(node) };
@@ -189,17 +191,19 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
     let end = Gateway::start(Config {
         source: None,
         tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
-        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone() }),
+        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone(), allowed_peers: vec![] }),
         resi: resi_config("end", mode),
         reverse: None,
+        tls: None,
     })
     .unwrap();
     let client = Gateway::start(Config {
         source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
-        nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc }),
+        nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc, allowed_peers: vec![] }),
         resi: resi_config("client", mode),
         reverse: None,
+        tls: None,
     })
     .unwrap();
     wait_live(&client, 1).await;
@@ -230,6 +234,60 @@ async fn nkn_alone_loses_no_call_under_message_loss() {
             assert!(rsp.into_inner().body == body, "call {i}");
         }
         assert!(node.stats().dropped_loss > 0, "the loss knob dropped nothing");
+    })
+    .await
+    .expect("timed out")
+}
+
+/// `[Nkn] AllowedPeers`: a gateway whose address is not on the end
+/// gateway's list gets no answer (its HELLOs are counted and dropped); one
+/// on the list opens a session and carries calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkn_allowed_peers_drop_hellos_from_other_addresses() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = LocalNode::start(NodeConfig::default()).await.unwrap();
+        let rpc = vec![node.rpc_url()];
+        let server = start_echo_esi(&[]).await;
+        let friend_address = Identity::from_seed([6; 32]).public_key_hex();
+        let nkn = |address: Option<String>, seed: u8, allowed_peers: Vec<String>| NknConfig {
+            address,
+            seed: Some(seed_hex(seed)),
+            subclients: 2,
+            rpc_servers: rpc.clone(),
+            allowed_peers,
+        };
+        let end = Gateway::start(Config {
+            source: None,
+            tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
+            nkn: Some(nkn(None, 5, vec![friend_address.to_uppercase()])),
+            resi: resi_config("end", Mode::Strict),
+            reverse: None,
+            tls: None,
+        })
+        .unwrap();
+        let client = |seed: u8| {
+            Gateway::start(Config {
+                source: None,
+                tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
+                nkn: Some(nkn(end.nkn_address(), seed, vec![])),
+                resi: resi_config(&format!("client-{seed}"), Mode::Strict),
+                reverse: None,
+                tls: None,
+            })
+            .unwrap()
+        };
+        let stranger = client(7);
+        let st = echo_client(stranger.local_addrs()[0]).await.unary(Msg::default()).await.unwrap_err();
+        assert_eq!(st.code(), tonic::Code::Unavailable, "{st:?}");
+        assert!(end.nkn_refused_hellos() >= 1, "the stranger's HELLO was not counted");
+        assert_eq!(end.sessions().session_count(), 0);
+        drop(stranger);
+        let friend = client(6);
+        wait_live(&friend, 1).await;
+        let body = pattern(1000, 6);
+        let rsp = echo_client(friend.local_addrs()[0]).await.unary(Msg { body: body.clone(), count: 0, note: String::new() }).await;
+        assert!(rsp.unwrap().into_inner().body == body);
+        assert_eq!(end.sessions().session_count(), 1);
     })
     .await
     .expect("timed out")

@@ -41,7 +41,7 @@ fn resi_config(name: &str, mode: Mode) -> ResiConfig {
 }
 
 fn gateway(name: &str, mode: Mode, tcp: TcpConfig, reverse: ReverseConfig) -> Gateway {
-    let config = Config { source: None, tcp: Some(tcp), nkn: None, resi: resi_config(name, mode), reverse: Some(reverse) };
+    let config = Config { source: None, tcp: Some(tcp), nkn: None, resi: resi_config(name, mode), reverse: Some(reverse), tls: None };
     Gateway::start(config).expect("gateway starts")
 }
 
@@ -306,13 +306,13 @@ async fn the_reverse_path_is_refused_outside_a_session() {
     bounded(30, async {
         let (_facility, end) = lone_end().await;
         // An ESI client on the ordinary listener (plain h2c, no session).
-        let client = resi::client::Client::plain(end.local_addrs()[0].to_string(), Duration::from_secs(2));
+        let client = resi::client::Client::plain(end.local_addrs()[0].to_string(), Duration::from_secs(2), None);
         let opts = resi::client::CallOptions::default();
         let err = client.unary(resi::proto::REVERSE_PATH, Bytes::new(), &opts).await.unwrap_err();
         assert_eq!(err.status.code, resi::grpc::Code::FailedPrecondition, "{err}");
         assert!(err.status.message.contains("only be opened over a RESI session"), "{err}");
         // Nor on the reverse listener.
-        let rclient = resi::client::Client::plain(end.reverse_addrs()[0].to_string(), Duration::from_secs(2));
+        let rclient = resi::client::Client::plain(end.reverse_addrs()[0].to_string(), Duration::from_secs(2), None);
         let err = rclient.unary(resi::proto::REVERSE_PATH, Bytes::new(), &opts).await.unwrap_err();
         assert_eq!(err.status.code, resi::grpc::Code::FailedPrecondition, "{err}");
         assert_eq!(end.reverse_channels(), 0);

@@ -90,11 +90,11 @@ Messages = Union[Iterable[bytes], AsyncIterable[bytes]]
 
 # Which section a flat keyword belongs to (keys compared without case, `_`
 # and `-`, as in the file). `nkn_*` keywords go to [Nkn], `reverse_*` to
-# [Reverse]; anything unknown goes to [Resi], where it is reported with a
-# "did you mean" hint.
+# [Reverse], `tls_*` to [Tls] (`tls_client_ca` is `ClientCa`); anything
+# unknown goes to [Resi], where it is reported with a "did you mean" hint.
 _TCP_KEYS = {"listen", "address"}
-_PREFIXES = {"nkn": "Nkn", "reverse": "Reverse"}
-_SECTIONS = {"tcp": "Tcp", "nkn": "Nkn", "resi": "Resi", "reverse": "Reverse"}
+_PREFIXES = {"nkn": "Nkn", "reverse": "Reverse", "tls": "Tls"}
+_SECTIONS = {"tcp": "Tcp", "nkn": "Nkn", "resi": "Resi", "reverse": "Reverse", "tls": "Tls"}
 
 
 def _norm(key: str) -> str:
@@ -117,6 +117,18 @@ def _config_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return tables
 
 
+def _client_tls(
+    ca: str | os.PathLike[str] | None,
+    cert: str | os.PathLike[str] | None,
+    key: str | os.PathLike[str] | None,
+    server_name: str | None,
+) -> dict[str, Any] | None:
+    """A client's TLS keywords as a ``[Tls]`` table (None: no TLS)."""
+    table = {"UpstreamCa": ca, "Cert": cert, "Key": key, "ServerName": server_name}
+    table = {k: v for k, v in table.items() if v is not None}
+    return table or None
+
+
 def refresh_logging() -> None:
     """Call after changing the level of a ``resi`` logger: Rust log records
     check levels against a cache."""
@@ -127,9 +139,11 @@ class Gateway:
     """A resi gateway running in this process, on the module's tokio runtime.
 
     Build it from keyword arguments (``listen``/``address`` go to ``[Tcp]``,
-    ``nkn_address``/``nkn_seed``/``nkn_subclients`` to ``[Nkn]``,
-    ``reverse_listen``/``reverse_address`` to ``[Reverse]``, the rest to
-    ``[Resi]``; ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
+    ``nkn_address``/``nkn_seed``/``nkn_allowed_peers``/... to ``[Nkn]``,
+    ``reverse_listen``/``reverse_address`` to ``[Reverse]``,
+    ``tls_cert``/``tls_key``/``tls_client_ca``/``tls_upstream_ca``/
+    ``tls_server_name``/``tls_plain_listen`` to ``[Tls]``, the rest to ``[Resi]``;
+    ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
     dict of tables (:meth:`from_dict`) or from a TOML file
     (:meth:`from_file`). All three validate exactly like ``resi gateway``
     and raise :class:`ConfigError` naming the origin, key and problem.
@@ -272,10 +286,26 @@ class Client:
         self._c = inner
 
     @classmethod
-    async def connect(cls, target: str, *, connect_timeout: float = 5.0) -> Client:
-        """Connects over plain gRPC (h2c) to ``target`` (``"host:port"``);
-        raises :class:`SessionError` if it cannot."""
-        client = cls(_resi.Client.plain(target, connect_timeout))
+    async def connect(
+        cls,
+        target: str,
+        *,
+        connect_timeout: float = 5.0,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+    ) -> Client:
+        """Connects over plain gRPC (h2c) to ``target`` (``"host:port"``), or
+        over TLS 1.3 when ``tls_ca`` (PEM file of the CA the server's
+        certificate must chain to) is given: ``tls_cert``/``tls_key`` are
+        the client certificate for mutual TLS, ``tls_server_name`` the name
+        checked in the server's certificate (default: the host of
+        ``target``). Raises :class:`ConfigError` for a missing or bad file,
+        :class:`SessionError` if it cannot connect (a refused certificate
+        included)."""
+        tls = _client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
+        client = cls(_resi.Client.plain(target, connect_timeout, tls))
         await client._ready()
         return client
 
@@ -286,10 +316,15 @@ class Client:
         *,
         mode: str = "strict",
         reverse_address: str | Sequence[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
         **resi: Any,
     ) -> Client:
         """Opens a redundant session to the end gateway reachable at each of
-        ``paths`` (one TCP path each). ``mode`` and the other keywords are
+        ``paths`` (one TCP path each; each over TLS with the ``tls_*``
+        keywords, as in :meth:`connect`). ``mode`` and the other keywords are
         ``[Resi]`` keys (``heartbeat_interval``, ``dead_timeout``,
         ``connect_timeout``, ...), validated as in a file. With
         ``reverse_address`` (``"host:port"`` of a local ESI server, or a
@@ -299,13 +334,13 @@ class Client:
         Raises :class:`SessionError` if no path could join."""
         # Validated as a gateway's file; nothing listens ("Listen" only
         # satisfies the check).
-        config: dict[str, dict[str, Any]] = {
-            "Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"},
-            "Resi": {"Mode": mode, **resi},
-        }
+        config: dict[str, Any] = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
         if reverse_address is not None:
             addrs = reverse_address if isinstance(reverse_address, str) else list(reverse_address)
             config["Reverse"] = {"Address": addrs}
+        tls = _client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
+        if tls is not None:
+            config["Tls"] = tls
         client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
         await client._ready()
         return client

@@ -158,7 +158,12 @@ class Call:
 @final
 class Client:
     @staticmethod
-    def plain(target: str, connect_timeout: float = 5.0) -> Client: ...
+    def plain(
+        target: str,
+        connect_timeout: float = 5.0,
+        tls: dict[str, Any] | None = None,
+        origin: str = "<keyword arguments>",
+    ) -> Client: ...
     @staticmethod
     def redundant(config: dict[str, Any], origin: str = "<dict>") -> Client: ...
     def ready(self) -> Awaitable[None]: ...

@@ -2,20 +2,24 @@
 //!
 //! One listener port carries both ESI clients (HTTP/2 prior knowledge) and
 //! RESI paths from a client gateway, told apart by their first bytes
-//! (`PRI ` vs `RESI`), peeked, not consumed. A supervisor task owns every
+//! (`PRI ` vs `RESI`), peeked, not consumed. With `[Tls] Cert` every
+//! connection is TLS 1.3 first, and the same first bytes are read inside
+//! it (and then served again, [`Rewind`]). A supervisor task owns every
 //! connection task, so shutdown can stop accepting, send GOAWAY, wait for
 //! in-flight calls up to the grace period, cut the rest, and know that
 //! nothing is left running.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -23,11 +27,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{proxy, GatewayError, Shared};
+use crate::extension::CallContext;
 use crate::path::tcp::PREFACE;
+use crate::session::driver::PathIo;
 use crate::session::registry::SessionRegistry;
 use crate::session::SessionStream;
+use crate::tls::ChannelBinding;
 
-/// A connection that has not shown 4 bytes by then is closed.
+/// A connection that has not finished its TLS handshake and shown 4 bytes
+/// by then is closed.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// After sessions are closed at shutdown, how long their path tasks get to
 /// say goodbye before they are cut.
@@ -69,6 +77,15 @@ pub(crate) struct Supervisor {
     /// channel, served with `reverse_shared`.
     pub reverse_listeners: Vec<TcpListener>,
     pub reverse_shared: Option<Arc<Shared>>,
+    /// TLS on every accepted connection (`[Tls] Cert`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A RESI path connection on its way to the session registry.
+struct PathConn {
+    io: Box<dyn PathIo>,
+    peer: SocketAddr,
+    channel: ChannelBinding,
 }
 
 /// Cancellation given to every connection task.
@@ -87,7 +104,7 @@ impl Supervisor {
         let mut http = JoinSet::new();
         let mut reverse = JoinSet::new();
         let mut paths = JoinSet::new();
-        let (path_tx, mut path_rx) = mpsc::unbounded_channel::<TcpStream>();
+        let (path_tx, mut path_rx) = mpsc::unbounded_channel::<PathConn>();
         let mut next = 0usize;
         let mut next_reverse = 0usize;
         loop {
@@ -95,7 +112,11 @@ impl Supervisor {
                 _ = self.stop.cancelled() => break,
                 accepted = accept_any(&self.listeners, &mut next) => match accepted {
                     Ok((tcp, peer)) => {
-                        http.spawn(connection(tcp, peer, self.shared.clone(), path_tx.clone(), phase.clone()));
+                        let (shared, paths, phase) = (self.shared.clone(), path_tx.clone(), phase.clone());
+                        match &self.tls {
+                            Some(tls) => http.spawn(tls_connection(tcp, peer, tls.clone(), shared, paths, phase)),
+                            None => http.spawn(connection(tcp, peer, shared, paths, phase)),
+                        };
                     }
                     Err(e) => {
                         // EMFILE and friends: do not spin.
@@ -106,7 +127,7 @@ impl Supervisor {
                 accepted = accept_any(&self.reverse_listeners, &mut next_reverse) => match (accepted, &self.reverse_shared) {
                     (Ok((tcp, _)), Some(shared)) => {
                         let _ = tcp.set_nodelay(true);
-                        reverse.spawn(serve_h2(tcp, shared.clone(), phase.clone(), false));
+                        reverse.spawn(serve_h2(tcp, shared.clone(), CallContext::default(), phase.clone()));
                     }
                     (Ok(_), None) => {}
                     (Err(e), _) => {
@@ -114,19 +135,20 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
-                Some(tcp) = path_rx.recv() => {
+                Some(conn) = path_rx.recv() => {
                     let registry = self.registry.clone();
                     let hard = phase.hard.clone();
                     paths.spawn(async move {
+                        let peer = conn.peer.to_string();
                         tokio::select! {
-                            _ = registry.accept_tcp_path(tcp) => {}
+                            _ = registry.accept_path(conn.io, &peer, conn.channel) => {}
                             _ = hard.cancelled() => {}
                         }
                     });
                 }
                 Some(stream) = self.sessions.recv() => {
                     tracing::debug!("serving an established session");
-                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone(), true));
+                    http.spawn(serve_h2(stream, self.shared.clone(), CallContext::over_session(), phase.clone()));
                 }
                 Some(done) = http.join_next(), if !http.is_empty() => log_join(done),
                 Some(done) = reverse.join_next(), if !reverse.is_empty() => log_join(done),
@@ -211,7 +233,7 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    paths: mpsc::UnboundedSender<TcpStream>,
+    paths: mpsc::UnboundedSender<PathConn>,
     phase: Phase,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -220,14 +242,103 @@ async fn connection(
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, phase, false).await,
+        Sniffed::Http => serve_h2(tcp, shared, CallContext::default(), phase).await,
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
-            let _ = paths.send(tcp);
+            let _ = paths.send(PathConn { io: Box::new(tcp), peer, channel: ChannelBinding::default() });
         }
         Sniffed::Gone => tracing::debug!(%peer, "connection closed before it said what it is"),
     }
 }
+
+/// One accepted connection on a TLS listener: handshake, then the same
+/// sniff inside TLS. Calls learn the client certificate, paths the whole
+/// [`ChannelBinding`].
+async fn tls_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    paths: mpsc::UnboundedSender<PathConn>,
+    phase: Phase,
+) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let handshake = tokio::select! {
+        r = tokio::time::timeout_at(deadline, tls.accept(tcp)) => r,
+        _ = phase.graceful.cancelled() => return,
+    };
+    let mut stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no TLS handshake within {SNIFF_TIMEOUT:?}");
+            return;
+        }
+    };
+    let channel = ChannelBinding::of(stream.get_ref().1);
+    let sniffed = tokio::select! {
+        s = tokio::time::timeout_at(deadline, sniff_read(&mut stream)) => s.unwrap_or(None),
+        _ = phase.graceful.cancelled() => None,
+    };
+    let Some((sniffed, first)) = sniffed else {
+        tracing::debug!(%peer, "TLS connection closed before it said what it is");
+        return;
+    };
+    let io = Rewind { prefix: first, inner: stream };
+    match sniffed {
+        Sniffed::Http => {
+            let ctx = CallContext { peer_certificate: channel.peer_certificate, ..CallContext::default() };
+            serve_h2(io, shared, ctx, phase).await
+        }
+        Sniffed::Resi => {
+            tracing::debug!(%peer, "RESI path connection (TLS)");
+            let _ = paths.send(PathConn { io: Box::new(io), peer, channel });
+        }
+        Sniffed::Gone => {}
+    }
+}
+
+/// Reads until the first bytes tell HTTP/2 from a RESI path (as [`sniff`]
+/// does, but consuming them): what it is and the bytes read.
+async fn sniff_read<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(Sniffed, Bytes)> {
+    let mut buf = [0u8; 4];
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => n += k,
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Some((Sniffed::Http, Bytes::copy_from_slice(&buf[..n])));
+        }
+    }
+    Some((Sniffed::Resi, Bytes::copy_from_slice(&buf)))
+}
+
+/// A stream whose first bytes were read to sniff it: they are read again
+/// before the rest.
+struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+crate::tls::write_through!(Rewind);
 
 /// Looks at the first bytes without consuming them. Decides as soon as they
 /// differ from the RESI preface (an HTTP/2 preface differs at byte 0).
@@ -258,15 +369,16 @@ async fn sniff(tcp: &TcpStream) -> Sniffed {
     }
 }
 
-/// Serves one HTTP/2 connection (a TCP client or an established session,
-/// `over_session`) until it ends, GOAWAY on graceful shutdown, dropped on
-/// hard shutdown.
-async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase, over_session: bool)
+/// Serves one HTTP/2 connection (a TCP client or an established session)
+/// until it ends, GOAWAY on graceful shutdown, dropped on hard shutdown.
+/// `ctx` tells every call what is known about the connection.
+async fn serve_h2<I>(io: I, shared: Arc<Shared>, ctx: CallContext, phase: Phase)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), req, over_session));
+    let ctx = Arc::new(ctx);
+    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
     let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

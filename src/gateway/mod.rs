@@ -136,7 +136,8 @@ impl Gateway {
         let session_cfg = resi.session_config();
         let (registry, sessions) = SessionRegistry::new(session_cfg.clone());
         let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
-        let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout);
+        let upstream_tls = config.tls.as_ref().and_then(|t| t.upstream.clone());
+        let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout, upstream_tls);
         let nkn = config.nkn.as_ref().and_then(|n| start_nkn(n, &registry));
         if let (Some(endpoint), Some(peer)) = (&nkn, config.nkn.as_ref().and_then(|n| n.address.clone())) {
             upstream.set_nkn_peer(endpoint.clone(), peer);
@@ -165,11 +166,16 @@ impl Gateway {
             grace: resi.shutdown_grace,
             reverse_listeners,
             reverse_shared,
+            tls: config.tls.as_ref().and_then(|t| t.listener.clone()).map(tokio_rustls::TlsAcceptor::from),
         };
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let server = tokio::spawn(supervisor.run());
         let manager =
             tokio::spawn(upstream::Upstream::supervise(upstream.clone(), session_cfg, stop_upstream.clone()));
-        tracing::info!(name = %resi.name, addrs = ?local_addrs, reverse = ?reverse_addrs, "gateway started");
+        let tls = config.tls.as_ref().is_some_and(|t| t.listener.is_some());
+        tracing::info!(name = %resi.name, addrs = ?local_addrs, reverse = ?reverse_addrs, tls, "gateway started");
         Ok(Gateway {
             local_addrs,
             reverse_addrs,
@@ -186,6 +192,12 @@ impl Gateway {
     /// This gateway's NKN address, when it has an NKN identity (`[Nkn] Seed`).
     pub fn nkn_address(&self) -> Option<String> {
         self.nkn.as_ref().map(|n| n.address().to_string())
+    }
+
+    /// NKN HELLOs dropped because their sender is not in `[Nkn]
+    /// AllowedPeers` (0 without an NKN identity).
+    pub fn nkn_refused_hellos(&self) -> u64 {
+        self.nkn.as_ref().map_or(0, |n| n.refused_hellos())
     }
 
     /// The bound listen addresses (real ports when the configuration said 0).
@@ -270,7 +282,7 @@ fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<Nkn
         client.seed_rpc_servers = cfg.rpc_servers.clone();
     }
     let mc = MultiClientConfig { client, num_clients: cfg.subclients.max(1) as usize, ..MultiClientConfig::default() };
-    let endpoint = NknEndpoint::start(Identity::from_seed(bytes), mc, Some(registry.clone()));
+    let endpoint = NknEndpoint::start(Identity::from_seed(bytes), mc, Some(registry.clone()), &cfg.allowed_peers);
     tracing::info!(address = %endpoint.address(), "joined NKN");
     Some(endpoint)
 }

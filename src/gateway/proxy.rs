@@ -19,28 +19,27 @@ use prost::Message;
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
 use super::Shared;
-use crate::extension::{not_implemented, run_handler};
+use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::{MODIFY_PATH, REVERSE_PATH};
 
-/// Serves one call. `over_session`: the call arrived on the HTTP/2
-/// connection of a session this gateway accepted (only there may a client
-/// gateway open a reverse channel).
+/// Serves one call that arrived on a connection described by `ctx`.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    ctx: Arc<CallContext>,
     req: Request<Incoming>,
-    over_session: bool,
 ) -> Result<Response<ProxyBody>, Infallible> {
     match req.uri().path() {
         // Boxed: the rare, larger future stays out of every forwarded call.
-        MODIFY_PATH => Ok(Box::pin(modify(&shared, req)).await),
-        REVERSE_PATH => Ok(reverse(&shared, req, over_session)),
+        MODIFY_PATH => Ok(Box::pin(modify(&shared, &ctx, req)).await),
+        REVERSE_PATH => Ok(reverse(&shared, req, ctx.over_session)),
         _ => Ok(forward(&shared, req.map(Either::Left)).await),
     }
 }
 
-/// A client gateway opens its reverse channel.
+/// A client gateway opens its reverse channel (only over a session this
+/// gateway accepted).
 fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Response<ProxyBody> {
     let refuse = |why: &str| Status::new(Code::FailedPrecondition, why.to_string()).to_response();
     if !over_session {
@@ -62,7 +61,7 @@ async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> 
     }
 }
 
-async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let raw = match read_unary(body, shared.max_message_size).await {
         Ok(raw) => raw,
@@ -74,7 +73,7 @@ async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let (id, pass) = (ext.id, ext.pass);
     match shared.extensions.get(id) {
-        Some(handler) => match run_handler(handler, ext).await {
+        Some(handler) => match run_handler_in(handler, ext, ctx).await {
             Ok(data) => modify_response(Extension { id, pass, data }),
             Err(st) => st.to_response(),
         },

@@ -43,7 +43,7 @@ use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureO
 use super::body::{LocalBody, ProxyBody, ReqBody};
 use super::upstream::{complete_uri, h2_client, send_on, Connections, Manager, Upstream};
 use super::{proxy, Shared, Target};
-use crate::extension::ExtensionRegistry;
+use crate::extension::{CallContext, ExtensionRegistry};
 use crate::grpc::{Code, Status};
 use crate::proto::REVERSE_PATH;
 use crate::session::SessionConfig;
@@ -134,7 +134,7 @@ impl Opener {
     /// Starts the connection manager of the local ESI server at `addrs`
     /// (the first that connects); must run inside a tokio runtime.
     pub(crate) fn start(addrs: Vec<String>, connect_timeout: Duration, max_message_size: usize) -> Arc<Opener> {
-        let local = Upstream::with_discovery(addrs, connect_timeout, false);
+        let local = Upstream::with_discovery(addrs, connect_timeout, false, None);
         let manager = Manager::spawn(local.clone(), SessionConfig::default());
         let shared = Arc::new(Shared::new(
             Target::Upstream(local.clone()),
@@ -182,7 +182,8 @@ impl Opener {
         tracing::info!(local = ?self.local.kind(), "reverse channel open");
         let io = TokioIo::new(pipe(rsp.into_body(), tx, self.stop.clone()));
         let shared = self.shared.clone();
-        let svc = service_fn(move |req| proxy::handle(shared.clone(), req, false));
+        let ctx = Arc::new(CallContext::default());
+        let svc = service_fn(move |req| proxy::handle(shared.clone(), ctx.clone(), req));
         self.shared.h2_server.serve_connection(io, svc).await.map_err(|e| format!("inner HTTP/2 connection: {e}"))
     }
 

@@ -14,6 +14,9 @@
 //! outcome, at most `connect_timeout`; it then fails with `UNAVAILABLE`
 //! naming the upstream. A broken connection or failed session is replaced
 //! with exponential backoff capped at [`MAX_BACKOFF`].
+//!
+//! With `[Tls] UpstreamCa` every connection to `[Tcp] Address` is TLS 1.3:
+//! the probe's HTTP/2 with ALPN `h2`, each TCP path with ALPN `resi/1`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -45,6 +48,7 @@ use crate::proto::{MODIFY_PATH, REDUNDANCY_EXTENSION_ID};
 use crate::path::nkn::{NknDialer, NknEndpoint};
 use crate::path::{PathDialer, TcpDialer};
 use crate::session::{client, SessionConfig, SessionHandle};
+use crate::tls::{Alpn, FirstRead, UpstreamTls};
 
 /// Longest pause between two connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -104,16 +108,23 @@ pub(crate) struct Upstream {
     /// Opens a reverse channel over every session this upstream joins
     /// (`[Reverse] Address`).
     reverse: std::sync::OnceLock<Arc<Opener>>,
+    /// TLS on every TCP connection to the upstream (`[Tls] UpstreamCa`).
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Upstream {
-    pub(crate) fn new(addrs: Vec<String>, connect_timeout: Duration) -> Arc<Upstream> {
-        Upstream::with_discovery(addrs, connect_timeout, true)
+    pub(crate) fn new(addrs: Vec<String>, connect_timeout: Duration, tls: Option<UpstreamTls>) -> Arc<Upstream> {
+        Upstream::with_discovery(addrs, connect_timeout, true, tls)
     }
 
     /// Like [`Upstream::new`]; with `discover == false` the upstream is
     /// never asked for a session and is used as a plain gRPC server.
-    pub(crate) fn with_discovery(addrs: Vec<String>, connect_timeout: Duration, discover: bool) -> Arc<Upstream> {
+    pub(crate) fn with_discovery(
+        addrs: Vec<String>,
+        connect_timeout: Duration,
+        discover: bool,
+        tls: Option<UpstreamTls>,
+    ) -> Arc<Upstream> {
         let label = match addrs.len() {
             0 => "(none configured)".to_string(),
             1 => addrs[0].clone(),
@@ -132,6 +143,7 @@ impl Upstream {
             discover,
             nkn: std::sync::OnceLock::new(),
             reverse: std::sync::OnceLock::new(),
+            tls: tls.map(Arc::new),
         })
     }
 
@@ -310,7 +322,7 @@ impl Upstream {
     /// TCP paths first (path id = index in `[Tcp] Address`), then NKN.
     fn dialers(&self) -> Vec<Box<dyn PathDialer>> {
         let mut dialers: Vec<Box<dyn PathDialer>> =
-            self.addrs.iter().map(|addr| Box::new(TcpDialer { addr: addr.clone() }) as Box<dyn PathDialer>).collect();
+            self.addrs.iter().map(|addr| Box::new(TcpDialer { addr: addr.clone(), tls: self.tls.clone() }) as Box<dyn PathDialer>).collect();
         if let Some((endpoint, peer)) = self.nkn.get() {
             dialers.push(Box::new(NknDialer { endpoint: endpoint.clone(), peer: peer.clone() }));
         }
@@ -346,14 +358,18 @@ impl Upstream {
         }
     }
 
-    /// h2c to the first address that accepts a TCP connection.
+    /// HTTP/2 (h2c, or over TLS) to the first address that accepts a TCP
+    /// connection.
     async fn dial_first(&self) -> Result<(&str, Conn), String> {
         let mut errors = Vec::new();
         for addr in &self.addrs {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr.as_str())).await {
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
-                    let (tx, driver) = h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+                    let (tx, driver) = match &self.tls {
+                        Some(tls) => self.h2_over_tls(tls, tcp, addr).await?,
+                        None => h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
+                    };
                     let kind = UpstreamKind::Plain { addr: addr.clone() };
                     return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
                 }
@@ -362,6 +378,33 @@ impl Upstream {
             }
         }
         Err(errors.join("; "))
+    }
+
+    /// HTTP/2 over TLS (ALPN `h2`) on `tcp`, returned once the server's
+    /// first bytes arrived: a server that refuses our client certificate
+    /// says so only then (TLS 1.3), and that is a connect error.
+    async fn h2_over_tls(
+        &self,
+        tls: &UpstreamTls,
+        tcp: TcpStream,
+        addr: &str,
+    ) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), String> {
+        let setup = async {
+            let stream = tls.connect(tcp, addr, Alpn::H2).await.map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
+            let (stream, first_read) = FirstRead::new(stream);
+            let (tx, driver) = h2_client(stream).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+            match first_read.await {
+                Ok(Ok(())) => Ok((tx, driver)),
+                Ok(Err(e)) => {
+                    driver.abort();
+                    Err(format!("{addr}: TLS: {e}"))
+                }
+                Err(_) => Err(format!("{addr}: the TLS connection ended before the server spoke")),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, setup)
+            .await
+            .map_err(|_| format!("{addr}: TLS and HTTP/2 handshake not done within {:?}", self.connect_timeout))?
     }
 
     /// Asks the upstream to open a session: `Some(cookies)` from a resi
@@ -376,7 +419,8 @@ impl Upstream {
         let data = resi::Redundancy { msg: Some(redundancy::Msg::Open(open)) }.encode_to_vec();
         let ext = Extension { id: REDUNDANCY_EXTENSION_ID, pass: false, data: data.into() };
         let body = grpc::encode_frame(&ModifyRequest { ext: Some(ext) });
-        let req = Request::post(format!("http://{addr}{MODIFY_PATH}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let req = Request::post(format!("{scheme}://{addr}{MODIFY_PATH}"))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
             .header(http::header::TE, HeaderValue::from_static("trailers"))
             .body(Either::Right(LocalBody::full(body)))

@@ -10,8 +10,13 @@
 //! paths as lossy (retransmission by timeout, reorder buffers), and the
 //! acceptor answers a repeated HELLO with the reply it already gave, so a
 //! lost reply does not burn the dialler's cookie.
+//!
+//! `[Nkn] AllowedPeers` limits who may open or join paths: a HELLO from an
+//! address not on the list is dropped unanswered (logged at debug and
+//! counted, [`NknEndpoint::refused_hellos`]); with no list, any address may.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{PathDialer, PathError};
+use super::{HelloFn, PathDialer, PathError};
+use crate::tls::ChannelBinding;
 use crate::frame::Frame;
 use crate::nkn::{Identity, MultiClient, MultiClientConfig, Received, SendOptions};
 use crate::session::driver::{MessagePath, NewPath};
@@ -47,19 +53,31 @@ pub struct NknEndpoint {
     routes: Mutex<HashMap<String, Route>>,
     hello_cache: Mutex<HashMap<(String, Bytes), (Bytes, Instant)>>,
     registry: Option<Arc<SessionRegistry>>,
+    /// Addresses (lower case) whose HELLOs are answered; empty: any.
+    allowed: HashSet<String>,
+    refused_hellos: AtomicU64,
     receiver: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl NknEndpoint {
     /// Connects the MultiClient and starts routing arrivals. With a
-    /// registry, HELLOs from other gateways are accepted as paths.
-    pub fn start(identity: Identity, config: MultiClientConfig, registry: Option<Arc<SessionRegistry>>) -> Arc<NknEndpoint> {
+    /// registry, HELLOs from other gateways are accepted as paths: from
+    /// any address, or only from those in `allowed_peers` when it is not
+    /// empty.
+    pub fn start(
+        identity: Identity,
+        config: MultiClientConfig,
+        registry: Option<Arc<SessionRegistry>>,
+        allowed_peers: &[String],
+    ) -> Arc<NknEndpoint> {
         let (client, arrivals) = MultiClient::new(identity, config);
         let endpoint = Arc::new(NknEndpoint {
             client: Arc::new(client),
             routes: Mutex::new(HashMap::new()),
             hello_cache: Mutex::new(HashMap::new()),
             registry,
+            allowed: allowed_peers.iter().map(|p| p.to_ascii_lowercase()).collect(),
+            refused_hellos: AtomicU64::new(0),
             receiver: Mutex::new(None),
         });
         let task = tokio::spawn(route_arrivals(Arc::downgrade(&endpoint), arrivals));
@@ -70,6 +88,11 @@ impl NknEndpoint {
     /// This endpoint's NKN address (what the peer puts in `[Nkn] Address`).
     pub fn address(&self) -> &str {
         self.client.address()
+    }
+
+    /// HELLOs dropped because their sender is not in `[Nkn] AllowedPeers`.
+    pub fn refused_hellos(&self) -> u64 {
+        self.refused_hellos.load(Ordering::Relaxed)
     }
 
     /// The underlying MultiClient.
@@ -120,6 +143,11 @@ impl NknEndpoint {
     /// and, if accepted, route the peer's messages to the new path.
     async fn on_hello(self: &Arc<Self>, peer: &str, hello: Bytes) {
         let Some(registry) = self.registry.clone() else { return };
+        if !self.allowed.is_empty() && !self.allowed.contains(peer) {
+            self.refused_hellos.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "HELLO from an NKN address not in [Nkn] AllowedPeers dropped");
+            return;
+        }
         let key = (peer.to_string(), hello.clone());
         let cached = {
             let mut cache = self.hello_cache.lock().expect("hello cache lock");
@@ -131,7 +159,7 @@ impl NknEndpoint {
             self.send_frame(peer, Frame::HelloReply(reply)).await;
             return;
         }
-        let (reply, joined) = registry.answer_hello(hello);
+        let (reply, joined) = registry.answer_hello(hello, &ChannelBinding::default());
         self.hello_cache.lock().expect("hello cache lock").insert(key, (reply.clone(), Instant::now()));
         self.send_frame(peer, Frame::HelloReply(reply)).await;
         if let Some((path, handle)) = joined {
@@ -199,7 +227,9 @@ impl PathDialer for NknDialer {
         format!("nkn:{}", self.peer)
     }
 
-    fn dial(&self, hello: Bytes, timeout: Duration) -> BoxFuture<'static, Result<(NewPath, Bytes), PathError>> {
+    fn dial(&self, hello: HelloFn, timeout: Duration) -> BoxFuture<'static, Result<(NewPath, Bytes), PathError>> {
+        // NKN paths are end-to-end encrypted by NKN itself; nothing to bind to.
+        let hello = hello(&ChannelBinding::default());
         let endpoint = self.endpoint.clone();
         let peer = self.peer.to_ascii_lowercase();
         Box::pin(async move {

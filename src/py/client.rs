@@ -34,13 +34,19 @@ fn options(metadata: Option<Vec<(String, Bound<'_, PyAny>)>>, timeout: Option<f6
 
 #[pymethods]
 impl Client {
-    /// A client of ``target`` (``"host:port"``) over plain gRPC (h2c).
+    /// A client of ``target`` (``"host:port"``) over plain gRPC (h2c), or
+    /// over TLS when ``tls`` (a ``[Tls]`` table: ``UpstreamCa``, ``Cert``,
+    /// ``Key``, ``ServerName``) is given; ``origin`` names it in errors.
     #[staticmethod]
-    #[pyo3(signature = (target, connect_timeout = 5.0))]
-    fn plain(target: String, connect_timeout: f64) -> PyResult<Client> {
+    #[pyo3(signature = (target, connect_timeout = 5.0, tls = None, origin = "<keyword arguments>"))]
+    fn plain(target: String, connect_timeout: f64, tls: Option<&Bound<'_, PyDict>>, origin: &str) -> PyResult<Client> {
         let timeout = convert::timeout(Some(connect_timeout))?.unwrap_or_default();
+        let tls = match tls {
+            Some(t) => convert::upstream_tls(t, origin)?,
+            None => None,
+        };
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
-        Ok(Client { inner: Arc::new(CoreClient::plain(target, timeout)) })
+        Ok(Client { inner: Arc::new(CoreClient::plain(target, timeout, tls)) })
     }
 
     /// A redundant session to the end gateway reachable at every address of
@@ -58,7 +64,12 @@ impl Client {
         }
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
         let reverse = cfg.reverse.as_ref().map(|r| r.address.clone()).unwrap_or_default();
-        let inner = CoreClient::redundant_with_reverse(paths, cfg.session_config(), cfg.resi.connect_timeout, reverse);
+        let tls = match &cfg.tls {
+            Some(t) => Some(convert::require_upstream(py, Some(t), origin)?),
+            None => None,
+        };
+        let inner =
+            CoreClient::redundant_with_reverse(paths, cfg.session_config(), cfg.resi.connect_timeout, tls, reverse);
         Ok(Client { inner: Arc::new(inner) })
     }
 

@@ -21,6 +21,33 @@ pub(crate) fn config_from_dict(dict: &Bound<'_, PyDict>, origin: &str) -> PyResu
     Config::from_table(table, origin).map_err(|e| config_error(py, e))
 }
 
+/// The upstream TLS settings of a `[Tls]` table (`UpstreamCa`, `Cert`,
+/// `Key`, `ServerName`), validated as in a file; errors name `[Tls] Key`.
+pub(crate) fn upstream_tls(tls: &Bound<'_, PyDict>, origin: &str) -> PyResult<Option<crate::tls::UpstreamTls>> {
+    let py = tls.py();
+    let table = match to_toml(tls.as_any(), "[Tls]", origin)? {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a dict converts to a table"),
+    };
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let settings = Config::tls_from_table(table, origin).map_err(|e| config_error(py, e))?;
+    require_upstream(py, Some(&settings), origin).map(Some)
+}
+
+/// The upstream TLS of a client's `[Tls]`: a client given TLS settings
+/// without `UpstreamCa` would silently talk in the clear, so that is an error.
+pub(crate) fn require_upstream(
+    py: Python<'_>,
+    tls: Option<&crate::tls::TlsSettings>,
+    origin: &str,
+) -> PyResult<crate::tls::UpstreamTls> {
+    tls.and_then(|t| t.upstream.clone()).ok_or_else(|| {
+        config_error(py, format!("{origin}: [Tls] UpstreamCa: missing: a TLS client needs the CA to verify the server against"))
+    })
+}
+
 /// One Python value as TOML. `None` entries of a dict are left out (the
 /// key takes its default); a `timedelta` becomes seconds.
 fn to_toml(v: &Bound<'_, PyAny>, key: &str, origin: &str) -> PyResult<toml::Value> {

@@ -12,7 +12,8 @@ use super::driver::{self, NewPath, Role, Wallet};
 use super::{Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
 use crate::cookie::SessionId;
 use crate::grpc::{Code, Status};
-use crate::path::{PathDialer, TcpDialer};
+use crate::path::{HelloFn, PathDialer, TcpDialer};
+use crate::tls::{merge_binding, ChannelBinding};
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 
 /// First redial delay; doubles up to `SessionConfig::redial_max_backoff`.
@@ -58,7 +59,7 @@ pub async fn connect_tcp(
     addrs: Vec<String>,
     cfg: SessionConfig,
 ) -> Result<(SessionStream, SessionHandle), SessionError> {
-    let dialers = addrs.into_iter().map(|addr| Box::new(TcpDialer { addr }) as Box<dyn PathDialer>).collect();
+    let dialers = addrs.into_iter().map(|addr| Box::new(TcpDialer { addr, tls: None }) as Box<dyn PathDialer>).collect();
     connect(opened, dialers, cfg).await
 }
 
@@ -83,6 +84,7 @@ pub async fn open_on_path(
 ) -> Result<(SessionStream, SessionHandle), SessionError> {
     let open = open_request(&cfg, 1 + more.len());
     let hello: Bytes = modify_request(resi::redundancy::Msg::Open(open)).encode_to_vec().into();
+    let hello: HelloFn = Box::new(move |_: &ChannelBinding| hello);
     let timeout = (cfg.dead_timeout * 2).max(Duration::from_secs(5));
     let (conn, reply) = first.dial(hello, timeout).await.map_err(|e| SessionError::Unreachable(e.to_string()))?;
     let opened = match hello_answer(reply).map_err(SessionError::Refused)? {
@@ -229,8 +231,7 @@ impl Dialer {
             // No cookie until a live path brings fresh ones.
             return Attempt::Backoff;
         };
-        let merge = resi::MergeRequest { cookie: cookie.clone(), path_id: self.path };
-        let hello: Bytes = modify_request(resi::redundancy::Msg::Merge(merge)).encode_to_vec().into();
+        let hello = merge_hello(cookie.clone(), self.path);
         let timeout = (self.cfg.dead_timeout * 2).max(Duration::from_secs(1));
         let (conn, reply) = match self.transport.dial(hello, timeout).await {
             Ok(v) => v,
@@ -265,6 +266,16 @@ impl Dialer {
             }
         }
     }
+}
+
+/// The HELLO of a merge: on a TLS connection it carries the binding of the
+/// cookie to that connection (docs/protocol.md §3.3).
+fn merge_hello(cookie: Bytes, path_id: u32) -> HelloFn {
+    Box::new(move |channel: &ChannelBinding| {
+        let binding = channel.exporter.map(|e| merge_binding(&cookie, &e).to_vec()).unwrap_or_default();
+        let merge = resi::MergeRequest { cookie, path_id, binding: binding.into() };
+        modify_request(resi::redundancy::Msg::Merge(merge)).encode_to_vec().into()
+    })
 }
 
 fn merge_answer(reply: Bytes) -> Result<resi::MergeResponse, Status> {

@@ -1,5 +1,11 @@
 //! The accepting side of sessions: opens sessions, redeems merge cookies,
 //! and hands each path that passes the handshake to its session.
+//!
+//! On TLS connections two more checks hold (docs/protocol.md §3.3): a
+//! merge must carry the binding of its cookie to the very connection it
+//! arrived on, and a session opened by a client certificate only takes
+//! paths that present the same certificate. Both refusals are
+//! `PERMISSION_DENIED`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +16,13 @@ use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::driver::{self, Role, StreamPath};
+use super::driver::{self, PathIo, Role, StreamPath};
 use super::{Mode, SessionConfig, SessionHandle, SessionStream};
 use crate::cookie::{new_session_id, CookieJar, SessionId};
 use crate::grpc::{Code, Status};
 use crate::path::tcp;
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
+use crate::tls::{binding_matches, CertFingerprint, ChannelBinding};
 
 /// How long a new path may take to send its HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +36,8 @@ pub struct SessionRegistry {
     cfg: SessionConfig,
     jar: Arc<Mutex<CookieJar>>,
     sessions: Mutex<HashMap<SessionId, SessionHandle>>,
+    /// The client certificate each session was opened with (mutual TLS).
+    owners: Mutex<HashMap<SessionId, CertFingerprint>>,
     new_sessions: mpsc::Sender<SessionStream>,
 }
 
@@ -41,6 +50,7 @@ impl SessionRegistry {
             cfg,
             jar: Arc::new(Mutex::new(CookieJar::default())),
             sessions: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             new_sessions: tx,
         };
         (Arc::new(registry), rx)
@@ -49,6 +59,16 @@ impl SessionRegistry {
     /// Handles a redundancy `Open`: creates a session waiting for its paths
     /// and returns its cookies.
     pub fn open(self: &Arc<Self>, req: &resi::OpenRequest) -> Result<resi::OpenResponse, Status> {
+        self.open_for(req, None)
+    }
+
+    /// [`SessionRegistry::open`] for a peer that presented the client
+    /// certificate `owner`: paths of the session must present it too.
+    pub fn open_for(
+        self: &Arc<Self>,
+        req: &resi::OpenRequest,
+        owner: Option<CertFingerprint>,
+    ) -> Result<resi::OpenResponse, Status> {
         if req.version != VERSION {
             let msg = format!("RESI version {} is not supported (this hop speaks {VERSION})", req.version);
             return Err(Status::new(Code::FailedPrecondition, msg));
@@ -75,6 +95,9 @@ impl SessionRegistry {
             return Err(Status::new(Code::Unavailable, "this hop is not accepting sessions"));
         }
         self.sessions.lock().expect("sessions lock").insert(id, handle.clone());
+        if let Some(owner) = owner {
+            self.owners.lock().expect("owners lock").insert(id, owner);
+        }
         let registry = Arc::downgrade(self);
         tokio::spawn(async move {
             let reason = handle.closed().await;
@@ -95,13 +118,22 @@ impl SessionRegistry {
 
     fn forget(&self, id: &SessionId) {
         self.sessions.lock().expect("sessions lock").remove(id);
+        self.owners.lock().expect("owners lock").remove(id);
         self.jar.lock().expect("cookie jar lock").revoke_session(id);
     }
 
-    /// Serves one accepted TCP connection that starts with the RESI path
-    /// preface (not yet consumed): handshake, then hands it to its session.
-    pub async fn accept_tcp_path(self: &Arc<Self>, mut stream: TcpStream) {
+    /// Serves one accepted plain TCP connection that starts with the RESI
+    /// path preface (not yet consumed): handshake, then hands it to its
+    /// session.
+    pub async fn accept_tcp_path(self: &Arc<Self>, stream: TcpStream) {
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        self.accept_path(stream, &peer, ChannelBinding::default()).await
+    }
+
+    /// Like [`SessionRegistry::accept_tcp_path`] on any byte stream (a TLS
+    /// connection), with what that connection tells about itself; `peer`
+    /// names it in logs.
+    pub async fn accept_path<S: PathIo>(self: &Arc<Self>, mut stream: S, peer: &str, channel: ChannelBinding) {
         let (read_buf, hello) = match tcp::accept(&mut stream, HANDSHAKE_TIMEOUT).await {
             Ok(v) => v,
             Err(e) => {
@@ -109,7 +141,7 @@ impl SessionRegistry {
                 return;
             }
         };
-        let (reply, joined) = self.answer_hello(hello);
+        let (reply, joined) = self.answer_hello(hello, &channel);
         if let Err(e) = tcp::reply(&mut stream, reply).await {
             tracing::info!(%peer, error = %e, "path handshake reply failed");
             return;
@@ -124,8 +156,10 @@ impl SessionRegistry {
     /// to send back and, if it was accepted, the session and path id the
     /// transport now carries. The caller sends the reply *before* handing
     /// the path to the session, so the reply precedes every session frame.
-    pub fn answer_hello(self: &Arc<Self>, hello: Bytes) -> (Bytes, Option<(u32, SessionHandle)>) {
-        match self.handle_hello(hello) {
+    /// `channel` is what the carrying connection tells about itself (empty
+    /// for plain TCP and NKN).
+    pub fn answer_hello(self: &Arc<Self>, hello: Bytes, channel: &ChannelBinding) -> (Bytes, Option<(u32, SessionHandle)>) {
+        match self.handle_hello(hello, channel) {
             Ok((reply, path, handle)) => (reply, Some((path, handle))),
             Err(status) => {
                 tracing::info!(%status, "path refused");
@@ -141,7 +175,7 @@ impl SessionRegistry {
     }
 
     /// Decides on a HELLO: returns the reply and the session to join.
-    fn handle_hello(self: &Arc<Self>, hello: Bytes) -> Result<(Bytes, u32, SessionHandle), Status> {
+    fn handle_hello(self: &Arc<Self>, hello: Bytes, channel: &ChannelBinding) -> Result<(Bytes, u32, SessionHandle), Status> {
         let req = esi::ModifyRequest::decode(hello)
             .map_err(|e| Status::new(Code::InvalidArgument, format!("HELLO is not a ModifyRequest: {e}")))?;
         let ext = req.ext.ok_or_else(|| Status::new(Code::InvalidArgument, "HELLO without extension"))?;
@@ -153,17 +187,18 @@ impl SessionRegistry {
             .map_err(|e| Status::new(Code::InvalidArgument, format!("bad redundancy message: {e}")))?;
         let (answer, path, handle) = match msg.msg {
             Some(resi::redundancy::Msg::Merge(merge)) => {
-                let (merged, handle) = self.merge(&merge)?;
+                let (merged, handle) = self.merge(&merge, channel)?;
                 (resi::redundancy::Msg::Merged(merged), merge.path_id, handle)
             }
             Some(resi::redundancy::Msg::Open(open)) => {
                 // Open on a path: the path itself becomes path 0 (and uses
                 // one cookie more than the dialler asked for).
                 let open = resi::OpenRequest { cookies: (open.cookies + 1).min(16), ..open };
-                let mut opened = self.open(&open)?;
+                let mut opened = self.open_for(&open, channel.peer_certificate)?;
                 let cookie = opened.cookies.pop().expect("at least one cookie");
-                let merge = resi::MergeRequest { cookie, path_id: 0 };
-                let (_, handle) = self.merge(&merge)?;
+                let binding = channel.exporter.map(|e| crate::tls::merge_binding(&cookie, &e).to_vec()).unwrap_or_default();
+                let merge = resi::MergeRequest { cookie, path_id: 0, binding: binding.into() };
+                let (_, handle) = self.merge(&merge, channel)?;
                 (resi::redundancy::Msg::Opened(opened), 0, handle)
             }
             _ => return Err(Status::new(Code::InvalidArgument, "HELLO must carry open or merge")),
@@ -180,10 +215,23 @@ impl SessionRegistry {
     }
 
     /// Redeems a merge cookie: the session it names, and its next cookie.
-    fn merge(&self, merge: &resi::MergeRequest) -> Result<(resi::MergeResponse, SessionHandle), Status> {
+    /// On a TLS connection the cookie must be bound to it (checked before
+    /// the cookie is spent), and the session's owner certificate, if any,
+    /// must be the connection's.
+    fn merge(&self, merge: &resi::MergeRequest, channel: &ChannelBinding) -> Result<(resi::MergeResponse, SessionHandle), Status> {
+        if let Some(exporter) = &channel.exporter {
+            if !binding_matches(&merge.cookie, exporter, &merge.binding) {
+                return Err(Status::new(Code::PermissionDenied, "merge not bound to this TLS connection"));
+            }
+        }
         let now = Instant::now();
         let mut jar = self.jar.lock().expect("cookie jar lock");
         let id = jar.redeem(&merge.cookie, now)?;
+        let owner = self.owners.lock().expect("owners lock").get(&id).copied();
+        if owner.is_some() && owner != channel.peer_certificate {
+            let msg = "merge presents another client certificate than the one that opened the session";
+            return Err(Status::new(Code::PermissionDenied, msg));
+        }
         let handle = self.sessions.lock().expect("sessions lock").get(&id).cloned();
         let handle = handle.filter(|h| !h.is_closed()).ok_or_else(|| Status::new(Code::NotFound, "the session of this cookie has ended"))?;
         let next_cookie = jar.issue(id, self.cfg.cookie_ttl, now);

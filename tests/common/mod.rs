@@ -3,6 +3,7 @@
 
 pub mod echo;
 pub mod faultproxy;
+pub mod pki;
 
 /// Waits (at most 5 s) until no more tokio tasks are alive than
 /// `baseline`; fails naming the count otherwise.
