@@ -8,7 +8,6 @@ end in accept, reject and counter-offers; registration runs end to end.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from decimal import Decimal
