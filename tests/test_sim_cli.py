@@ -55,3 +55,13 @@ def test_help_lists_sim():
     assert r.returncode == 0 and "sim " in r.stdout and "simulated ESI roles" in r.stdout
     r = run_resi("sim", "--help")
     assert r.returncode == 0 and "facility, exchange and/or registry" in r.stdout
+
+
+def test_python_subcommand_dispatch():
+    from resi.cli import python_command
+    from resi.sim import cli as sim_cli
+
+    assert python_command(["gateway", "--config", "g.toml"]) is None and python_command([]) is None
+    assert python_command(["sim", "facility"]) == (sim_cli.main, ["facility"])
+    assert python_command(["--log-level", "debug", "sim", "exchange"]) == (sim_cli.main, ["exchange", "--log-level", "debug"])
+    assert python_command(["--log-level=warning", "sim", "registry"]) == (sim_cli.main, ["registry", "--log-level=warning"])
