@@ -592,6 +592,10 @@ async def test_facility_pushes_offer_statuses_to_the_exchange():
         assert time.time() - t0 >= 0.5  # COMPLETED came at the end, not before
         assert fac.offers[rnd.offer_id].reported == ["ACCEPTED", "EXECUTING", "COMPLETED"]
         assert ex.offers[no.offer_id].statuses == ["REJECTED"] and fac.offers[no.offer_id].report_error is None
+        assert [(r["price"], r["answer"], r["statuses"]) for r in ex.offer_rows()] == [
+            (Decimal("0.3"), "accepted", ["ACCEPTED", "EXECUTING", "COMPLETED"]),
+            (Decimal("0.01"), "rejected", ["REJECTED"]),
+        ]
     # No registration: nothing to report to, and the record says why.
     async with sim.Exchange() as ex, sim.Facility(report_status=True) as fac:
         rnd = await ex.run_offer_round(fac)

@@ -314,6 +314,26 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             location=self.location,
         )
 
+    def offer_rows(self) -> list[dict[str, Any]]:
+        """One row per offer made, for a table: ``offer_id``,
+        ``facility_uid``, ``price``, ``currency``, ``real_power``,
+        ``answer`` and ``statuses`` (as reported by the facility)."""
+        rows = []
+        for o in self.offers.values():
+            price = o.offer.price_map.price.apparent_energy_price
+            rows.append(
+                {
+                    "offer_id": str(o.offer_id),
+                    "facility_uid": o.facility_uid,
+                    "price": money.to_decimal(price),
+                    "currency": price.currency_code,
+                    "real_power": o.offer.price_map.power_components.real_power,
+                    "answer": o.answer,
+                    "statuses": list(o.statuses),
+                }
+            )
+        return rows
+
     # -- client side ----------------------------------------------------------
 
     async def complete_registration(self, facility_uid: str, *, success: bool = True, target: Optional[_calls.Target] = None) -> None:
