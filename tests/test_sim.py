@@ -574,3 +574,30 @@ async def test_a_failing_policy_answers_internal_and_the_facility_carries_on():
         assert e.value.code == resi.StatusCode.INTERNAL and "RuntimeError: policy exploded" in e.value.details
         fac.policy = sim.PriceFloorPolicy()
         assert (await ex.run_offer_round(fac)).outcome == "accepted"
+
+
+async def test_facility_pushes_offer_statuses_to_the_exchange():
+    """With report_status the facility reports ACCEPTED at once, EXECUTING
+    at the offer's start and COMPLETED at its end (REJECTED for a refusal)."""
+    async with sim.Exchange() as ex, sim.Facility(report_status=True) as fac:
+        await fac.register(ex.address)
+        await fac.wait_registered(ex.uid)
+        t0 = time.time()
+        rnd = await ex.run_offer_round(fac, sim.price_map(price="0.30", duration=0.3), when=t0 + 0.2)
+        no = await ex.run_offer_round(fac, sim.price_map(price="0.01"))
+        deadline = time.monotonic() + 5
+        while len(ex.offers[rnd.offer_id].statuses) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert ex.offers[rnd.offer_id].statuses == ["ACCEPTED", "EXECUTING", "COMPLETED"]
+        assert time.time() - t0 >= 0.5  # COMPLETED came at the end, not before
+        assert fac.offers[rnd.offer_id].reported == ["ACCEPTED", "EXECUTING", "COMPLETED"]
+        assert ex.offers[no.offer_id].statuses == ["REJECTED"] and fac.offers[no.offer_id].report_error is None
+        assert [(r["price"], r["answer"], r["statuses"]) for r in ex.offer_rows()] == [
+            (Decimal("0.3"), "accepted", ["ACCEPTED", "EXECUTING", "COMPLETED"]),
+            (Decimal("0.01"), "rejected", ["REJECTED"]),
+        ]
+    # No registration: nothing to report to, and the record says why.
+    async with sim.Exchange() as ex, sim.Facility(report_status=True) as fac:
+        rnd = await ex.run_offer_round(fac)
+        await asyncio.sleep(0.05)
+        assert ex.offers[rnd.offer_id].statuses == [] and "no endpoint known for exchange 'exchange-1'" in fac.offers[rnd.offer_id].report_error

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
+import uuid
 
 import grpc
 import pytest
@@ -55,3 +57,49 @@ def test_help_lists_sim():
     assert r.returncode == 0 and "sim " in r.stdout and "simulated ESI roles" in r.stdout
     r = run_resi("sim", "--help")
     assert r.returncode == 0 and "facility, exchange and/or registry" in r.stdout
+
+
+def test_python_subcommand_dispatch():
+    from resi.cli import python_command
+    from resi.sim import cli as sim_cli
+
+    assert python_command(["gateway", "--config", "g.toml"]) is None and python_command([]) is None
+    assert python_command(["sim", "facility"]) == (sim_cli.main, ["facility"])
+    assert python_command(["--log-level", "debug", "sim", "exchange"]) == (sim_cli.main, ["exchange", "--log-level", "debug"])
+    assert python_command(["--log-level=warning", "sim", "registry"]) == (sim_cli.main, ["registry", "--log-level=warning"])
+
+
+def test_sim_behind_resi_gateway_processes(resi: ResiFactory):
+    """The command-line story: ``resi sim facility`` behind an end and a
+    client ``resi gateway``; a grpcio exchange negotiates through them."""
+    from resi.sim import _wire, price_map
+
+    sim = resi.start(args=["sim", "facility", "--listen", "127.0.0.1:0"], name="sim")
+    [fac] = sim.wait_listening(1)
+    end = resi.gateway(listen=["127.0.0.1:0", "127.0.0.1:0"], address=fac, name="end")
+    client = resi.gateway(listen="127.0.0.1:0", address=end.addrs[:2], name="client")
+    route = esi.DerRoute(exchange_uid="exchange-1", facility_uid="facility-1")
+    first, second = uuid.uuid4(), uuid.uuid4()
+    offers = [esi.PriceMapOffer(route=route, offer_id=_wire.uuid_msg(first), price_map=price_map(price="0.2"))]
+    with grpc.insecure_channel(client.addrs[0]) as ch:
+        stub = facility_grpc.DerFacilityServiceStub(ch)
+
+        def requests():
+            yield offers[0]
+            deadline = time.monotonic() + 10
+            while len(offers) < 2 and time.monotonic() < deadline:  # the counter-offer's price, as a new offer
+                time.sleep(0.01)
+            if len(offers) == 2:
+                yield offers[1]
+
+        answers = []
+        for answer in stub.ProposePriceMapOffer(requests(), timeout=10):
+            answers.append(answer.WhichOneof("accept_oneof"))
+            if answer.WhichOneof("accept_oneof") == "counter_offer":
+                offers.append(esi.PriceMapOffer(route=route, offer_id=_wire.uuid_msg(second), price_map=answer.counter_offer))
+        assert answers == ["counter_offer", "accept"]
+        status = stub.GetPriceMapOfferStatus(esi.PriceMapOfferStatusRequest(route=route, offer_id=_wire.uuid_msg(second)), timeout=5)
+        assert esi.PriceMapOfferStatus.Status.Name(status.status) in ("ACCEPTED", "EXECUTING")
+    sim.signal(signal.SIGINT)
+    assert sim.wait() == 0
+    assert any("offer %s" % first in line and "counter" in line for line in sim.lines), sim.stderr

@@ -7,6 +7,7 @@ servers answer).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import inspect
@@ -82,6 +83,19 @@ class Role:
         self.calls: collections.Counter[str] = collections.Counter()
         self.server: Optional[Server] = None
         self._own: Optional[Server] = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Runs ``coro`` beside the RPCs until it ends or the role stops."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _register(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError
@@ -102,7 +116,8 @@ class Role:
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Stops the server started by :meth:`start` (calls in flight get
-        ``grace`` seconds)."""
+        ``grace`` seconds) and the role's background work."""
+        await self._cancel_tasks()
         if self._own is not None:
             await self._own.stop(grace)
             self._own = None
@@ -167,6 +182,8 @@ class Server:
         return self
 
     async def stop(self, grace: Optional[float] = None) -> None:
+        for role in self.roles:
+            await role._cancel_tasks()
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None

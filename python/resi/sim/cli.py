@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--accept-at", type=_price, default=Decimal("0.25"), metavar="PRICE", help="accept offers at or above this price (default 0.25)")
     f.add_argument("--reject-below", type=_price, default=Decimal("0.10"), metavar="PRICE", help="reject offers below this price; counter-offer in between (default 0.10)")
     f.add_argument("--currency", default="USD", metavar="CODE", help="the currency the facility trades in (default USD)")
+    f.add_argument("--report-status", action="store_true", help="push offer statuses to the exchange the facility registered with")
     e = p.add_argument_group("exchange")
     e.add_argument("--exchange-uid", default="exchange-1", metavar="UID")
     e.add_argument("--exchange-name", default="resi simulated exchange", metavar="NAME")
@@ -78,7 +79,9 @@ async def serve(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"resi sim: error: {e}", file=sys.stderr)
             return 2
-        built["facility"] = Facility(uid=args.facility_uid, policy=policy, seed=args.seed, require_registration=args.require_registration)
+        built["facility"] = Facility(
+            uid=args.facility_uid, policy=policy, seed=args.seed, require_registration=args.require_registration, report_status=args.report_status
+        )
     if "exchange" in roles:
         built["exchange"] = Exchange(uid=args.exchange_uid, name=args.exchange_name, endpoint_uri=args.endpoint_uri, seed=args.seed, require_registration=args.require_registration)
     if "registry" in roles:

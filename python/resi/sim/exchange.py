@@ -157,7 +157,6 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
         self.programs: dict[str, list[str]] = {}
         #: Offers made by :meth:`run_offer_round`, by offer id.
         self.offers: dict[uuid.UUID, ExchangeOffer] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def endpoint_uri(self) -> str:
@@ -170,12 +169,6 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
 
     def _register(self, server: grpc.aio.Server) -> None:
         exchange_grpc.add_DerFacilityExchangeServicer_to_server(self, server)
-
-    async def stop(self, grace: Optional[float] = None) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await super().stop(grace)
 
     def _route(self, route: Any, field: str = "route") -> Any:
         _wire.check_route(route, exchange_uid=self.uid, field=field)
@@ -201,9 +194,7 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
         self.registrations[reg.facility_uid] = reg
         log.info("registration form from facility %s (endpoint %s) accepted", reg.facility_uid, reg.endpoint_uri)
         if self.auto_complete:
-            task = asyncio.get_running_loop().create_task(self._auto_complete(reg.facility_uid))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._auto_complete(reg.facility_uid))
         return esi.DerFacilityRegistrationFormDataReceipt(exchange_nonce=reg.exchange_nonce)
 
     def _check_registration(self, request: Any) -> FacilityRegistration:
@@ -322,6 +313,26 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             price_components=esi.PriceComponents(apparent_energy_price=_wire.money_msg(self.prices.price(start), self.prices.currency)),
             location=self.location,
         )
+
+    def offer_rows(self) -> list[dict[str, Any]]:
+        """One row per offer made, for a table: ``offer_id``,
+        ``facility_uid``, ``price``, ``currency``, ``real_power``,
+        ``answer`` and ``statuses`` (as reported by the facility)."""
+        rows = []
+        for o in self.offers.values():
+            price = o.offer.price_map.price.apparent_energy_price
+            rows.append(
+                {
+                    "offer_id": str(o.offer_id),
+                    "facility_uid": o.facility_uid,
+                    "price": money.to_decimal(price),
+                    "currency": price.currency_code,
+                    "real_power": o.offer.price_map.power_components.real_power,
+                    "answer": o.answer,
+                    "statuses": list(o.statuses),
+                }
+            )
+        return rows
 
     # -- client side ----------------------------------------------------------
 

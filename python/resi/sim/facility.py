@@ -82,10 +82,18 @@ class OfferRecord:
     decision: Decision
     received: float
     feedback: Optional[str] = None
+    #: Statuses pushed to the exchange (with ``report_status``), and why
+    #: pushing stopped if it failed.
+    reported: list[str] = field(default_factory=list)
+    report_error: Optional[str] = None
 
     @property
     def start(self) -> float:
         return _wire.seconds_of(self.offer.when) if self.offer.HasField("when") else self.received
+
+    @property
+    def end(self) -> float:
+        return self.start + self.offer.price_map.duration.ToNanoseconds() / 1e9
 
     def status(self, now: float) -> str:
         """``ACCEPTED`` until ``when``, ``EXECUTING`` for the price map's
@@ -95,8 +103,7 @@ class OfferRecord:
             return "REJECTED"
         if now < self.start:
             return "ACCEPTED"
-        end = self.start + self.offer.price_map.duration.ToNanoseconds() / 1e9
-        return "EXECUTING" if now < end else "COMPLETED"
+        return "EXECUTING" if now < self.end else "COMPLETED"
 
 
 @dataclass
@@ -152,7 +159,9 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
     (seeded by ``seed`` unless given); ``policy`` answers offers (default
     :class:`~resi.sim.PriceFloorPolicy`); ``price_maps`` are what it offers
     exchanges. With ``require_registration`` routes must name an exchange
-    it completed a registration with. ``clock`` gives "now" in seconds.
+    it completed a registration with. With ``report_status`` it pushes each
+    answered offer's statuses to the exchange it registered with (see
+    :meth:`report_offer_status`). ``clock`` gives "now" in seconds.
     """
 
     service = "solarnetwork.esi.service.DerFacilityService"
@@ -174,10 +183,12 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         step: Step = Step(15, 2),
         max_counter_offers: int = 5,
         require_registration: bool = False,
+        report_status: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(listen)
         self.uid = uid
+        self.report_status = report_status
         self.limits = limits
         #: The power parameters in force.
         self.power_parameters = power_parameters if power_parameters is not None else default_power_parameters()
@@ -287,6 +298,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
                     continue
                 record.decision = Decision.reject(f"no agreement after {counters} counter-offers")
             response.accept = record.decision.action == "accept"
+            if self.report_status:
+                self._spawn(self._report_life_cycle(record))
             yield response
             return  # a final answer ends the facility's side (§2.5)
 
@@ -474,12 +487,34 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         async with _calls.typed(esi.ExchangeClient, exchange) as client:
             await client.provide_supported_der_programs([msg], timeout=10)
 
-    async def report_offer_status(self, exchange: _calls.Target, offer_id: uuid.UUID, *, exchange_uid: Optional[str] = None) -> bool:
-        """Reports an answered offer's status now (``ProvidePriceMapOfferStatus``);
-        returns whether the exchange accepted the report."""
-        msg = esi.PriceMapOfferStatus(
-            route=self._route_to(exchange, exchange_uid), offer_id=_wire.uuid_msg(offer_id), status=STATUS.Value(self.offer_status(offer_id))
-        )
+    async def _report_life_cycle(self, record: OfferRecord) -> None:
+        """Pushes ACCEPTED, EXECUTING at the offer's start and COMPLETED at
+        its end (or REJECTED) to the exchange's registered endpoint."""
+        exchange_uid = record.offer.route.exchange_uid
+        reg = self.registrations.get(exchange_uid)
+        if reg is None or not reg.exchange_endpoint:
+            record.report_error = f"no endpoint known for exchange {exchange_uid!r} (register with it by address first)"
+            log.warning("offer %s: %s", record.offer_id, record.report_error)
+            return
+        stages = [("ACCEPTED", 0.0), ("EXECUTING", record.start), ("COMPLETED", record.end)] if record.decision.action == "accept" else [("REJECTED", 0.0)]
+        for status, at in stages:
+            await asyncio.sleep(max(0.0, at - self.clock()))
+            try:
+                await self.report_offer_status(reg.exchange_endpoint, record.offer_id, exchange_uid=exchange_uid, status=status)
+            except Exception as e:
+                record.report_error = f"reporting {status} failed: {e}"
+                log.warning("offer %s: %s", record.offer_id, record.report_error)
+                return
+            record.reported.append(status)
+
+    async def report_offer_status(
+        self, exchange: _calls.Target, offer_id: uuid.UUID, *, exchange_uid: Optional[str] = None, status: Optional[str] = None
+    ) -> bool:
+        """Reports an answered offer's status (``ProvidePriceMapOfferStatus``):
+        ``status`` (a ``PriceMapOfferStatus.Status`` name), by default the
+        status now; returns whether the exchange accepted the report."""
+        name = status if status is not None else self.offer_status(offer_id)
+        msg = esi.PriceMapOfferStatus(route=self._route_to(exchange, exchange_uid), offer_id=_wire.uuid_msg(offer_id), status=STATUS.Value(name))
         async with _calls.typed(esi.ExchangeClient, exchange) as client:
             reply = await client.provide_price_map_offer_status(msg, timeout=10)
         return reply.accepted
