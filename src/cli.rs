@@ -4,6 +4,7 @@
 //! resi gateway --config FILE [--log-level LEVEL]   run a gateway until SIGINT/SIGTERM
 //! resi -config FILE                                the original gateway's form
 //! resi check-config FILE                           validate a file and print a summary
+//! resi demo [OPTIONS]                              the one-command demo (run by the Python package)
 //! resi version                                     print the version
 //! ```
 //!
@@ -78,6 +79,16 @@ enum Command {
         #[arg(long, default_value_t = 0.0, value_name = "P")]
         loss: f64,
     },
+    /// Run the whole mission on this machine in one command: simulated
+    /// facility and exchange behind a gateway pair joined by two TCP paths
+    /// and an NKN path (embedded local node), ESI calls both ways while paths
+    /// are cut and restored, then a summary (`resi demo --help` for options).
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Options of the demo (handled by the Python package).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -139,6 +150,12 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     match cli.command {
+        // The `resi` command runs `demo` in Python (`resi.demo`) before it
+        // reaches here; only a direct `run_cli(["demo"])` gets this far.
+        Command::Demo { .. } => {
+            eprintln!("resi: error: `resi demo` runs in the Python package: use the `resi` command or `python -m resi demo`");
+            EXIT_USAGE
+        }
         Command::Version => {
             println!("resi {}", env!("CARGO_PKG_VERSION"));
             0
