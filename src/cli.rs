@@ -6,6 +6,7 @@
 //! resi check-config FILE                           validate a file and print a summary
 //! resi demo [OPTIONS]                              the one-command demo (run by the Python package)
 //! resi version                                     print the version
+//! resi sim ROLE... [--listen ADDR]                 simulated ESI roles (run by the Python package)
 //! ```
 //!
 //! Exit codes: 0 success, 1 the gateway failed at run time (e.g. an address
@@ -79,11 +80,18 @@ enum Command {
         #[arg(long, default_value_t = 0.0, value_name = "P")]
         loss: f64,
     },
+    /// Run simulated ESI roles (facility, exchange, registry) until SIGINT
+    /// or SIGTERM; `resi sim --help` for options. Provided by the Python
+    /// package's `resi` command.
+    Sim {
+        /// The roles and options, read by the Python side.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// Run the whole mission on this machine in one command: simulated
     /// facility and exchange behind a gateway pair joined by two TCP paths
     /// and an NKN path (embedded local node), ESI calls both ways while paths
     /// are cut and restored, then a summary (`resi demo --help` for options).
-    #[command(disable_help_flag = true)]
     Demo {
         /// Options of the demo (handled by the Python package).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -91,6 +99,13 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+/// Answer to a subcommand the Python `resi` command handles before the
+/// Rust CLI sees it, when the Rust CLI is reached another way.
+fn python_only(name: &str) -> i32 {
+    eprintln!("resi: error: `resi {name}` is provided by the Python package; run the `resi` command that `pip install resi` installs");
+    EXIT_USAGE
 }
 
 /// Rewrites the original gateway's single-dash options (`-config FILE`,
@@ -150,12 +165,6 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     match cli.command {
-        // The `resi` command runs `demo` in Python (`resi.demo`) before it
-        // reaches here; only a direct `run_cli(["demo"])` gets this far.
-        Command::Demo { .. } => {
-            eprintln!("resi: error: `resi demo` runs in the Python package: use the `resi` command or `python -m resi demo`");
-            EXIT_USAGE
-        }
         Command::Version => {
             println!("resi {}", env!("CARGO_PKG_VERSION"));
             0
@@ -174,6 +183,8 @@ pub fn run(args: Vec<String>) -> i32 {
         Command::Gateway { config } => gateway(config, cli.log_level),
         Command::NknIdentity { seed } => nkn_identity(seed),
         Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
+        Command::Sim { .. } => python_only("sim"),
+        Command::Demo { .. } => python_only("demo"),
     }
 }
 
@@ -433,6 +444,8 @@ mod tests {
         assert_eq!(r(&["version"]), 0);
         assert_eq!(r(&["--help"]), 0);
         assert_eq!(r(&["no-such-command"]), EXIT_USAGE);
+        assert_eq!(r(&["sim", "facility", "--listen", "127.0.0.1:0"]), EXIT_USAGE);
+        assert_eq!(r(&["demo", "--duration", "5"]), EXIT_USAGE);
         assert_eq!(
             r(&["check-config", "/nonexistent/gateway.toml"]),
             EXIT_USAGE

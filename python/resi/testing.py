@@ -1,6 +1,7 @@
 """Test aids: an ESI node to put behind gateways, and a gateway pair with
 per-path fault controls. The pytest plugin (:mod:`resi.pytest_plugin`)
-hands them out as fixtures; they work without pytest too.
+hands them out as fixtures; they work without pytest too. The simulated
+ESI roles the plugin also hands out are :mod:`resi.sim`'s.
 
 :class:`EsiNode` needs ``grpcio`` (``pip install "resi[pytest]"``): it is an
 independent gRPC implementation, so what crosses the gateways is checked by
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional, Protocol
 
 from . import Client, FaultRelay, Gateway
 
@@ -239,6 +240,21 @@ class Pair:
         await self.end.stop()
         for r in self.relays:
             r.close()
+
+
+class PairFactory(Protocol):
+    """The ``resi_pair`` fixture: ``await resi_pair(mode="strict", paths=2,
+    upstream=None, **resi_keys)`` starts a :class:`Pair` in front of
+    ``upstream`` (``"host:port"``; default: the ``esi_node`` fixture)."""
+
+    async def __call__(self, mode: str = "strict", paths: int = 2, *, upstream: Optional[str] = None, **resi_keys: Any) -> Pair: ...
+
+
+class GatewayFactory(Protocol):
+    """The ``resi_gateway`` fixture: ``await resi_gateway(**config)`` starts
+    a :class:`~resi.Gateway` (keyword arguments as ``resi.Gateway``)."""
+
+    async def __call__(self, **config: Any) -> Gateway: ...
 
 
 async def start_pair(upstream: str, *, mode: str = "strict", paths: int = 2, **resi_keys: Any) -> Pair:

@@ -1,0 +1,1 @@
+"""Generated: mirrors the proto package solarnetwork.esi."""

@@ -1,0 +1,1 @@
+"""Generated: messages and enums of solarnetwork.esi.domain."""

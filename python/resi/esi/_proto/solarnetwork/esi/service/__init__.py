@@ -1,0 +1,1 @@
+"""Generated: services of solarnetwork.esi.service."""
