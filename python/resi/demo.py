@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import re
 import sys
@@ -38,8 +39,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from . import CallError, Client, FaultRelay, Gateway, PathStats, SessionStats
+from . import CallError, Client, ConfigError, FaultRelay, Gateway, PathStats, SessionStats, refresh_logging
 from .nkn import Identity, LocalNode
+
+try:  # the simulators need grpcio: pip install "resi[sim]"
+    from ._demo_esi import EsiWorkload, Scenario, WrongAnswer
+except ImportError as _e:  # pragma: no cover - depends on the installation
+    _IMPORT_ERROR: ImportError | None = _e
+else:
+    _IMPORT_ERROR = None
 
 __all__ = [
     "Cut",
@@ -57,17 +65,13 @@ __all__ = [
 DEFAULT_CUTS = "tcp0@30%-75%,nkn@55%-75%"
 #: Session timers of the demo's gateways: a silent path leaves the session
 #: after ``DeadTimeout``, so that is roughly the longest stall to expect.
-DEMO_TIMERS = {"heartbeat_interval": "100ms", "dead_timeout": "600ms", "redial_max_backoff": "500ms"}
+DEMO_TIMERS = {"HeartbeatInterval": "100ms", "DeadTimeout": "600ms", "RedialMaxBackoff": "500ms"}
 # Untimed cuts (`--cut tcp0,nkn`) start spread over 30 %..55 % and end at 75 %.
 _FIRST_CUT, _LAST_CUT, _RESTORE = 0.30, 0.55, 0.75
 
 
 class DemoError(Exception):
     """The demo could not be set up (a bad option, a part that did not start)."""
-
-
-class WrongAnswer(Exception):
-    """An answer differed from what the simulator must answer."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ class RpcStats:
     ok: int = 0
     failed: int = 0
     wrong: int = 0
+    #: Calls the simulator received (each call must arrive exactly once).
+    served: int = 0
     #: The first failure or wrong answer, for the report.
     first_error: str | None = None
 
@@ -194,7 +200,10 @@ class DemoSummary:
 
     mode: str
     duration: float
+    #: Seconds the workload ran (``duration`` plus the last calls' answers).
     elapsed: float
+    #: Seconds before it: parts started, paths up, the registration.
+    setup_seconds: float
     paths: list[str]
     rpcs: list[RpcStats]
     #: The client gateway's view of each path (its session to the end gateway).
@@ -206,7 +215,7 @@ class DemoSummary:
     #: Gaps longer than ``stall_threshold`` per direction.
     stalls: dict[str, int]
     stall_threshold: float
-    #: What happened, in order: ``(seconds since start, text)``.
+    #: What happened, in order: ``(seconds since the demo started, text)``.
     events: list[tuple[float, str]]
     #: Paths cut, restored, and down at the end.
     cuts: list[Cut]
@@ -244,11 +253,12 @@ class DemoSummary:
         """The summary as text tables."""
         out = [f"resi demo: {self.mode} mode, {self.elapsed:.1f} s, paths {', '.join(self.paths)}", ""]
         w = max([len("RPC")] + [len(r.rpc) for r in self.rpcs])
-        out.append(f"{'RPC':<{w}}  {'direction':<12} {'ok':>7} {'failed':>7} {'wrong':>7}")
+        out.append(f"{'RPC':<{w}}  {'direction':<12} {'ok':>7} {'failed':>7} {'wrong':>7} {'served':>7}")
         for r in self.rpcs:
-            out.append(f"{r.rpc:<{w}}  {r.direction:<12} {r.ok:>7} {r.failed:>7} {r.wrong:>7}")
+            out.append(f"{r.rpc:<{w}}  {r.direction:<12} {r.ok:>7} {r.failed:>7} {r.wrong:>7} {r.served:>7}")
         ok = sum(r.ok for r in self.rpcs)
-        out.append(f"{'total':<{w}}  {'':<12} {ok:>7} {self.lost:>7} {self.wrong:>7}")
+        served = sum(r.served for r in self.rpcs)
+        out.append(f"{'total':<{w}}  {'':<12} {ok:>7} {self.lost:>7} {self.wrong:>7} {served:>7}")
         out.append("")
         out.append(
             f"{'path':<5} {'transport':<9} {'state':<5} {'sent':>9} {'received':>9} "
@@ -304,17 +314,6 @@ def _size(n: int) -> str:
 # --- the workload ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """One kind of call: ``run(client, rng)`` makes it (one RPC, any shape)
-    and raises :class:`WrongAnswer` if the answer is not the expected one."""
-
-    rpc: str
-    direction: str
-    weight: int
-    run: Callable[[Client, random.Random, float], Awaitable[None]]
-
-
 class Recorder:
     """Counts outcomes per RPC and tracks gaps between completions."""
 
@@ -322,19 +321,26 @@ class Recorder:
         self.rpcs = {(s.direction, s.rpc): RpcStats(s.rpc, s.direction) for s in scenarios}
         self.threshold = threshold
         self.t0 = time.monotonic()
+        self.w0: float | None = None
         self.last: dict[str, float] = {}
         self.longest: dict[str, float] = {}
         self.stalls: dict[str, int] = {}
 
     def start(self, directions: Sequence[str]) -> None:
-        self.t0 = time.monotonic()
+        """The workload starts now: gaps and :meth:`elapsed` count from here."""
+        self.w0 = time.monotonic()
         for d in directions:
-            self.last[d] = self.t0
+            self.last[d] = self.w0
             self.longest[d] = 0.0
             self.stalls[d] = 0
 
     def now(self) -> float:
+        """Seconds since the demo started (event times)."""
         return time.monotonic() - self.t0
+
+    def elapsed(self) -> float:
+        """Seconds since the workload started (0 before)."""
+        return time.monotonic() - self.w0 if self.w0 is not None else 0.0
 
     def _gap(self, direction: str, now: float) -> None:
         gap = now - self.last[direction]
@@ -344,19 +350,23 @@ class Recorder:
             self.stalls[direction] += 1
 
     def done(self, s: Scenario, error: str | None, wrong: bool) -> None:
-        r = self.rpcs[(s.direction, s.rpc)]
+        self.count(s.direction, s.rpc, error, wrong)
+
+    def count(self, direction: str, rpc: str, error: str | None = None, wrong: bool = False) -> None:
+        r = self.rpcs.setdefault((direction, rpc), RpcStats(rpc, direction))
         if error is None:
             r.ok += 1
             now = time.monotonic()
-            self._gap(s.direction, now)
-            self.last[s.direction] = now
+            if direction in self.last:
+                self._gap(direction, now)
+                self.last[direction] = now
             return
         if wrong:
             r.wrong += 1
         else:
             r.failed += 1
         if r.first_error is None:
-            r.first_error = f"at {self.now():.1f} s: {error}"
+            r.first_error = f"at {self.elapsed():.1f} s: {error}"
 
     def finish(self) -> None:
         now = time.monotonic()
@@ -372,9 +382,9 @@ class Recorder:
         return sum(r.ok for r in rs), sum(r.failed for r in rs), sum(r.wrong for r in rs)
 
 
-async def _call(s: Scenario, client: Client, rng: random.Random, timeout: float, rec: Recorder) -> None:
+async def _call(s: Scenario, rng: random.Random, timeout: float, rec: Recorder) -> None:
     try:
-        await asyncio.wait_for(s.run(client, rng, timeout), timeout + 1.0)
+        await asyncio.wait_for(s.run(rng, timeout), timeout + 1.0)
     except WrongAnswer as e:
         rec.done(s, str(e), wrong=True)
     except CallError as e:
@@ -386,72 +396,12 @@ async def _call(s: Scenario, client: Client, rng: random.Random, timeout: float,
 
 
 async def _worker(
-    scenarios: Sequence[Scenario], client: Client, rng: random.Random, opts: DemoOptions, rec: Recorder, stop: asyncio.Event
+    scenarios: Sequence[Scenario], rng: random.Random, opts: DemoOptions, rec: Recorder, stop: asyncio.Event
 ) -> None:
     weights = [s.weight for s in scenarios]
     while not stop.is_set():
         s = rng.choices(scenarios, weights)[0]
-        await _call(s, client, rng, opts.call_timeout, rec)
-
-
-# --- echo workload (raw bytes to resi.testing.EsiNode) -------------------------
-
-
-def _expect(what: str, got: object, want: object) -> None:
-    if got != want:
-        raise WrongAnswer(f"{what}: expected {want!r:.80}, got {got!r:.80}")
-
-
-def _blob(rng: random.Random, lo: int = 16, hi: int = 2048) -> bytes:
-    return rng.randbytes(rng.randint(lo, hi))
-
-
-async def _echo_unary(c: Client, rng: random.Random, timeout: float) -> None:
-    req = _blob(rng)
-    _expect("Unary", await c.unary("/resi.test.Echo/Unary", req, timeout=timeout), req)
-
-
-async def _echo_server_stream(c: Client, rng: random.Random, timeout: float) -> None:
-    req = _blob(rng)
-    got = [m async for m in c.server_stream("/resi.test.Echo/ServerStream", req, timeout=timeout)]
-    _expect("ServerStream", got, [req + b"/%d" % i for i in range(3)])
-
-
-async def _echo_client_stream(c: Client, rng: random.Random, timeout: float) -> None:
-    reqs = [_blob(rng, 1, 512).replace(b"|", b"-") for _ in range(rng.randint(1, 5))]
-    _expect("ClientStream", await c.client_stream("/resi.test.Echo/ClientStream", reqs, timeout=timeout), b"|".join(reqs))
-
-
-async def _echo_bidi(c: Client, rng: random.Random, timeout: float) -> None:
-    reqs = [_blob(rng, 1, 512) for _ in range(rng.randint(1, 5))]
-    _expect("Bidi", [m async for m in c.bidi("/resi.test.Echo/Bidi", reqs, timeout=timeout)], reqs)
-
-
-class EchoWorkload:
-    """Raw-bytes calls to :class:`resi.testing.EsiNode` (one direction)."""
-
-    directions = ("to-facility",)
-
-    def __init__(self) -> None:
-        from .testing import EsiNode
-
-        self.node = EsiNode()
-
-    async def start(self) -> str:
-        self.node.start()
-        return self.node.address
-
-    async def stop(self) -> None:
-        self.node.stop()
-
-    def scenarios(self) -> list[Scenario]:
-        d = "to-facility"
-        return [
-            Scenario("Echo/Unary", d, 4, _echo_unary),
-            Scenario("Echo/ServerStream", d, 2, _echo_server_stream),
-            Scenario("Echo/ClientStream", d, 2, _echo_client_stream),
-            Scenario("Echo/Bidi", d, 2, _echo_bidi),
-        ]
+        await _call(s, rng, opts.call_timeout, rec)
 
 
 # --- the topology ----------------------------------------------------------------
@@ -466,36 +416,56 @@ class Topology:
     """The local NKN node, the end gateway, two fault relays and the client
     gateway, all in this process; :meth:`cut` and :meth:`restore` a path."""
 
-    def __init__(self, opts: DemoOptions, facility: str) -> None:
+    def __init__(self, opts: DemoOptions, facility: str, exchange: str) -> None:
         self.opts = opts
         self.facility = facility
+        self.exchange = exchange
         self.node: LocalNode | None = None
         self.end: Gateway | None = None
         self.client: Gateway | None = None
         self.relays: list[FaultRelay] = []
         self.names = path_names(opts.nkn)
+        #: Whether calls to the exchange go over the gateways ([Reverse]).
+        self.reverse = True
 
     def transport(self, name: str) -> str:
         return "nkn" if name == "nkn" else "tcp"
 
     async def start(self) -> None:
         o = self.opts
-        keys: dict[str, Any] = {**DEMO_TIMERS, "mode": o.mode, "resume_timeout": o.resume_timeout}
-        end_nkn: dict[str, Any] = {}
-        client_nkn: dict[str, Any] = {}
+        resi = {**DEMO_TIMERS, "Mode": o.mode, "ResumeTimeout": o.resume_timeout}
+        end: dict[str, Any] = {"Tcp": {"Listen": ["127.0.0.1:0"] * 2, "Address": self.facility}, "Resi": {**resi, "Name": "end"}}
+        client: dict[str, Any] = {"Tcp": {"Listen": "127.0.0.1:0"}, "Resi": {**resi, "Name": "client"}}
         if o.nkn:
             self.node = await LocalNode().start()
             end_id, client_id = Identity.generate(), Identity.generate()
-            common = {"nkn_subclients": 2, "nkn_rpc_servers": self.node.rpc_url}
-            end_nkn = {"nkn_seed": end_id.seed, **common}
-            client_nkn = {"nkn_seed": client_id.seed, "nkn_address": end_id.address, **common}
-        self.end = Gateway(listen=["127.0.0.1:0"] * 2, address=self.facility, name="end", **keys, **end_nkn)
+            common = {"Subclients": 2, "RpcServers": self.node.rpc_url}
+            end["Nkn"] = {"Seed": end_id.seed, **common}
+            client["Nkn"] = {"Seed": client_id.seed, "Address": end_id.address, **common}
+        # The facility's clients call the end gateway's reverse listener;
+        # the client gateway forwards those calls to the exchange.
+        end["Reverse"] = {"Listen": "127.0.0.1:0"}
+        client["Reverse"] = {"Address": self.exchange}
+        try:
+            self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
+        except ConfigError as e:
+            if "Reverse" not in str(e):
+                raise
+            # TEMPORARY until the reverse channel is merged.
+            del end["Reverse"], client["Reverse"]
+            self.reverse = False
+            self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
         await self.end.start()
         self.relays = [FaultRelay(a) for a in self.end.addresses]
-        self.client = Gateway(
-            listen="127.0.0.1:0", address=[r.address for r in self.relays], name="client", **keys, **client_nkn
-        )
+        client["Tcp"]["Address"] = [r.address for r in self.relays]
+        self.client = Gateway.from_dict(client, "<resi demo: client gateway>")
         await self.client.start()
+
+    @property
+    def exchange_entry(self) -> str:
+        """Where the facility's clients reach the exchange."""
+        assert self.end is not None
+        return self.end.reverse_addresses[0] if self.reverse else self.exchange  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -571,8 +541,8 @@ class Progress:
 
     def line(self) -> str:
         ok, failed, wrong = self.rec.totals()
-        t = self.rec.now()
-        rate = (ok + failed + wrong) / t if t > 0 else 0.0
+        t = self.rec.elapsed()
+        rate = (ok + failed + wrong) / t if t > 0.5 else 0.0
         paths = " ".join(n if n in self.live else n.upper() + "\u2717" for n in self.topo.names)
         stalled = self.rec.stalled_now()
         stall = " ".join(f"{d} stalled {s:.1f}s" for d, s in stalled.items()) or "no stall"
@@ -593,8 +563,8 @@ class Progress:
                     self.out.write("\r" + text + " " * pad)
                     self._width = len(text)
                     self.out.flush()
-                elif self.rec.now() - last_plain >= 5.0:
-                    last_plain = self.rec.now()
+                elif self.rec.elapsed() - last_plain >= 5.0:
+                    last_plain = self.rec.elapsed()
                     self.out.write(text + "\n")
                     self.out.flush()
             try:
@@ -627,7 +597,7 @@ async def _schedule(cuts: Sequence[Cut], topo: Topology, progress: Progress, dur
         [(c.start, "cut", c.path) for c in cuts] + [(c.end, "restore", c.path) for c in cuts if c.end is not None]
     )
     for at, what, name in actions:
-        delay = at * duration - progress.rec.now()
+        delay = at * duration - progress.rec.elapsed()
         if delay > 0:
             await asyncio.sleep(delay)
         if what == "cut":
@@ -661,6 +631,18 @@ def _path_rows(stats: SessionStats | None, topo: Topology) -> list[PathRow]:
     return rows
 
 
+def _check_served(rec: Recorder, served: dict[tuple[str, str], int]) -> list[str]:
+    """Fills in what each simulator received; every call made must have
+    arrived exactly once (a failed one at most once)."""
+    errors = []
+    for key in sorted(set(served) | set(rec.rpcs)):
+        r = rec.rpcs.setdefault(key, RpcStats(key[1], key[0]))
+        r.served = served.get(key, 0)
+        if not r.ok <= r.served <= r.ok + r.failed + r.wrong:
+            errors.append(f"{r.rpc}: the simulator received {r.served} calls, {r.ok + r.failed + r.wrong} were made ({r.ok} answered)")
+    return errors
+
+
 def _dups(paths: Sequence[PathStats]) -> int:
     return sum(p.duplicate_bytes for p in paths)
 
@@ -686,9 +668,11 @@ async def run_demo(options: DemoOptions | None = None) -> DemoSummary:
     o = options or DemoOptions()
     _check_options(o)
     cuts = o.cuts if isinstance(o.cuts, list) else parse_cuts(o.cuts, path_names(o.nkn), o.duration)
-    workload = EchoWorkload()
-    facility = await workload.start()
-    topo = Topology(o, facility)
+    if _IMPORT_ERROR is not None:
+        raise DemoError(f"the simulators need grpcio and cryptography: pip install \"resi[sim]\" ({_IMPORT_ERROR})")
+    workload = EsiWorkload(o.seed)
+    facility, exchange = await workload.start()
+    topo = Topology(o, facility, exchange)
     try:
         await topo.start()
         return await _run(o, topo, workload, cuts)
@@ -697,7 +681,7 @@ async def run_demo(options: DemoOptions | None = None) -> DemoSummary:
         await workload.stop()
 
 
-async def _run(o: DemoOptions, topo: Topology, workload: EchoWorkload, cuts: list[Cut]) -> DemoSummary:
+async def _run(o: DemoOptions, topo: Topology, workload: EsiWorkload, cuts: list[Cut]) -> DemoSummary:
     assert topo.client is not None and topo.end is not None
     scenarios = workload.scenarios()
     rec = Recorder(scenarios, o.stall_threshold)
@@ -712,23 +696,30 @@ async def _run(o: DemoOptions, topo: Topology, workload: EchoWorkload, cuts: lis
         live = await topo.wait_live(len(topo.names), timeout=30.0)
         if len(live) < len(topo.names):
             raise DemoError(f"only {', '.join(live) or 'no path'} of {', '.join(topo.names)} came up within 30 s")
-        exchange = await Client.connect(topo.client.address)
-        clients.append(exchange)
-        by_direction = {"to-facility": exchange}
+        progress.event("all paths up")
+        # The exchange's calls enter at the client gateway; the facility's
+        # at the end gateway's reverse listener.
+        ex = await Client.connect(topo.client.address)
+        clients.append(ex)
+        fac = await Client.connect(topo.exchange_entry)
+        clients.append(fac)
+        if not topo.reverse:
+            progress.event("no reverse channel in this build: the facility calls the exchange directly")
+        progress.event("registering the facility with the exchange")
+        try:
+            made = await asyncio.wait_for(workload.setup(ex, fac, topo.client.address, topo.exchange_entry), 30)
+        except (CallError, WrongAnswer, asyncio.TimeoutError, TimeoutError) as e:
+            raise DemoError(f"the registration failed: {type(e).__name__}: {e}") from None
+        for direction, rpc in made:
+            rec.count(direction, rpc)
         rec.start(workload.directions)
-        progress.event(f"all paths up; {o.concurrency} callers per direction for {o.duration:g} s")
+        setup = rec.now()
+        progress.event(f"registered; {o.concurrency} callers per direction for {o.duration:g} s")
         stop = asyncio.Event()
         rng = random.Random(o.seed)
         workers = [
             asyncio.ensure_future(
-                _worker(
-                    [s for s in scenarios if s.direction == d],
-                    by_direction[d],
-                    random.Random(rng.getrandbits(64)),
-                    o,
-                    rec,
-                    stop,
-                )
+                _worker([s for s in scenarios if s.direction == d], random.Random(rng.getrandbits(64)), o, rec, stop)
             )
             for d in workload.directions
             for _ in range(o.concurrency)
@@ -740,8 +731,10 @@ async def _run(o: DemoOptions, topo: Topology, workload: EchoWorkload, cuts: lis
         stop.set()
         await asyncio.gather(*workers)
         rec.finish()
+        elapsed = rec.elapsed()
+        await asyncio.wait([sched], timeout=1.0)  # a restore due at 100 %
         sched.cancel()
-        elapsed = rec.now()
+        errors += _check_served(rec, workload.served())
         want = len(topo.names) - sum(1 for c in cuts if c.end is None)
         live = await topo.wait_live(want, timeout=5.0)
         prog_stop.set()
@@ -760,6 +753,7 @@ async def _run(o: DemoOptions, topo: Topology, workload: EchoWorkload, cuts: lis
         mode=o.mode,
         duration=o.duration,
         elapsed=round(elapsed, 3),
+        setup_seconds=round(setup, 3),
         paths=list(topo.names),
         rpcs=list(rec.rpcs.values()),
         path_stats=_path_rows(client_stats, topo),
@@ -825,7 +819,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="a gap between answers longer than this counts as a stall (default: 0.5)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (progress stays on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress line and no event lines")
+    p.add_argument("--log-level", default="error", metavar="LEVEL",
+                   help="log records of resi (gateways, simulators) at this level and above go to stderr (default: error)")
     return p
+
+
+def _log_to_stderr(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("resi demo: log: %(name)s %(levelname)s: %(message)s"))
+    log = logging.getLogger("resi")
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+    refresh_logging()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -837,6 +843,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    try:
+        _log_to_stderr(args.log_level)
+    except ValueError:
+        print(f"resi demo: error: --log-level: expected debug, info, warning or error, got {args.log_level!r}", file=sys.stderr)
+        return 2
     opts = DemoOptions(
         mode=args.mode,
         duration=args.duration,
