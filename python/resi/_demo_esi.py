@@ -84,8 +84,7 @@ class EsiWorkload:
         self.exchange = Exchange(uid="exchange-1", seed=seed)
         self.registry = Registry()
         self._servers: list[Server] = [serve([self.facility]), serve([self.exchange, self.registry])]
-        self.ex: Client | None = None  # the exchange's client (through the client gateway)
-        self.fac: Client | None = None  # the facility's client (through the end gateway)
+        self._clients: tuple[Client, Client] | None = None
         self.offers: list[uuid.UUID] = []
         self._locks = {k: asyncio.Lock() for k in ("power", "characteristics", "price_maps", "programs")}
 
@@ -100,6 +99,20 @@ class EsiWorkload:
         await self.exchange.stop()
         for s in self._servers:
             await s.stop(0)
+
+    @property
+    def ex(self) -> Client:
+        """The exchange's client (its calls enter at the client gateway)."""
+        if self._clients is None:
+            raise RuntimeError("setup() has not run")
+        return self._clients[0]
+
+    @property
+    def fac(self) -> Client:
+        """The facility's client (its calls enter at the end gateway)."""
+        if self._clients is None:
+            raise RuntimeError("setup() has not run")
+        return self._clients[1]
 
     def route(self) -> esi.DerRoute:
         return esi.DerRoute(exchange_uid=self.exchange.uid, facility_uid=self.facility.uid)
@@ -118,7 +131,7 @@ class EsiWorkload:
         ``facility_endpoint``, where the exchange calls back
         ``CompleteDerFacilityRegistration``. Returns the ``(direction,
         RPC)`` calls made."""
-        self.ex, self.fac = ex, fac
+        self._clients = (ex, fac)
         ex_ = self.exchange
         self.registry.exchanges.append((ex_.name, ex_.uid, exchange_endpoint))
         listed = await self.facility.lookup(fac)
