@@ -3,12 +3,13 @@ its JSON summary, its exit status, and its option checks."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from conftest import run_resi
 
-from resi.demo import Cut, DemoError, parse_cuts
+from resi.demo import Cut, DemoError, DemoOptions, parse_cuts, run_demo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,9 +29,9 @@ def _events(summary: dict) -> list[str]:
     return [e["event"] for e in summary["events"]]
 
 
-@pytest.mark.parametrize("mode", ["strict", "permissive"])
-def test_demo_survives_cuts_with_nothing_lost(mode: str) -> None:
-    r, s = _demo("--mode", mode, "--duration", "8", "--concurrency", "2")
+def test_demo_survives_cuts_with_nothing_lost() -> None:
+    mode = "strict"
+    r, s = _demo("--duration", "8", "--concurrency", "2")
     assert r.returncode == 0, r.stderr
     assert s["passed"] is True and s["mode"] == mode
     assert s["lost"] == 0 and s["wrong"] == 0
@@ -47,6 +48,9 @@ def test_demo_survives_cuts_with_nothing_lost(mode: str) -> None:
         assert f"restoring {name}" in ev
         down = next(i for i, e in enumerate(ev) if e.startswith(f"{name} is down"))
         assert any(e == f"{name} is up again" for e in ev[down:]), ev
+    # Each call reached its simulator exactly once.
+    assert all(row["served"] == row["ok"] for row in s["rpcs"]), s["rpcs"]
+    assert {"CompleteDerFacilityRegistration", "SubmitDerFacilityRegistrationForm"} <= {row["rpc"] for row in s["rpcs"]}
     # Every path is up and carried data; the redundant copies were removed.
     rows = {p["name"]: p for p in s["path_stats"]}
     assert set(rows) == set(PATHS)
@@ -57,6 +61,23 @@ def test_demo_survives_cuts_with_nothing_lost(mode: str) -> None:
     assert all(0 < v < 8 for v in s["longest_stall"].values())
     # Progress went to stderr, not into the JSON.
     assert "cutting tcp0" in r.stderr
+
+
+async def test_run_demo_from_python_in_permissive_mode() -> None:
+    progress = io.StringIO()
+    s = await run_demo(DemoOptions(mode="permissive", duration=5, cuts="tcp1", concurrency=2, progress=progress))
+    assert s.passed, s.format()
+    assert s.mode == "permissive" and s.cuts == [Cut("tcp1", 0.30, 0.75)]
+    assert s.lost == 0 and s.wrong == 0 and s.errors == []
+    assert {r.direction for r in s.rpcs} == {"to-facility", "to-exchange"}
+    assert all(r.served == r.ok > 0 for r in s.rpcs)
+    rows = {p.name: p for p in s.path_stats}
+    assert rows["tcp1"].admissions >= 2 and rows["tcp0"].admissions == 1 and rows["nkn"].transport == "nkn"
+    events = [e for _, e in s.events]
+    assert "cutting tcp1 (silence)" in events and "tcp1 is up again" in events
+    assert "tcp1 is down" in progress.getvalue()
+    assert "result: PASS" in s.format()
+    assert json.loads(json.dumps(s.as_dict()))["passed"] is True
 
 
 def test_demo_prints_a_summary_table() -> None:

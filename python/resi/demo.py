@@ -215,8 +215,9 @@ class DemoSummary:
     #: Gaps longer than ``stall_threshold`` per direction.
     stalls: dict[str, int]
     stall_threshold: float
-    #: What happened, in order: ``(seconds since the demo started, text)``.
-    events: list[tuple[float, str]]
+    #: What happened, in order: ``(seconds into the workload, text)``;
+    #: None for the setup before it.
+    events: list[tuple[float | None, str]]
     #: Paths cut, restored, and down at the end.
     cuts: list[Cut]
     paths_down_at_end: list[str]
@@ -245,7 +246,7 @@ class DemoSummary:
         """The summary as plain data (what ``--json`` prints)."""
         d = asdict(self)
         d.update(calls=self.calls, lost=self.lost, wrong=self.wrong, passed=self.passed)
-        d["events"] = [{"t": round(t, 3), "event": e} for t, e in self.events]
+        d["events"] = [{"t": None if t is None else round(t, 3), "event": e} for t, e in self.events]
         d["directions"] = sorted({r.direction for r in self.rpcs})
         return d
 
@@ -525,18 +526,21 @@ class Progress:
         self.topo = topo
         self.duration = duration
         self.tty = bool(out is not None and getattr(out, "isatty", lambda: False)())
-        self.events: list[tuple[float, str]] = []
+        self.events: list[tuple[float | None, str]] = []
         self.live: list[str] = []
         self._width = 0
 
     def event(self, text: str) -> None:
-        t = self.rec.now()
+        """Records and prints an event; its time is seconds into the
+        workload (None, printed ``setup``, before it started)."""
+        t = self.rec.elapsed() if self.rec.w0 is not None else None
         self.events.append((t, text))
         if self.out is None:
             return
         if self.tty:
             self.out.write("\r" + " " * self._width + "\r")
-        self.out.write(f"[{t:5.1f}s] {text}\n")
+        when = " setup" if t is None else f"{t:5.1f}s"
+        self.out.write(f"[{when}] {text}\n")
         self.out.flush()
 
     def line(self) -> str:
@@ -546,7 +550,7 @@ class Progress:
         paths = " ".join(n if n in self.live else n.upper() + "\u2717" for n in self.topo.names)
         stalled = self.rec.stalled_now()
         stall = " ".join(f"{d} stalled {s:.1f}s" for d, s in stalled.items()) or "no stall"
-        longest = max(self.rec.longest.values(), default=0.0)
+        longest = max([*self.rec.longest.values(), *stalled.values()], default=0.0)
         return (
             f"[{t:5.1f}s/{self.duration:g}s] calls {ok + failed + wrong} ({rate:.0f}/s) "
             f"lost {failed} wrong {wrong} | paths {paths} | {stall}, longest {longest:.2f}s"
