@@ -22,7 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -31,13 +31,12 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use prost::Message;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::extension::{not_implemented, run_handler, ExtensionRegistry};
 use crate::gateway::body::LocalBody;
-use crate::gateway::upstream::{Upstream, UpstreamKind};
+use crate::gateway::reverse::Opener;
+use crate::gateway::upstream::{Manager, Upstream, UpstreamKind};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
@@ -106,8 +105,7 @@ pub struct Client {
     extensions: Arc<ExtensionRegistry>,
     hop: bool,
     max_message_size: usize,
-    stop: CancellationToken,
-    manager: Mutex<Option<JoinHandle<()>>>,
+    manager: Manager,
 }
 
 impl Client {
@@ -122,20 +120,34 @@ impl Client {
     /// gateway, one TCP path per address. (An upstream that turns out not
     /// to speak RESI is used over plain h2c, like a gateway would.)
     pub fn redundant(paths: Vec<String>, session: SessionConfig, connect_timeout: Duration) -> Client {
+        Client::redundant_with_reverse(paths, session, connect_timeout, Vec::new())
+    }
+
+    /// Like [`Client::redundant`]; calls the end gateway's side makes back
+    /// (its `[Reverse] Listen`) are served by the local ESI server at the
+    /// first of `reverse` that connects, as a client gateway with
+    /// `[Reverse] Address` would. Empty `reverse`: no reverse channel.
+    pub fn redundant_with_reverse(
+        paths: Vec<String>,
+        session: SessionConfig,
+        connect_timeout: Duration,
+        reverse: Vec<String>,
+    ) -> Client {
         let upstream = Upstream::new(paths, connect_timeout);
+        if !reverse.is_empty() {
+            upstream.set_reverse(Opener::start(reverse, connect_timeout, DEFAULT_MAX_MESSAGE_SIZE));
+        }
         Client::start(upstream, session, true)
     }
 
     fn start(upstream: Arc<Upstream>, cfg: SessionConfig, hop: bool) -> Client {
-        let stop = CancellationToken::new();
-        let manager = tokio::spawn(Upstream::supervise(upstream.clone(), cfg, stop.clone()));
+        let manager = Manager::spawn(upstream.clone(), cfg);
         Client {
             upstream,
             extensions: Arc::new(ExtensionRegistry::new()),
             hop,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            stop,
-            manager: Mutex::new(Some(manager)),
+            manager,
         }
     }
 
@@ -236,17 +248,7 @@ impl Client {
     /// Stops the upstream manager and closes the connection (or session).
     /// In-flight calls fail with `UNAVAILABLE`.
     pub async fn close(&self) {
-        self.stop.cancel();
-        let manager = self.manager.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(m) = manager {
-            let _ = m.await;
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stop.cancel();
+        self.manager.stop().await;
     }
 }
 

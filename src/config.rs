@@ -45,6 +45,8 @@
 //! | `[Resi] ShutdownGrace` | duration \[10s\] |
 //! | `[Resi] MaxMessageSize` | bytes, 1 KiB..=1 GiB \[64 MiB\] |
 //! | `[Resi] SendWindow` | bytes, 64 KiB..=1 GiB \[16 MiB\] |
+//! | `[Reverse] Listen` | `"host:port"` or a list: ESI clients here call the far side over the reverse channel |
+//! | `[Reverse] Address` | `"host:port"` or a list: the local ESI server that serves calls coming back |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
@@ -64,6 +66,19 @@ pub struct Config {
     pub tcp: Option<TcpConfig>,
     pub nkn: Option<NknConfig>,
     pub resi: ResiConfig,
+    pub reverse: Option<ReverseConfig>,
+}
+
+/// `[Reverse]`: calls in the other direction, over the reverse channel a
+/// client gateway opens on its session (see `docs/protocol.md`).
+#[derive(Debug, Clone, Default)]
+pub struct ReverseConfig {
+    /// `Listen` (used by a gateway that accepts sessions): ESI clients that
+    /// connect here are carried back to the gateway that dialled.
+    pub listen: Vec<String>,
+    /// `Address` (used by a gateway that dials a session): the local ESI
+    /// server (first that connects) that serves calls coming back.
+    pub address: Vec<String>,
 }
 
 /// `[Tcp]`: where this gateway listens and where it forwards.
@@ -350,6 +365,10 @@ impl Config {
             fmt_size(r.max_message_size),
             fmt_size(r.send_window)
         ));
+        if let Some(rv) = &self.reverse {
+            s.push_str(&format!("  [Reverse] listen: {}\n", list_or_none(&rv.listen)));
+            s.push_str(&format!("            local server: {}\n", list_or_none(&rv.address)));
+        }
         s
     }
 }
@@ -503,8 +522,9 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 // ---------------------------------------------------------------------------
 // Validation
 
-const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi"];
+const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi", "Reverse"];
 const TCP_KEYS: &[&str] = &["Listen", "Address"];
+const REVERSE_KEYS: &[&str] = &["Listen", "Address"];
 const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients", "RpcServers"];
 const RESI_KEYS: &[&str] = &[
     "Mode",
@@ -524,6 +544,7 @@ fn keys_of(section: &str) -> &'static [&'static str] {
     match section {
         "Tcp" => TCP_KEYS,
         "Nkn" => NKN_KEYS,
+        "Reverse" => REVERSE_KEYS,
         _ => RESI_KEYS,
     }
 }
@@ -595,7 +616,7 @@ impl Parser<'_> {
 
     fn config(&self, table: toml::Table) -> Res<Config> {
         // Sort top-level entries into the known sections.
-        let mut sections: [Option<(String, toml::Table)>; 3] = [None, None, None];
+        let mut sections: [Option<(String, toml::Table)>; 4] = Default::default();
         for (name, value) in table {
             let Some(idx) = SECTIONS.iter().position(|s| norm(s) == norm(&name)) else {
                 // A key of a section written at top level?
@@ -605,13 +626,13 @@ impl Parser<'_> {
                 let msg = if !matches!(value, toml::Value::Table(_)) {
                     match owner {
                         Some(s) => format!("unknown top-level key; keys belong in a section (did you mean to put it under [{s}]?)"),
-                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn] or [Resi]".to_string(),
+                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn], [Resi] or [Reverse]".to_string(),
                     }
                 } else {
                     match closest(&name, SECTIONS) {
                         Some(s) => format!("unknown section (did you mean [{s}]?)"),
                         None => {
-                            "unknown section (known sections: [Tcp], [Nkn], [Resi])".to_string()
+                            "unknown section (known sections: [Tcp], [Nkn], [Resi], [Reverse])".to_string()
                         }
                     }
                 };
@@ -637,8 +658,9 @@ impl Parser<'_> {
             }
             sections[idx] = Some((name, t));
         }
-        let [tcp, nkn, resi] = sections;
+        let [tcp, nkn, resi, reverse] = sections;
         let tcp = tcp.map(|(_, t)| self.tcp(t)).transpose()?;
+        let reverse = reverse.map(|(_, t)| self.reverse(t)).transpose()?;
         let nkn = nkn.map(|(_, t)| self.nkn(t)).transpose()?;
         let resi = match resi {
             Some((_, t)) => self.resi(t)?,
@@ -649,6 +671,7 @@ impl Parser<'_> {
             tcp,
             nkn,
             resi,
+            reverse,
         };
         self.gateway_checks(&cfg)?;
         Ok(cfg)
@@ -841,15 +864,26 @@ impl Parser<'_> {
     }
 
     fn tcp(&self, table: toml::Table) -> Res<TcpConfig> {
-        let mut c = TcpConfig::default();
-        for (k, v) in self.keys("Tcp", table)? {
+        let (listen, address) = self.listen_and_address("Tcp", table)?;
+        Ok(TcpConfig { listen, address })
+    }
+
+    fn reverse(&self, table: toml::Table) -> Res<ReverseConfig> {
+        let (listen, address) = self.listen_and_address("Reverse", table)?;
+        Ok(ReverseConfig { listen, address })
+    }
+
+    /// The `Listen` and `Address` lists of a section that has just those.
+    fn listen_and_address(&self, section: &str, table: toml::Table) -> Res<(Vec<String>, Vec<String>)> {
+        let (mut listen, mut address) = (Vec::new(), Vec::new());
+        for (k, v) in self.keys(section, table)? {
             match k {
-                "Listen" => c.listen = self.addr_list("Tcp", k, v, true)?,
-                "Address" => c.address = self.addr_list("Tcp", k, v, false)?,
+                "Listen" => listen = self.addr_list(section, k, v, true)?,
+                "Address" => address = self.addr_list(section, k, v, false)?,
                 _ => unreachable!(),
             }
         }
-        Ok(c)
+        Ok((listen, address))
     }
 
     fn nkn(&self, table: toml::Table) -> Res<NknConfig> {
@@ -1172,6 +1206,39 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(fmt_size(16 << 20), "16MiB");
+    }
+
+    #[test]
+    fn reverse_section() {
+        let c = load(&format!(
+            "{TCP}[reverse]\nlisten = [\"127.0.0.1:7001\", \"[::1]:0\"]\nADDRESS = \"127.0.0.1:50051\"\n"
+        ))
+        .unwrap();
+        let r = c.reverse.as_ref().unwrap();
+        assert_eq!(r.listen, vec!["127.0.0.1:7001", "[::1]:0"]);
+        assert_eq!(r.address, vec!["127.0.0.1:50051"]);
+        let summary = c.summary();
+        assert!(summary.contains("[Reverse] listen: 127.0.0.1:7001, [::1]:0"), "{summary}");
+        assert!(summary.contains("local server: 127.0.0.1:50051"), "{summary}");
+        assert!(load(TCP).unwrap().reverse.is_none());
+        assert_eq!(
+            err(&format!("{TCP}[Reverse]\nListn = \"127.0.0.1:0\"\n")),
+            "gateway.toml: [Reverse] Listn: unknown key (did you mean Listen?)"
+        );
+        assert_eq!(
+            err(&format!("{TCP}[Reverse]\nMode = \"strict\"\n")),
+            "gateway.toml: [Reverse] Mode: unknown key in [Reverse] (it is a key of [Resi])"
+        );
+        assert!(err(&format!("{TCP}[Reverse]\nAddress = \"nohost\"\n")).starts_with("gateway.toml: [Reverse] Address: "));
+        assert!(err(&format!("{TCP}[Reverse]\nListen = []\n")).starts_with("gateway.toml: [Reverse] Listen: expected at least one"));
+        assert_eq!(
+            err(&format!("{TCP}[Reverse]\nListen = [\"127.0.0.1:7\", 7]\n")),
+            "gateway.toml: [Reverse] Listen[1]: expected \"host:port\", got an integer (7)"
+        );
+        assert_eq!(
+            err(&format!("{TCP}[Revers]\nListen = \"127.0.0.1:0\"\n")),
+            "gateway.toml: [Revers]: unknown section (did you mean [Reverse]?)"
+        );
     }
 
     #[test]

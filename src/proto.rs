@@ -28,3 +28,8 @@ pub const HOP_INFO_EXTENSION_ID: u32 = 2;
 
 /// gRPC path of the Modify call.
 pub const MODIFY_PATH: &str = "/esi.Esi/Modify";
+
+/// Path of the reverse channel: one long-lived request, opened by a client
+/// gateway over its session, that carries an HTTP/2 connection the other
+/// way (see `docs/protocol.md`, "Reverse channel").
+pub const REVERSE_PATH: &str = "/resi.Resi/Reverse";

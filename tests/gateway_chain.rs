@@ -40,6 +40,7 @@ fn config(name: &str, listen: &str, upstream: &[String], mode: Mode) -> Config {
         tcp: Some(TcpConfig { listen: vec![listen.into()], address: upstream.to_vec() }),
         nkn: None,
         resi,
+        reverse: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn config(upstream: &str) -> Config {
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![upstream.to_string()] }),
         nkn: None,
         resi,
+        reverse: None,
     }
 }
 

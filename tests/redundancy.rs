@@ -49,6 +49,7 @@ fn gateway(name: &str, mode: Mode, listen: usize, upstream: Vec<String>) -> Gate
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into(); listen], address: upstream }),
         nkn: None,
         resi: resi_config(name, mode),
+        reverse: None,
     };
     Gateway::start(config).expect("gateway starts")
 }
@@ -86,18 +87,7 @@ impl Pair {
     }
 
     async fn wait_live(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.client.upstream_session() {
-                if let Some(stats) = s.stats().await {
-                    if stats.paths.iter().filter(|p| p.live).count() >= n {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "fewer than {n} live paths");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_live(&self.client, n).await
     }
 }
 
@@ -403,6 +393,7 @@ async fn merge_cookies_expire() {
             tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
             nkn: None,
             resi,
+            reverse: None,
         };
         let end = Gateway::start(config).unwrap();
         let gw = end.local_addrs()[0];

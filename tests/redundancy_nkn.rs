@@ -53,6 +53,7 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
         nkn: Some(NknConfig { address: None, seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone() }),
         resi: resi_config("end", mode),
+        reverse: None,
     })
     .unwrap();
     let end_nkn = end.nkn_address().expect("end gateway joined NKN");
@@ -63,6 +64,7 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![tcp.addr().to_string()] }),
         nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc }),
         resi: resi_config("client", mode),
+        reverse: None,
     })
     .unwrap();
     let s = Setup { _server: server, _end: end, client, tcp, node: Some(node) };
@@ -189,6 +191,7 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
         tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
         nkn: Some(NknConfig { address: None, seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone() }),
         resi: resi_config("end", mode),
+        reverse: None,
     })
     .unwrap();
     let client = Gateway::start(Config {
@@ -196,6 +199,7 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
         nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc }),
         resi: resi_config("client", mode),
+        reverse: None,
     })
     .unwrap();
     wait_live(&client, 1).await;

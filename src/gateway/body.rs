@@ -33,6 +33,9 @@ pub enum LocalBody {
     /// Messages as they come (framed here on the way out); the stream ends
     /// when the sender is dropped.
     Messages(mpsc::Receiver<Bytes>),
+    /// Raw bytes as they come, sent as they are (no gRPC framing): the
+    /// reverse channel's request body.
+    Raw(mpsc::Receiver<Bytes>),
 }
 
 impl LocalBody {
@@ -49,6 +52,7 @@ impl Body for LocalBody {
         match self.get_mut() {
             LocalBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             LocalBody::Messages(rx) => rx.poll_recv(cx).map(|m| m.map(|d| Ok(Frame::data(frame_bytes(&d))))),
+            LocalBody::Raw(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -60,7 +64,7 @@ impl Body for LocalBody {
         match self {
             LocalBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             LocalBody::Full(None) => SizeHint::with_exact(0),
-            LocalBody::Messages(_) => SizeHint::default(),
+            LocalBody::Messages(_) | LocalBody::Raw(_) => SizeHint::default(),
         }
     }
 }
@@ -72,6 +76,9 @@ pub enum ProxyBody {
     Upstream(Incoming),
     /// Made by this hop: at most one data frame, then trailers.
     Local { data: Option<Bytes>, trailers: Option<HeaderMap> },
+    /// Raw bytes made by this hop as they come, no trailers: the reverse
+    /// channel's response body; it ends when the sender is dropped.
+    Raw(mpsc::Receiver<Bytes>),
 }
 
 impl Default for ProxyBody {
@@ -114,6 +121,7 @@ impl Body for ProxyBody {
                     Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
                 }
             }
+            ProxyBody::Raw(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -121,6 +129,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Local { data, trailers } => data.is_none() && trailers.is_none(),
+            ProxyBody::Raw(_) => false,
         }
     }
 
@@ -129,7 +138,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             // Not exact on purpose: hyper would add a content-length, which
             // gRPC responses do not carry.
-            ProxyBody::Local { .. } => SizeHint::default(),
+            ProxyBody::Local { .. } | ProxyBody::Raw(_) => SizeHint::default(),
         }
     }
 }

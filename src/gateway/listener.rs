@@ -65,6 +65,10 @@ pub(crate) struct Supervisor {
     pub shared: Arc<Shared>,
     pub stop: CancellationToken,
     pub grace: Duration,
+    /// `[Reverse] Listen`: ESI clients whose calls go back over a reverse
+    /// channel, served with `reverse_shared`.
+    pub reverse_listeners: Vec<TcpListener>,
+    pub reverse_shared: Option<Arc<Shared>>,
 }
 
 /// Cancellation given to every connection task.
@@ -81,9 +85,11 @@ impl Supervisor {
     pub(crate) async fn run(mut self) {
         let phase = Phase { graceful: CancellationToken::new(), hard: CancellationToken::new() };
         let mut http = JoinSet::new();
+        let mut reverse = JoinSet::new();
         let mut paths = JoinSet::new();
         let (path_tx, mut path_rx) = mpsc::unbounded_channel::<TcpStream>();
         let mut next = 0usize;
+        let mut next_reverse = 0usize;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -94,6 +100,17 @@ impl Supervisor {
                     Err(e) => {
                         // EMFILE and friends: do not spin.
                         tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+                accepted = accept_any(&self.reverse_listeners, &mut next_reverse) => match (accepted, &self.reverse_shared) {
+                    (Ok((tcp, _)), Some(shared)) => {
+                        let _ = tcp.set_nodelay(true);
+                        reverse.spawn(serve_h2(tcp, shared.clone(), phase.clone(), false));
+                    }
+                    (Ok(_), None) => {}
+                    (Err(e), _) => {
+                        tracing::warn!("accept failed on a reverse listener: {e}");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
@@ -109,20 +126,31 @@ impl Supervisor {
                 }
                 Some(stream) = self.sessions.recv() => {
                     tracing::debug!("serving an established session");
-                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone()));
+                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone(), true));
                 }
                 Some(done) = http.join_next(), if !http.is_empty() => log_join(done),
+                Some(done) = reverse.join_next(), if !reverse.is_empty() => log_join(done),
                 Some(done) = paths.join_next(), if !paths.is_empty() => log_join(done),
             }
         }
-        self.wind_down(phase, http, paths).await;
+        self.wind_down(phase, http, reverse, paths).await;
     }
 
-    async fn wind_down(self, phase: Phase, mut http: JoinSet<()>, mut paths: JoinSet<()>) {
+    async fn wind_down(self, phase: Phase, mut http: JoinSet<()>, mut reverse: JoinSet<()>, mut paths: JoinSet<()>) {
         drop(self.listeners); // refuse new connections from here on
-        tracing::info!(connections = http.len(), "gateway shutting down");
+        drop(self.reverse_listeners);
+        tracing::info!(connections = http.len() + reverse.len(), "gateway shutting down");
         phase.graceful.cancel();
         let drained = tokio::time::timeout(self.grace, async {
+            // Calls of the reverse listeners first: they need the reverse
+            // channels, long-lived calls that are then ended so the session
+            // connections carrying them can drain.
+            while let Some(done) = reverse.join_next().await {
+                log_join(done);
+            }
+            if let Some(channels) = &self.shared.reverse {
+                channels.close();
+            }
             while let Some(done) = http.join_next().await {
                 log_join(done);
             }
@@ -132,6 +160,10 @@ impl Supervisor {
             tracing::warn!(remaining = http.len(), "grace period over: cutting remaining calls");
         }
         phase.hard.cancel();
+        if let Some(channels) = &self.shared.reverse {
+            channels.close();
+        }
+        reverse.shutdown().await;
         http.shutdown().await;
         self.registry.close_all();
         let _ = tokio::time::timeout(PATH_CLOSE_GRACE, async { while paths.join_next().await.is_some() {} }).await;
@@ -188,7 +220,7 @@ async fn connection(
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, phase).await,
+        Sniffed::Http => serve_h2(tcp, shared, phase, false).await,
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
             let _ = paths.send(tcp);
@@ -226,14 +258,15 @@ async fn sniff(tcp: &TcpStream) -> Sniffed {
     }
 }
 
-/// Serves one HTTP/2 connection (a TCP client or an established session)
-/// until it ends, GOAWAY on graceful shutdown, dropped on hard shutdown.
-async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase)
+/// Serves one HTTP/2 connection (a TCP client or an established session,
+/// `over_session`) until it ends, GOAWAY on graceful shutdown, dropped on
+/// hard shutdown.
+async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase, over_session: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), req));
+    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), req, over_session));
     let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -7,6 +7,8 @@
 //!   forwarding).
 //! - [`upstream`]: discovers whether the upstream is a plain ESI server or a
 //!   resi gateway and keeps a connection (or session) to it.
+//! - [`reverse`]: the reverse channel, which carries calls from the end
+//!   gateway's side back to the client gateway's side over the same session.
 //! - [`body`]: request and response body types.
 //!
 //! A gateway runs on the tokio runtime it was started on. Every hop is
@@ -16,6 +18,7 @@
 pub(crate) mod body;
 mod listener;
 mod proxy;
+pub(crate) mod reverse;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ use crate::config::{Config, NknConfig};
 use crate::nkn::{ClientConfig, Identity, MultiClientConfig};
 use crate::path::nkn::NknEndpoint;
 use crate::extension::ExtensionRegistry;
+use crate::grpc::Status;
 use crate::session::registry::SessionRegistry;
 use crate::session::SessionHandle;
 
@@ -57,19 +61,52 @@ pub enum GatewayError {
     NoRuntime,
 }
 
-/// State every call of this gateway shares.
+/// Where forwarded calls go.
+pub(crate) enum Target {
+    /// The upstream (`[Tcp] Address`, `[Nkn] Address`), or a local ESI server.
+    Upstream(Arc<upstream::Upstream>),
+    /// Back over a reverse channel (calls of a `[Reverse] Listen` socket).
+    Reverse(Arc<reverse::Channels>),
+}
+
+impl Target {
+    async fn send(&self, req: http::Request<body::ReqBody>) -> Result<http::Response<hyper::body::Incoming>, Status> {
+        match self {
+            Target::Upstream(u) => u.send(req).await,
+            Target::Reverse(c) => c.send(req).await,
+        }
+    }
+}
+
+/// State every call of one listener (or inner connection) shares.
 pub(crate) struct Shared {
     pub extensions: Arc<ExtensionRegistry>,
-    pub upstream: Arc<upstream::Upstream>,
+    pub target: Target,
+    /// Reverse channels this gateway accepts over its sessions (None: it
+    /// has no `[Reverse] Listen` and refuses them).
+    pub reverse: Option<Arc<reverse::Channels>>,
     pub max_message_size: usize,
     pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        target: Target,
+        reverse: Option<Arc<reverse::Channels>>,
+        extensions: Arc<ExtensionRegistry>,
+        max_message_size: usize,
+    ) -> Shared {
+        Shared { extensions, target, reverse, max_message_size, h2_server: h2_server_builder() }
+    }
 }
 
 /// A running gateway. Stop it with [`Gateway::shutdown`]; dropping it stops
 /// it too, without waiting.
 pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
+    reverse_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    upstream: Arc<upstream::Upstream>,
     registry: Arc<SessionRegistry>,
     nkn: Option<Arc<NknEndpoint>>,
     stop_server: CancellationToken,
@@ -91,6 +128,9 @@ impl Gateway {
         }
         let listeners = tcp.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
         let local_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let rev = config.reverse.clone().unwrap_or_default();
+        let reverse_listeners = rev.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
+        let reverse_addrs = reverse_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
         let resi = &config.resi;
         let session_cfg = resi.session_config();
@@ -101,12 +141,18 @@ impl Gateway {
         if let (Some(endpoint), Some(peer)) = (&nkn, config.nkn.as_ref().and_then(|n| n.address.clone())) {
             upstream.set_nkn_peer(endpoint.clone(), peer);
         }
-        let shared = Arc::new(Shared {
-            extensions,
-            upstream: upstream.clone(),
-            max_message_size: resi.max_message_size,
-            h2_server: h2_server_builder(),
+        if !rev.address.is_empty() {
+            upstream.set_reverse(reverse::Opener::start(rev.address, resi.connect_timeout, resi.max_message_size));
+        }
+        let channels = (!rev.listen.is_empty()).then(|| reverse::Channels::new(resi.connect_timeout));
+        // Calls of the reverse listeners know no extensions: a `Modify` with
+        // `pass = true` goes to the ESI server behind the other gateway.
+        let reverse_shared = channels.clone().map(|c| {
+            let none = Arc::new(ExtensionRegistry::new());
+            Arc::new(Shared::new(Target::Reverse(c), None, none, resi.max_message_size))
         });
+        let shared =
+            Arc::new(Shared::new(Target::Upstream(upstream.clone()), channels, extensions, resi.max_message_size));
 
         let stop_server = CancellationToken::new();
         let stop_upstream = CancellationToken::new();
@@ -117,11 +163,24 @@ impl Gateway {
             shared: shared.clone(),
             stop: stop_server.clone(),
             grace: resi.shutdown_grace,
+            reverse_listeners,
+            reverse_shared,
         };
         let server = tokio::spawn(supervisor.run());
-        let manager = tokio::spawn(upstream::Upstream::supervise(upstream, session_cfg, stop_upstream.clone()));
-        tracing::info!(name = %resi.name, addrs = ?local_addrs, "gateway started");
-        Ok(Gateway { local_addrs, shared, registry, nkn, stop_server, stop_upstream, tasks: Some((server, manager)) })
+        let manager =
+            tokio::spawn(upstream::Upstream::supervise(upstream.clone(), session_cfg, stop_upstream.clone()));
+        tracing::info!(name = %resi.name, addrs = ?local_addrs, reverse = ?reverse_addrs, "gateway started");
+        Ok(Gateway {
+            local_addrs,
+            reverse_addrs,
+            shared,
+            upstream,
+            registry,
+            nkn,
+            stop_server,
+            stop_upstream,
+            tasks: Some((server, manager)),
+        })
     }
 
     /// This gateway's NKN address, when it has an NKN identity (`[Nkn] Seed`).
@@ -132,6 +191,17 @@ impl Gateway {
     /// The bound listen addresses (real ports when the configuration said 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.local_addrs.clone()
+    }
+
+    /// The bound `[Reverse] Listen` addresses (real ports when the
+    /// configuration said 0).
+    pub fn reverse_addrs(&self) -> Vec<SocketAddr> {
+        self.reverse_addrs.clone()
+    }
+
+    /// Live reverse channels client gateways opened to this gateway.
+    pub fn reverse_channels(&self) -> usize {
+        self.shared.reverse.as_ref().map_or(0, |c| c.count())
     }
 
     /// The extensions this gateway answers; handlers can be added and
@@ -148,12 +218,12 @@ impl Gateway {
 
     /// What the upstream turned out to be, while connected.
     pub fn upstream_kind(&self) -> Option<UpstreamKind> {
-        self.shared.upstream.kind()
+        self.upstream.kind()
     }
 
     /// The session this gateway dialled to a resi upstream, while connected.
     pub fn upstream_session(&self) -> Option<SessionHandle> {
-        self.shared.upstream.session()
+        self.upstream.session()
     }
 
     /// Sessions client gateways opened to this gateway.

@@ -22,19 +22,38 @@ use super::Shared;
 use crate::extension::{not_implemented, run_handler};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
-use crate::proto::MODIFY_PATH;
+use crate::proto::{MODIFY_PATH, REVERSE_PATH};
 
-/// Serves one call.
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-    if req.uri().path() == MODIFY_PATH {
+/// Serves one call. `over_session`: the call arrived on the HTTP/2
+/// connection of a session this gateway accepted (only there may a client
+/// gateway open a reverse channel).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    over_session: bool,
+) -> Result<Response<ProxyBody>, Infallible> {
+    match req.uri().path() {
         // Boxed: the rare, larger future stays out of every forwarded call.
-        return Ok(Box::pin(modify(&shared, req)).await);
+        MODIFY_PATH => Ok(Box::pin(modify(&shared, req)).await),
+        REVERSE_PATH => Ok(reverse(&shared, req, over_session)),
+        _ => Ok(forward(&shared, req.map(Either::Left)).await),
     }
-    Ok(forward(&shared, req.map(Either::Left)).await)
+}
+
+/// A client gateway opens its reverse channel.
+fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Response<ProxyBody> {
+    let refuse = |why: &str| Status::new(Code::FailedPrecondition, why.to_string()).to_response();
+    if !over_session {
+        return refuse("a reverse channel can only be opened over a RESI session (by a client gateway)");
+    }
+    match &shared.reverse {
+        Some(channels) => channels.accept(req),
+        None => refuse("this gateway takes no reverse channel: it has no [Reverse] Listen"),
+    }
 }
 
 async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> {
-    match shared.upstream.send(req).await {
+    match shared.target.send(req).await {
         Ok(rsp) => rsp.map(ProxyBody::Upstream),
         Err(st) => {
             tracing::debug!("call not forwarded: {st}");

@@ -15,6 +15,7 @@
 //! naming the upstream. A broken connection or failed session is replaced
 //! with exponential backoff capped at [`MAX_BACKOFF`].
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{LocalBody, ReqBody};
+use super::reverse::Opener;
 use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
@@ -99,6 +101,9 @@ pub(crate) struct Upstream {
     discover: bool,
     /// An NKN path to the next gateway (`[Nkn] Address`), beside the TCP ones.
     nkn: std::sync::OnceLock<(Arc<NknEndpoint>, String)>,
+    /// Opens a reverse channel over every session this upstream joins
+    /// (`[Reverse] Address`).
+    reverse: std::sync::OnceLock<Arc<Opener>>,
 }
 
 impl Upstream {
@@ -126,6 +131,7 @@ impl Upstream {
             connect_timeout,
             discover,
             nkn: std::sync::OnceLock::new(),
+            reverse: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,53 +154,12 @@ impl Upstream {
     /// Sends one call upstream. A request the dying connection never took is
     /// retried once on the next connection.
     pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Status> {
-        self.complete_uri(&mut req);
-        let mut retried = false;
-        loop {
-            let mut tx = match self.current() {
-                Some(tx) => tx,
-                // Boxed: the waiting machinery stays out of the fast path.
-                None => {
-                    let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
-                    Box::pin(self.wait_ready(caller)).await?
-                }
-            };
-            match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok(rsp),
-                Err(mut e) => match e.take_message() {
-                    Some(r) if !retried => {
-                        retried = true;
-                        req = r;
-                        self.kick.notify_one();
-                        tokio::task::yield_now().await;
-                    }
-                    _ => return Err(self.unavailable(&e.into_error().to_string())),
-                },
-            }
-        }
+        complete_uri(&mut req, &self.authority);
+        send_on(self, req).await
     }
 
     fn unavailable(&self, why: &str) -> Status {
         Status::new(Code::Unavailable, format!("upstream {}: {why}", self.label))
-    }
-
-    /// HTTP/2 needs `:scheme` and `:authority`; keep the caller's if present.
-    fn complete_uri(&self, req: &mut Request<ReqBody>) {
-        let uri = req.uri();
-        if uri.scheme().is_some() && uri.authority().is_some() {
-            return;
-        }
-        let mut parts = uri.clone().into_parts();
-        parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
-        if parts.authority.is_none() {
-            parts.authority = Some(self.authority.clone());
-        }
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        if let Ok(u) = Uri::from_parts(parts) {
-            *req.uri_mut() = u;
-        }
     }
 
     /// The live connection, if there is one.
@@ -286,11 +251,18 @@ impl Upstream {
                     let link =
                         Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
                     self.publish(link, true);
+                    let reverse = match (self.reverse.get(), &conn.session) {
+                        (Some(opener), Some(_)) => Some(tokio::spawn(opener.clone().keep_open(conn.tx.clone()))),
+                        _ => None,
+                    };
                     let why = tokio::select! {
                         _ = stop.cancelled() => None,
                         why = conn.broken() => Some(why),
                     };
                     self.publish(Link::Connecting, false);
+                    if let Some(task) = reverse {
+                        task.abort();
+                    }
                     conn.close().await;
                     let Some(why) = why else { break };
                     tracing::warn!(upstream = %self.label, "upstream connection lost: {why}");
@@ -314,11 +286,20 @@ impl Upstream {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         self.publish(Link::Down { error: "gateway is shutting down".into() }, true);
+        if let Some(opener) = self.reverse.get() {
+            opener.shutdown().await;
+        }
     }
 
     /// Adds an NKN path to `peer` to every session this upstream joins.
     pub(crate) fn set_nkn_peer(&self, endpoint: Arc<NknEndpoint>, peer: String) {
         let _ = self.nkn.set((endpoint, peer));
+    }
+
+    /// Opens a reverse channel with `opener` over every session this
+    /// upstream joins (set before the manager starts).
+    pub(crate) fn set_reverse(&self, opener: Arc<Opener>) {
+        let _ = self.reverse.set(opener);
     }
 
     /// TCP paths first (path id = index in `[Tcp] Address`), then NKN.
@@ -449,6 +430,99 @@ impl Upstream {
     }
 }
 
+impl Connections for Upstream {
+    fn current(&self) -> Option<SendRequest<ReqBody>> {
+        Upstream::current(self)
+    }
+
+    async fn wait(&self, caller: Option<Duration>) -> Result<SendRequest<ReqBody>, Status> {
+        self.wait_ready(caller).await
+    }
+
+    async fn lost(&self) {
+        self.kick.notify_one();
+        tokio::task::yield_now().await;
+    }
+
+    fn failed(&self, why: &str) -> Status {
+        self.unavailable(why)
+    }
+}
+
+/// Where calls find an HTTP/2 connection to go on: the upstream manager's,
+/// or a reverse channel.
+pub(crate) trait Connections {
+    /// A live connection, without waiting.
+    fn current(&self) -> Option<SendRequest<ReqBody>>;
+    /// Waits for one, no longer than the `caller`'s deadline or the connect
+    /// timeout.
+    fn wait(&self, caller: Option<Duration>) -> impl Future<Output = Result<SendRequest<ReqBody>, Status>> + Send;
+    /// The connection went away before it took a request.
+    fn lost(&self) -> impl Future<Output = ()> + Send;
+    /// The status of a call that could not be sent.
+    fn failed(&self, why: &str) -> Status;
+}
+
+/// Sends one call on a connection of `conns`; a request the dying
+/// connection never took is retried once on the next one.
+pub(crate) async fn send_on<C: Connections + Sync>(
+    conns: &C,
+    mut req: Request<ReqBody>,
+) -> Result<Response<Incoming>, Status> {
+    let mut retried = false;
+    loop {
+        let mut tx = match conns.current() {
+            Some(tx) => tx,
+            // Boxed: the waiting machinery stays out of the fast path.
+            None => {
+                let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
+                Box::pin(conns.wait(caller)).await?
+            }
+        };
+        match tx.try_send_request(req).await {
+            Ok(rsp) => return Ok(rsp),
+            Err(mut e) => match e.take_message() {
+                Some(r) if !retried => {
+                    retried = true;
+                    req = r;
+                    conns.lost().await;
+                }
+                _ => return Err(conns.failed(&e.into_error().to_string())),
+            },
+        }
+    }
+}
+
+/// An upstream's manager task, stopped by [`Manager::stop`] or when dropped.
+pub(crate) struct Manager {
+    stop: CancellationToken,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Manager {
+    /// Starts managing `upstream` (inside a tokio runtime).
+    pub(crate) fn spawn(upstream: Arc<Upstream>, cfg: SessionConfig) -> Manager {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Upstream::supervise(upstream, cfg, stop.clone()));
+        Manager { stop, task: std::sync::Mutex::new(Some(task)) }
+    }
+
+    /// Stops the manager and waits until its connection is closed.
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// One upstream connection: the h2 client, the task driving it and, for a
 /// resi upstream, the session under it.
 struct Conn {
@@ -493,9 +567,28 @@ impl Conn {
     }
 }
 
+/// HTTP/2 needs `:scheme` and `:authority`; keep the caller's if present.
+pub(crate) fn complete_uri(req: &mut Request<ReqBody>, authority: &http::uri::Authority) {
+    let uri = req.uri();
+    if uri.scheme().is_some() && uri.authority().is_some() {
+        return;
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.scheme.get_or_insert(http::uri::Scheme::HTTP);
+    if parts.authority.is_none() {
+        parts.authority = Some(authority.clone());
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(u) = Uri::from_parts(parts) {
+        *req.uri_mut() = u;
+    }
+}
+
 /// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
 /// own task.
-async fn h2_client<I>(io: I) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
+pub(crate) async fn h2_client<I>(io: I) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -18,3 +18,20 @@ pub async fn assert_tasks_settle(baseline: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Waits (at most 10 s) until the session `gw` dialled upstream has `n`
+/// live paths.
+pub async fn wait_live(gw: &resi::gateway::Gateway, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(s) = gw.upstream_session() {
+            if let Some(stats) = s.stats().await {
+                if stats.paths.iter().filter(|p| p.live).count() >= n {
+                    return;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "fewer than {n} live paths");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
