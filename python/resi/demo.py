@@ -4,7 +4,9 @@ Everything runs in this process, on loopback, with no network: the embedded
 local NKN node, a simulated facility behind an *end gateway*, a *client
 gateway* joined to it by two TCP paths (each through a
 :class:`resi.FaultRelay`, so it can be cut) and an NKN path through the
-local node, and an exchange making a stream of calls through them. Partway
+local node, a simulated exchange and registry behind the client gateway,
+and ESI calls both ways through them (the workload is in
+:mod:`resi._demo_esi`). Partway
 through, paths are cut and later restored (by default: ``tcp0`` at 30 %,
 ``nkn`` at 55 %, both back at 75 %). Every answer is checked against what
 the simulator must answer; a call that fails or times out is *lost*, one
@@ -33,13 +35,14 @@ import json
 import logging
 import random
 import re
+import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from . import CallError, Client, ConfigError, FaultRelay, Gateway, PathStats, SessionStats, refresh_logging
+from . import CallError, Client, FaultRelay, Gateway, PathStats, SessionStats, StatusCode, refresh_logging
 from .nkn import Identity, LocalNode
 
 try:  # the simulators need grpcio: pip install "resi[sim]"
@@ -55,6 +58,7 @@ __all__ = [
     "DemoOptions",
     "DemoSummary",
     "DEFAULT_CUTS",
+    "DEFAULT_CUTS_TCP",
     "WrongAnswer",
     "main",
     "parse_cuts",
@@ -63,6 +67,8 @@ __all__ = [
 
 #: The default cut schedule: one TCP path, then NKN, both restored later.
 DEFAULT_CUTS = "tcp0@30%-75%,nkn@55%-75%"
+#: The default without NKN (cutting both TCP paths would leave none).
+DEFAULT_CUTS_TCP = "tcp0@30%-75%"
 #: Session timers of the demo's gateways: a silent path leaves the session
 #: after ``DeadTimeout``, so that is roughly the longest stall to expect.
 DEMO_TIMERS = {"HeartbeatInterval": "100ms", "DeadTimeout": "600ms", "RedialMaxBackoff": "500ms"}
@@ -142,11 +148,12 @@ def parse_cuts(spec: str, paths: Sequence[str], duration: float) -> list[Cut]:
 @dataclass
 class DemoOptions:
     """What :func:`run_demo` does. ``cuts`` is a schedule string (see
-    :func:`parse_cuts`) or a list of :class:`Cut`."""
+    :func:`parse_cuts`), a list of :class:`Cut`, or None for the default
+    (:data:`DEFAULT_CUTS`, or :data:`DEFAULT_CUTS_TCP` without NKN)."""
 
     mode: str = "strict"
     duration: float = 30.0
-    cuts: str | list[Cut] = DEFAULT_CUTS
+    cuts: str | list[Cut] | None = None
     nkn: bool = True
     #: Concurrent callers per direction.
     concurrency: int = 4
@@ -408,6 +415,14 @@ async def _worker(
 # --- the topology ----------------------------------------------------------------
 
 
+def _free_address() -> str:
+    # TEMPORARY: until Gateway.reverse_addresses tells the port bound for
+    # "127.0.0.1:0", pick a free one here.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def path_names(nkn: bool) -> list[str]:
     """The demo's paths in the session's order (TCP paths first, then NKN)."""
     return ["tcp0", "tcp1"] + (["nkn"] if nkn else [])
@@ -426,8 +441,7 @@ class Topology:
         self.client: Gateway | None = None
         self.relays: list[FaultRelay] = []
         self.names = path_names(opts.nkn)
-        #: Whether calls to the exchange go over the gateways ([Reverse]).
-        self.reverse = True
+        self.reverse_listen = ""
 
     def transport(self, name: str) -> str:
         return "nkn" if name == "nkn" else "tcp"
@@ -445,17 +459,10 @@ class Topology:
             client["Nkn"] = {"Seed": client_id.seed, "Address": end_id.address, **common}
         # The facility's clients call the end gateway's reverse listener;
         # the client gateway forwards those calls to the exchange.
-        end["Reverse"] = {"Listen": "127.0.0.1:0"}
+        self.reverse_listen = _free_address()
+        end["Reverse"] = {"Listen": self.reverse_listen}
         client["Reverse"] = {"Address": self.exchange}
-        try:
-            self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
-        except ConfigError as e:
-            if "Reverse" not in str(e):
-                raise
-            # TEMPORARY until the reverse channel is merged.
-            del end["Reverse"], client["Reverse"]
-            self.reverse = False
-            self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
+        self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
         await self.end.start()
         self.relays = [FaultRelay(a) for a in self.end.addresses]
         client["Tcp"]["Address"] = [r.address for r in self.relays]
@@ -464,9 +471,11 @@ class Topology:
 
     @property
     def exchange_entry(self) -> str:
-        """Where the facility's clients reach the exchange."""
+        """Where the facility's clients reach the exchange: the end
+        gateway's reverse listener."""
         assert self.end is not None
-        return self.end.reverse_addresses[0] if self.reverse else self.exchange  # type: ignore[attr-defined]
+        bound = getattr(self.end, "reverse_addresses", None)
+        return str(bound[0]) if bound else str(self.reverse_listen)
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -503,6 +512,23 @@ class Topology:
         if stats is None:
             return []
         return [self.names[p.path] for p in stats.paths if p.state == "up" and p.path < len(self.names)]
+
+    async def wait_reverse(self, fac: Client, timeout: float) -> None:
+        """Waits until calls at the reverse listener reach the exchange's
+        server: a call to a method no server has is answered UNIMPLEMENTED
+        by the exchange's server once the client gateway opened the
+        reverse channel (UNAVAILABLE by the end gateway before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await fac.unary("/resi.demo.Probe/Ping", b"", timeout=2)
+                return
+            except CallError as e:
+                if e.code == StatusCode.UNIMPLEMENTED:
+                    return
+                if time.monotonic() > deadline:
+                    raise DemoError(f"the reverse channel did not open within {timeout:g} s: {e.code.name}: {e.details}") from None
+            await asyncio.sleep(0.05)
 
     async def wait_live(self, want: int, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -671,7 +697,8 @@ async def run_demo(options: DemoOptions | None = None) -> DemoSummary:
     :class:`DemoError` if a part cannot be set up."""
     o = options or DemoOptions()
     _check_options(o)
-    cuts = o.cuts if isinstance(o.cuts, list) else parse_cuts(o.cuts, path_names(o.nkn), o.duration)
+    spec = o.cuts if o.cuts is not None else DEFAULT_CUTS if o.nkn else DEFAULT_CUTS_TCP
+    cuts = spec if isinstance(spec, list) else parse_cuts(spec, path_names(o.nkn), o.duration)
     if _IMPORT_ERROR is not None:
         raise DemoError(f"the simulators need grpcio and cryptography: pip install \"resi[sim]\" ({_IMPORT_ERROR})")
     workload = EsiWorkload(o.seed)
@@ -707,8 +734,7 @@ async def _run(o: DemoOptions, topo: Topology, workload: EsiWorkload, cuts: list
         clients.append(ex)
         fac = await Client.connect(topo.exchange_entry)
         clients.append(fac)
-        if not topo.reverse:
-            progress.event("no reverse channel in this build: the facility calls the exchange directly")
+        await topo.wait_reverse(fac, timeout=15.0)
         progress.event("registering the facility with the exchange")
         try:
             made = await asyncio.wait_for(workload.setup(ex, fac, topo.client.address, topo.exchange_entry), 30)
@@ -802,12 +828,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_seconds, default=30.0, metavar="SECONDS", help="how long calls are made (default: 30)")
     p.add_argument(
         "--cut",
-        default=DEFAULT_CUTS,
+        default=None,
         metavar="SCHEDULE",
         help=(
             "which paths to cut and when: 'none', or PATH[@START[-END]],... with PATH tcp0, tcp1 or nkn and times "
             "as 30%% of the run or 9s; END 'never' leaves it cut; untimed paths are cut between 30%% and 55%% and "
-            f"restored at 75%% (default: {DEFAULT_CUTS.replace('%', '%%')})"
+            f"restored at 75%% (default: {DEFAULT_CUTS.replace('%', '%%')}; with --no-nkn {DEFAULT_CUTS_TCP.replace('%', '%%')})"
         ),
     )
     p.add_argument("--no-nkn", action="store_true", help="two TCP paths only, no local NKN node")
