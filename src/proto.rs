@@ -18,6 +18,19 @@ pub mod nkn {
     }
 }
 
+/// The SolarNetwork ESI dialect (`proto/solarnetwork/esi`), wire-compatible
+/// with SolarNetwork's own files. Only the messages: resi forwards the
+/// services' calls as opaque gRPC, so the library needs no service code.
+pub mod solarnetwork {
+    /// Package `solarnetwork.esi`.
+    pub mod esi {
+        /// Messages and enums of `solarnetwork.esi.domain` (40 messages).
+        pub mod domain {
+            include!(concat!(env!("OUT_DIR"), "/lib/solarnetwork.esi.domain.rs"));
+        }
+    }
+}
+
 /// Extension id of the RESI redundancy extension.
 pub const REDUNDANCY_EXTENSION_ID: u32 = 1;
 
@@ -33,3 +46,41 @@ pub const MODIFY_PATH: &str = "/esi.Esi/Modify";
 /// gateway over its session, that carries an HTTP/2 connection the other
 /// way (see `docs/protocol.md`, "Reverse channel").
 pub const REVERSE_PATH: &str = "/resi.Resi/Reverse";
+
+#[cfg(test)]
+mod tests {
+    use super::solarnetwork::esi::domain::{
+        datum_request::TimeStyleOneof, price_map_offer_response::AcceptOneof, DatumRequest, DerRoute,
+        DurationRange, PriceMapOfferResponse, SignedInt32Range, TimeConcept, Uuid,
+    };
+    use prost::Message;
+
+    fn hex(m: &impl Message) -> String {
+        hex::encode(m.encode_to_vec())
+    }
+
+    /// The wire vectors of the ESI reference (esi-protocol §8); oneof members
+    /// at their default value (reject, MOST_RECENT) are still sent.
+    #[test]
+    fn esi_wire_vectors() {
+        let reject = PriceMapOfferResponse { accept_oneof: Some(AcceptOneof::Accept(false)), ..Default::default() };
+        assert_eq!(hex(&reject), "1800");
+        let accept = PriceMapOfferResponse { accept_oneof: Some(AcceptOneof::Accept(true)), ..Default::default() };
+        assert_eq!(hex(&accept), "1801");
+        let recent = DatumRequest {
+            time_style_oneof: Some(TimeStyleOneof::TimeConcept(TimeConcept::MostRecent as i32)),
+            ..Default::default()
+        };
+        assert_eq!(hex(&recent), "1800");
+        assert_eq!(hex(&Uuid { hi: 1, lo: 2 }), "090100000000000000110200000000000000");
+        let span = DurationRange {
+            min: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+            max: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+        };
+        assert_eq!(hex(&span), "320208013a020802");
+        assert_eq!(hex(&SignedInt32Range { min: -1, max: 1 }), "08011002");
+        let route = DerRoute { exchange_uid: "a".into(), facility_uid: "b".into(), signature: None };
+        assert_eq!(hex(&route), "0a0161120162");
+        assert_eq!(PriceMapOfferResponse::decode(&b"\x18\x00"[..]).unwrap(), reject);
+    }
+}

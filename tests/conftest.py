@@ -6,6 +6,8 @@ a grpcio ESI server.
   process it started is killed at teardown.
 - ``esi_server``: a grpcio server (generic handlers, raw bytes) with the echo
   methods of ``grpc_helpers`` and ``/esi.Esi/Modify``.
+- ``esi_services``: the three SolarNetwork ESI services on generated
+  servicers (``esi_servicer.EsiServices``, a grpc.aio server).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -27,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from esi_servicer import EsiServices, serve_esi  # noqa: E402
 from grpc_helpers import EsiServer  # noqa: E402
 
 LISTENING = re.compile(r"^resi: listening on (\S+)\s*$")
@@ -246,6 +249,12 @@ def esi_server() -> Iterator[EsiServer]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+async def esi_services() -> AsyncIterator[EsiServices]:
+    async with serve_esi() as node:
+        yield node
 
 
 @pytest.fixture

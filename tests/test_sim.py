@@ -510,3 +510,41 @@ async def test_start_is_fast_and_listen_errors_are_clear():
         sim.serve([sim.Registry(), sim.Registry()])
     with pytest.raises(RuntimeError, match="not started"):
         sim.Facility().address
+    async with sim.Registry() as reg:
+        with pytest.raises(RuntimeError, match="already served at " + reg.address):
+            await reg.start()
+        with pytest.raises(RuntimeError, match="already served"):
+            await sim.serve([reg]).start()
+        assert reg.calls == {}
+
+
+async def test_offer_round_errors_and_offer_rows():
+    async with sim.Facility(uid="fac-a") as fac, sim.Exchange() as ex:
+        with pytest.raises(resi.CallError) as e:
+            await ex.run_offer_round(fac.address, facility_uid="someone-else")
+        assert e.value.code == resi.StatusCode.INVALID_ARGUMENT and "route.facility_uid: this node is 'fac-a', got 'someone-else'" in e.value.details
+        with pytest.raises(ValueError, match="give facility_uid"):
+            await ex.run_offer_round(fac.address)
+        rnd = await ex.run_offer_round(fac.address, sim.price_map(price="0.15", real_power=5000), facility_uid="fac-a")
+        assert rnd.outcome == "accepted"
+        rows = fac.offer_rows()
+        assert [(r["price"], r["decision"], r["status"], r["real_power"]) for r in rows] == [
+            (Decimal("0.15"), "counter", "REJECTED", 5000),
+            (Decimal("0.25"), "accept", "EXECUTING", 5000),
+        ]
+        assert rows[0]["offer_id"] == str(rnd.steps[0].offer_id) and "asking 0.25" in rows[0]["reason"]
+
+
+async def test_the_documented_example_runs(capsys):
+    """The first example of docs/python.md's "Simulator" section, as written."""
+    import textwrap
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "python.md").read_text()
+    section = doc[doc.index("## Simulator") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(compile("async def example():\n" + textwrap.indent(code, "    "), "docs/python.md", "exec"), namespace)
+    await namespace["example"]()
+    out = capsys.readouterr().out
+    assert "accepted ['counter', 'accept']" in out and "EXECUTING" in out

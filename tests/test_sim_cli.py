@@ -41,6 +41,8 @@ def test_sim_usage_and_bind_errors():
     assert r.returncode == 2 and "expected a decimal price" in r.stderr
     r = run_resi("sim", "registry", "--list", "only-two,fields")
     assert r.returncode == 2 and "expected NAME,UID,URI" in r.stderr
+    r = run_resi("sim", "facility", "--listen", "nowhere")
+    assert r.returncode == 2 and "--listen: expected host:port, got 'nowhere'" in r.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

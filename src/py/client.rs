@@ -261,9 +261,12 @@ impl Call {
                     None => Ok(None),
                 }
             };
+            // Biased, cancellation first: after `cancel()` the state is Done,
+            // and `next` would otherwise win half the time with a clean end.
             let result = tokio::select! {
-                r = next => r,
+                biased;
                 _ = cancel.cancelled() => Err(Call::cancelled()),
+                r = next => r,
             };
             match result {
                 Ok(Some(msg)) => Ok(Some(py_bytes(&msg))),

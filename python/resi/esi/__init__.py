@@ -1,5 +1,12 @@
 """Typed ESI: the SolarNetwork ESI dialect from Python.
 
+Typed async clients of the three services over any :class:`resi.Client`
+(plain, through a gateway, or redundant in-process):
+:class:`FacilityClient` (``DerFacilityService``), :class:`ExchangeClient`
+(``DerFacilityExchange``), :class:`RegistryClient`
+(``DerFacilityExchangeRegistry``), and :class:`OfferNegotiation` for the
+bidi ``ProposePriceMapOffer``.
+
 Every message and enum of the proto package ``solarnetwork.esi.domain`` as
 a standard ``protobuf`` class, flat (``from resi.esi import DerRoute,
 PowerParameters``), plus the well-known types the messages use
@@ -18,6 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ._clients import ExchangeClient, FacilityClient, OfferNegotiation, RegistryClient
 from ._proto.solarnetwork.esi.domain.crypto_key_pb2 import CryptoKey
 from ._proto.solarnetwork.esi.domain.datum_request_pb2 import DatumRequest
 from ._proto.solarnetwork.esi.domain.der_characteristics_pb2 import DerCharacteristics
@@ -79,6 +87,8 @@ __all__ = [
     "Duration",
     "DurationRange",
     "Empty",
+    "ExchangeClient",
+    "FacilityClient",
     "FloatRange",
     "Form",
     "FormData",
@@ -88,6 +98,7 @@ __all__ = [
     "MessageSignature",
     "Money",
     "MoneyRange",
+    "OfferNegotiation",
     "PowerComponents",
     "PowerParameters",
     "PowerProfileDatum",
@@ -103,6 +114,7 @@ __all__ = [
     "PriceMapOfferStatusRequest",
     "PriceMapOfferStatusResponse",
     "PriceParameters",
+    "RegistryClient",
     "SignedInt32Range",
     "TimeConcept",
     "TimeUnit",

@@ -92,8 +92,9 @@ class Role:
 
     async def start(self) -> Any:
         """Serves this role alone on ``listen``; returns ``self``."""
-        self._own = Server([self], listen=self.listen)
-        await self._own.start()
+        server = Server([self], listen=self.listen)
+        await server.start()
+        self._own = server
         return self
 
     async def stop(self, grace: Optional[float] = None) -> None:
@@ -135,6 +136,9 @@ class Server:
         self._grpc: Optional[grpc.aio.Server] = None
 
     async def start(self) -> Server:
+        for role in self.roles:
+            if role.server is not None:
+                raise RuntimeError(f"{type(role).__name__} is already served at {role.server.address}")
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.so_reuseport", 0)]
         )

@@ -7,7 +7,7 @@ resi sim exchange registry --listen 127.0.0.1:9091   # several roles on one serv
 
 Prints ``resi: listening on ADDR`` on stderr once serving (as ``resi
 gateway`` does) and exits 0 on SIGINT/SIGTERM; 2 on bad usage, 1 if it
-cannot listen.
+cannot listen. Documented in docs/python.md, "Simulator".
 """
 
 from __future__ import annotations
@@ -87,8 +87,12 @@ async def serve(args: argparse.Namespace) -> int:
     listen = args.listen or f"127.0.0.1:{DEFAULT_PORTS[roles[0]]}"
     try:
         server = serve([built[r] for r in roles], listen=listen)  # type: ignore[misc]
+    except ValueError as e:
+        print(f"resi sim: error: --{e}", file=sys.stderr)
+        return 2
+    try:
         await server.start()
-    except (OSError, ValueError) as e:
+    except OSError as e:
         print(f"resi sim: error: {e}", file=sys.stderr)
         return 1
     print(f"resi: listening on {server.address}", file=sys.stderr, flush=True)

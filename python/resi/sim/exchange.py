@@ -200,6 +200,7 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
     async def SubmitDerFacilityRegistrationForm(self, request: Any, context: Any) -> esi.DerFacilityRegistrationFormDataReceipt:
         reg = self._check_registration(request)
         self.registrations[reg.facility_uid] = reg
+        log.info("registration form from facility %s (endpoint %s) accepted", reg.facility_uid, reg.endpoint_uri)
         if self.auto_complete:
             task = asyncio.get_running_loop().create_task(self._auto_complete(reg.facility_uid))
             self._tasks.add(task)
@@ -345,6 +346,7 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             raise
         reg.status = "registered" if success else "declined"
         reg._done.set()
+        log.info("registration of facility %s completed: %s", facility_uid, reg.status)
 
     async def wait_registration(self, facility_uid: str, timeout: float = 10) -> FacilityRegistration:
         """Waits until the registration of ``facility_uid`` was completed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -22,6 +23,8 @@ from .errors import InvalidArgument
 from .keys import ALGORITHM, ENCODING, KeyPair
 from .policy import Decision, PolicyLike, as_policy
 from .series import PowerProfile, Step
+
+log = logging.getLogger("resi.sim.facility")
 
 EXCHANGE_SERVICE = "solarnetwork.esi.service.DerFacilityExchange"
 REGISTRY_SERVICE = "solarnetwork.esi.service.DerFacilityExchangeRegistry"
@@ -268,6 +271,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             )
         reg.status = "registered" if request.success else "declined"
         reg._done.set()
+        log.info("registration with exchange %s: %s", reg.exchange_uid, reg.status)
         return esi.Empty()
 
     @rpc
@@ -302,6 +306,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             raise TypeError(f"the offer policy returned {type(decision).__name__}, not a Decision")
         record = OfferRecord(offer_id=oid, offer=offer, decision=decision, received=self.clock())
         self.offers[oid] = record
+        price = offer.price_map.price.apparent_energy_price
+        log.info("offer %s from %s at %s %s: %s (%s)", oid, offer.route.exchange_uid, money.to_decimal(price), price.currency_code, decision.action, decision.reason)
         return record
 
     @rpc
@@ -368,6 +374,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             if request.HasField(name):
                 getattr(merged, name).CopyFrom(getattr(request, name))
         self.power_parameters = merged
+        log.info("power parameters set: %s", str(merged).replace("\n", " "))
         return merged
 
     @rpc
@@ -495,6 +502,31 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             return await _calls.server_stream(client, EXCHANGE_SERVICE, "ListPrices", request, esi.PriceDatum)
 
     # -- inspection -------------------------------------------------------------
+
+    def offer_rows(self) -> list[dict[str, Any]]:
+        """One row per answered offer, for a table (e.g. a DataFrame):
+        ``offer_id``, ``exchange_uid``, ``price``, ``currency``,
+        ``real_power``, ``duration`` (s), ``decision``, ``reason``,
+        ``status`` (now) and ``feedback``."""
+        now = self.clock()
+        rows = []
+        for r in self.offers.values():
+            pm = r.offer.price_map
+            rows.append(
+                {
+                    "offer_id": str(r.offer_id),
+                    "exchange_uid": r.offer.route.exchange_uid,
+                    "price": money.to_decimal(pm.price.apparent_energy_price),
+                    "currency": pm.price.apparent_energy_price.currency_code,
+                    "real_power": pm.power_components.real_power,
+                    "duration": pm.duration.ToNanoseconds() / 1e9,
+                    "decision": r.decision.action,
+                    "reason": r.decision.reason,
+                    "status": r.status(now),
+                    "feedback": r.feedback,
+                }
+            )
+        return rows
 
     def offer_status(self, offer_id: uuid.UUID) -> str:
         """The status name of an answered offer now (see :meth:`OfferRecord.status`)."""
