@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from . import Client, esi
 from .sim import Exchange, Facility, Registry, Server, money, price_map, serve
@@ -31,8 +30,6 @@ from .sim.series import interval_starts
 
 TO_FACILITY = "to-facility"
 TO_EXCHANGE = "to-exchange"
-FACILITY_SERVICE = "/solarnetwork.esi.service.DerFacilityService/"
-EXCHANGE_SERVICE = "/solarnetwork.esi.service.DerFacilityExchange/"
 #: Time ranges asked for start from here (2026-06-01T00:00:00Z) plus a
 #: seeded offset: answers do not depend on the wall clock.
 EPOCH = 1_780_272_000
@@ -66,14 +63,6 @@ class Scenario:
     run: Run
 
 
-async def _unary(client: Client, path: str, request: Any, reply: Any, timeout: float) -> Any:
-    return reply.FromString(await client.unary(path, request.SerializeToString(), timeout=timeout))
-
-
-async def _server_stream(client: Client, path: str, request: Any, reply: Any, timeout: float) -> list[Any]:
-    return [reply.FromString(m) async for m in client.server_stream(path, request.SerializeToString(), timeout=timeout)]
-
-
 class EsiWorkload:
     """The three simulators and the demo's ESI calls between them."""
 
@@ -84,7 +73,7 @@ class EsiWorkload:
         self.exchange = Exchange(uid="exchange-1", seed=seed)
         self.registry = Registry()
         self._servers: list[Server] = [serve([self.facility]), serve([self.exchange, self.registry])]
-        self._clients: tuple[Client, Client] | None = None
+        self._clients: tuple[esi.FacilityClient, esi.ExchangeClient] | None = None
         self.offers: list[uuid.UUID] = []
         self._locks = {k: asyncio.Lock() for k in ("power", "characteristics", "price_maps", "programs")}
 
@@ -101,15 +90,17 @@ class EsiWorkload:
             await s.stop(0)
 
     @property
-    def ex(self) -> Client:
-        """The exchange's client (its calls enter at the client gateway)."""
+    def ex(self) -> esi.FacilityClient:
+        """The exchange's client of the facility (its calls enter at the
+        client gateway)."""
         if self._clients is None:
             raise RuntimeError("setup() has not run")
         return self._clients[0]
 
     @property
-    def fac(self) -> Client:
-        """The facility's client (its calls enter at the end gateway)."""
+    def fac(self) -> esi.ExchangeClient:
+        """The facility's client of the exchange and registry (its calls
+        enter at the end gateway's reverse listener)."""
         if self._clients is None:
             raise RuntimeError("setup() has not run")
         return self._clients[1]
@@ -131,7 +122,7 @@ class EsiWorkload:
         ``facility_endpoint``, where the exchange calls back
         ``CompleteDerFacilityRegistration``. Returns the ``(direction,
         RPC)`` calls made."""
-        self._clients = (ex, fac)
+        self._clients = (esi.FacilityClient(ex), esi.ExchangeClient(fac))
         ex_ = self.exchange
         self.registry.exchanges.append((ex_.name, ex_.uid, exchange_endpoint))
         listed = await self.facility.lookup(fac)
@@ -175,7 +166,7 @@ class EsiWorkload:
 
     async def get_power_parameters(self, rng: random.Random, timeout: float) -> None:
         async with self._locks["power"]:
-            got = await _unary(self.ex, FACILITY_SERVICE + "GetPowerParameters", self.route(), esi.PowerParameters, timeout)
+            got = await self.ex.get_power_parameters(self.route(), timeout=timeout)
             expect("GetPowerParameters", got, self.facility.power_parameters)
 
     async def set_power_parameters(self, rng: random.Random, timeout: float) -> None:
@@ -188,7 +179,7 @@ class EsiWorkload:
             frequency_range=esi.SignedInt32Range(min=lo_f, max=rng.randint(lo_f, 65)),
         )
         async with self._locks["power"]:
-            got = await _unary(self.ex, FACILITY_SERVICE + "SetPowerParameters", want, esi.PowerParameters, timeout)
+            got = await self.ex.set_power_parameters(want, timeout=timeout)
             expect("SetPowerParameters", got, want)
             expect("SetPowerParameters (facility state)", self.facility.power_parameters, want)
 
@@ -198,7 +189,7 @@ class EsiWorkload:
         req = esi.DatumRequest(route=self.route())
         req.time_range.min.FromSeconds(start)
         req.time_range.max.FromSeconds(end)
-        got = await _server_stream(self.ex, FACILITY_SERVICE + "ListPowerProfile", req, esi.PowerProfileDatum, timeout)
+        got = [d async for d in self.ex.list_power_profile(req, timeout=timeout)]
         step = self.facility.step
         starts = interval_starts(start, end, step)
         expect("ListPowerProfile (intervals)", [d.ts.seconds for d in got], starts)
@@ -224,7 +215,7 @@ class EsiWorkload:
     async def get_offer_status(self, rng: random.Random, timeout: float) -> None:
         oid = self._pick_offer(rng)
         req = esi.PriceMapOfferStatusRequest(route=self.route(), offer_id=_uuid_msg(oid))
-        got = await _unary(self.ex, FACILITY_SERVICE + "GetPriceMapOfferStatus", req, esi.PriceMapOfferStatus, timeout)
+        got = await self.ex.get_price_map_offer_status(req, timeout=timeout)
         expect("GetPriceMapOfferStatus", esi.PriceMapOfferStatus.Status.Name(got.status), self.facility.offer_status(oid))
 
     async def offer_feedback(self, rng: random.Random, timeout: float) -> None:
@@ -233,8 +224,7 @@ class EsiWorkload:
         req = esi.PriceMapOfferFeedback(
             route=self.route(), offer_id=_uuid_msg(oid), obligation_status=esi.PriceMapOfferFeedback.ObligationStatus.Value(status)
         )
-        path = FACILITY_SERVICE + "ProvidePriceMapOfferFeedback"
-        got = await _unary(self.ex, path, req, esi.PriceMapOfferFeedbackResponse, timeout)
+        got = await self.ex.provide_price_map_offer_feedback(req, timeout=timeout)
         accepted = self.facility.offers[oid].decision.action == "accept"
         expect("ProvidePriceMapOfferFeedback (accepted)", got.accepted, accepted)
 
@@ -252,13 +242,12 @@ class EsiWorkload:
         expect("ListDerFacilityExchanges", await self.facility.lookup(self.fac), self.registry.listing())
 
     async def get_public_key(self, rng: random.Random, timeout: float) -> None:
-        got = await _unary(self.fac, EXCHANGE_SERVICE + "GetPublicCryptoKey", esi.Empty(), esi.CryptoKey, timeout)
+        got = await self.fac.get_public_crypto_key(timeout=timeout)
         expect("GetPublicCryptoKey", bytes(got.key), self.exchange.keys.public_der)
 
     async def get_form(self, rng: random.Random, timeout: float) -> None:
         req = esi.DerFacilityRegistrationFormRequest(exchange_uid=self.exchange.uid, language_code="en-US")
-        path = EXCHANGE_SERVICE + "GetDerFacilityRegistrationForm"
-        got = await _unary(self.fac, path, req, esi.DerFacilityRegistrationForm, timeout)
+        got = await self.fac.get_der_facility_registration_form(req, timeout=timeout)
         expect("GetDerFacilityRegistrationForm", got, esi.DerFacilityRegistrationForm(exchange_uid=self.exchange.uid, form=self.exchange.form))
 
     async def provide_characteristics(self, rng: random.Random, timeout: float) -> None:
