@@ -867,7 +867,7 @@ def _log_to_stderr(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``resi demo [OPTIONS]``: runs the demo, prints the summary, returns
     the exit status (0 passed, 1 a call was lost or wrong or a path did not
-    come back, 2 bad options or a part that did not start)."""
+    come back, 2 bad options or a part that did not start, 130 interrupted)."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -896,6 +896,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as e:
         print(f"resi demo: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # asyncio.run cancelled the demo: everything is stopped
+        print("\nresi demo: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         json.dump(summary.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
