@@ -14,7 +14,9 @@
 //!
 //! `resi gateway` prints one line per bound address to stderr,
 //! `resi: listening on 127.0.0.1:40123`, once the gateway accepts
-//! connections (so a caller that configured port 0 can find the port).
+//! connections (so a caller that configured port 0 can find the port),
+//! and one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
+//! address.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -371,6 +373,9 @@ async fn serve(cfg: Config) -> i32 {
         let mut err = std::io::stderr().lock();
         for a in gw.local_addrs() {
             let _ = writeln!(err, "resi: listening on {a}");
+        }
+        for a in gw.reverse_addrs() {
+            let _ = writeln!(err, "resi: reverse listening on {a}");
         }
         let _ = err.flush();
     }

@@ -10,7 +10,9 @@
 //! It is then also a hop for `Modify`: handlers registered on
 //! [`Client::extensions`] answer their ids, and an unknown id with
 //! `pass = false` is refused here (`UNIMPLEMENTED`), as a client gateway
-//! would.
+//! would. With [`Client::redundant_with_reverse`] it also opens the reverse
+//! channel on its session and serves the calls coming back with a local ESI
+//! server, as a client gateway with `[Reverse] Address` does.
 //!
 //! Calls take bytes: one message ([`CallBody::Unary`]) or a channel of
 //! messages ([`CallBody::Stream`]); the answer is a [`Call`] read message by

@@ -319,3 +319,26 @@ def modify(target: str, ext_id: int, passthrough: bool, data: bytes = b"") -> tu
     with channel(target) as ch:
         resp = ch.unary_unary("/esi.Esi/Modify")(encode_modify(ext_id, passthrough, data), timeout=CALL_TIMEOUT)
         return decode_modify(resp)
+
+
+def load(target: str, n: int, tag: bytes, on_progress=None, pause: float = 0.0) -> list[bytes]:
+    """``n`` unary calls ``tag-i`` from 8 threads; returns the responses in
+    call order. ``on_progress(done)`` is called after each call."""
+    done = 0
+    lock = threading.Lock()
+    with channel(target) as ch, futures.ThreadPoolExecutor(8) as pool:
+        unary = ch.unary_unary(f"/{SERVICE}/Unary")
+
+        def one(i: int) -> bytes:
+            nonlocal done
+            r = unary(tag + b"-%d" % i, timeout=CALL_TIMEOUT)
+            if pause:
+                time.sleep(pause)
+            with lock:
+                done += 1
+                d = done
+            if on_progress:
+                on_progress(d)
+            return r
+
+        return list(pool.map(one, range(n)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from concurrent import futures
 
 import grpc
@@ -27,6 +26,7 @@ from grpc_helpers import (
     EsiServer,
     channel,
     check_all_shapes,
+    load,
     modify,
 )
 
@@ -129,25 +129,7 @@ def test_two_gateways_concurrent_calls(two_gateways):
 
 
 def _load(target: str, n: int, on_progress=None) -> list[bytes]:
-    """``n`` unary calls from 8 threads; returns the responses in order.
-    ``on_progress(done)`` is called after each call."""
-    done = 0
-    lock = threading.Lock()
-    with channel(target) as ch, futures.ThreadPoolExecutor(8) as pool:
-        unary = ch.unary_unary(f"/{SERVICE}/Unary")
-
-        def one(i: int) -> bytes:
-            nonlocal done
-            r = unary(b"load-%d" % i, timeout=CALL_TIMEOUT)
-            time.sleep(0.01)
-            with lock:
-                done += 1
-                d = done
-            if on_progress:
-                on_progress(d)
-            return r
-
-        return list(pool.map(one, range(n)))
+    return load(target, n, b"load", on_progress, pause=0.01)
 
 
 @pytest.mark.session

@@ -89,10 +89,12 @@ Handler = Callable[[bytes], Union[Awaitable[bytes], bytes]]
 Messages = Union[Iterable[bytes], AsyncIterable[bytes]]
 
 # Which section a flat keyword belongs to (keys compared without case, `_`
-# and `-`, as in the file). `nkn_*` keywords go to [Nkn]; anything unknown
-# goes to [Resi], where it is reported with a "did you mean" hint.
+# and `-`, as in the file). `nkn_*` keywords go to [Nkn], `reverse_*` to
+# [Reverse]; anything unknown goes to [Resi], where it is reported with a
+# "did you mean" hint.
 _TCP_KEYS = {"listen", "address"}
-_NKN_PREFIX = "nkn"
+_PREFIXES = {"nkn": "Nkn", "reverse": "Reverse"}
+_SECTIONS = {"tcp": "Tcp", "nkn": "Nkn", "resi": "Resi", "reverse": "Reverse"}
 
 
 def _norm(key: str) -> str:
@@ -103,12 +105,13 @@ def _config_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {}
     for key, value in kwargs.items():
         n = _norm(key)
-        if n in ("tcp", "nkn", "resi") and isinstance(value, Mapping):
-            tables.setdefault(n.capitalize(), {}).update(value)
+        prefix = next((p for p in _PREFIXES if n.startswith(p) and len(n) > len(p)), None)
+        if n in _SECTIONS and isinstance(value, Mapping):
+            tables.setdefault(_SECTIONS[n], {}).update(value)
         elif n in _TCP_KEYS:
             tables.setdefault("Tcp", {})[key] = value
-        elif n.startswith(_NKN_PREFIX) and len(n) > len(_NKN_PREFIX):
-            tables.setdefault("Nkn", {})[key[len(_NKN_PREFIX) :].lstrip("_-")] = value
+        elif prefix is not None:
+            tables.setdefault(_PREFIXES[prefix], {})[key[len(prefix) :].lstrip("_-")] = value
         else:
             tables.setdefault("Resi", {})[key] = value
     return tables
@@ -124,7 +127,8 @@ class Gateway:
     """A resi gateway running in this process, on the module's tokio runtime.
 
     Build it from keyword arguments (``listen``/``address`` go to ``[Tcp]``,
-    ``nkn_address``/``nkn_seed``/``nkn_subclients`` to ``[Nkn]``, the rest to
+    ``nkn_address``/``nkn_seed``/``nkn_subclients`` to ``[Nkn]``,
+    ``reverse_listen``/``reverse_address`` to ``[Reverse]``, the rest to
     ``[Resi]``; ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
     dict of tables (:meth:`from_dict`) or from a TOML file
     (:meth:`from_file`). All three validate exactly like ``resi gateway``
@@ -182,6 +186,18 @@ class Gateway:
     def addresses(self) -> list[str]:
         """Bound listen addresses (``"ip:port"``); empty when stopped."""
         return self._gw.addresses
+
+    @property
+    def reverse_addresses(self) -> list[str]:
+        """Bound ``[Reverse] Listen`` addresses (``"ip:port"``): ESI clients
+        there call the far side of the session, back over the reverse
+        channel. Empty when stopped or not configured."""
+        return self._gw.reverse_addresses
+
+    @property
+    def reverse_channels(self) -> int:
+        """Live reverse channels client gateways opened to this gateway."""
+        return self._gw.reverse_channels
 
     @property
     def address(self) -> str:
@@ -264,15 +280,32 @@ class Client:
         return client
 
     @classmethod
-    async def connect_redundant(cls, paths: Sequence[str], *, mode: str = "strict", **resi: Any) -> Client:
+    async def connect_redundant(
+        cls,
+        paths: Sequence[str],
+        *,
+        mode: str = "strict",
+        reverse_address: str | Sequence[str] | None = None,
+        **resi: Any,
+    ) -> Client:
         """Opens a redundant session to the end gateway reachable at each of
         ``paths`` (one TCP path each). ``mode`` and the other keywords are
         ``[Resi]`` keys (``heartbeat_interval``, ``dead_timeout``,
-        ``connect_timeout``, ...), validated as in a file. Raises
-        :class:`SessionError` if no path could join."""
+        ``connect_timeout``, ...), validated as in a file. With
+        ``reverse_address`` (``"host:port"`` of a local ESI server, or a
+        list: the first that connects), this client also opens the reverse
+        channel, like a gateway with ``[Reverse] Address``: calls made at
+        the end gateway's ``[Reverse] Listen`` are served by that server.
+        Raises :class:`SessionError` if no path could join."""
         # Validated as a gateway's file; nothing listens ("Listen" only
         # satisfies the check).
-        config = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
+        config: dict[str, dict[str, Any]] = {
+            "Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"},
+            "Resi": {"Mode": mode, **resi},
+        }
+        if reverse_address is not None:
+            addrs = reverse_address if isinstance(reverse_address, str) else list(reverse_address)
+            config["Reverse"] = {"Address": addrs}
         client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
         await client._ready()
         return client

@@ -45,7 +45,8 @@ impl Client {
 
     /// A redundant session to the end gateway reachable at every address of
     /// ``[Tcp] Address`` of ``config`` (nested dicts, validated like a
-    /// file; ``[Resi]`` gives the mode and timers).
+    /// file; ``[Resi]`` gives the mode and timers; ``[Reverse] Address``,
+    /// the local ESI server that serves calls coming back).
     #[staticmethod]
     #[pyo3(signature = (config, origin = "<dict>"))]
     fn redundant(config: &Bound<'_, PyDict>, origin: &str) -> PyResult<Client> {
@@ -56,7 +57,8 @@ impl Client {
             return Err(super::errors::config_error(py, format!("{origin}: [Tcp] Address: at least one path is needed")));
         }
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
-        let inner = CoreClient::redundant(paths, cfg.session_config(), cfg.resi.connect_timeout);
+        let reverse = cfg.reverse.as_ref().map(|r| r.address.clone()).unwrap_or_default();
+        let inner = CoreClient::redundant_with_reverse(paths, cfg.session_config(), cfg.resi.connect_timeout, reverse);
         Ok(Client { inner: Arc::new(inner) })
     }
 

@@ -96,6 +96,19 @@ impl Gateway {
         self.running().as_ref().map(|g| g.local_addrs().iter().map(|a| a.to_string()).collect()).unwrap_or_default()
     }
 
+    /// The bound ``[Reverse] Listen`` addresses (``"ip:port"``); empty when
+    /// not running or none is configured.
+    #[getter]
+    fn reverse_addresses(&self) -> Vec<String> {
+        self.running().as_ref().map(|g| g.reverse_addrs().iter().map(|a| a.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// Live reverse channels client gateways opened to this gateway.
+    #[getter]
+    fn reverse_channels(&self) -> usize {
+        self.running().as_ref().map_or(0, |g| g.reverse_channels())
+    }
+
     /// ``"plain"`` (an ESI server), ``"resi"`` (a gateway, over a redundant
     /// session) or None while not connected.
     #[getter]
