@@ -35,14 +35,13 @@ import json
 import logging
 import random
 import re
-import socket
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from . import CallError, Client, FaultRelay, Gateway, PathStats, SessionStats, StatusCode, refresh_logging
+from . import CallError, Client, FaultRelay, Gateway, PathStats, SessionStats, refresh_logging
 from .nkn import Identity, LocalNode
 
 try:  # the simulators need grpcio: pip install "resi[sim]"
@@ -415,14 +414,6 @@ async def _worker(
 # --- the topology ----------------------------------------------------------------
 
 
-def _free_address() -> str:
-    # TEMPORARY: until Gateway.reverse_addresses tells the port bound for
-    # "127.0.0.1:0", pick a free one here.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 def path_names(nkn: bool) -> list[str]:
     """The demo's paths in the session's order (TCP paths first, then NKN)."""
     return ["tcp0", "tcp1"] + (["nkn"] if nkn else [])
@@ -441,7 +432,6 @@ class Topology:
         self.client: Gateway | None = None
         self.relays: list[FaultRelay] = []
         self.names = path_names(opts.nkn)
-        self.reverse_listen = ""
 
     def transport(self, name: str) -> str:
         return "nkn" if name == "nkn" else "tcp"
@@ -459,8 +449,7 @@ class Topology:
             client["Nkn"] = {"Seed": client_id.seed, "Address": end_id.address, **common}
         # The facility's clients call the end gateway's reverse listener;
         # the client gateway forwards those calls to the exchange.
-        self.reverse_listen = _free_address()
-        end["Reverse"] = {"Listen": self.reverse_listen}
+        end["Reverse"] = {"Listen": "127.0.0.1:0"}
         client["Reverse"] = {"Address": self.exchange}
         self.end = Gateway.from_dict(end, "<resi demo: end gateway>")
         await self.end.start()
@@ -474,8 +463,7 @@ class Topology:
         """Where the facility's clients reach the exchange: the end
         gateway's reverse listener."""
         assert self.end is not None
-        bound = getattr(self.end, "reverse_addresses", None)
-        return str(bound[0]) if bound else str(self.reverse_listen)
+        return self.end.reverse_addresses[0]
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -513,21 +501,14 @@ class Topology:
             return []
         return [self.names[p.path] for p in stats.paths if p.state == "up" and p.path < len(self.names)]
 
-    async def wait_reverse(self, fac: Client, timeout: float) -> None:
-        """Waits until calls at the reverse listener reach the exchange's
-        server: a call to a method no server has is answered UNIMPLEMENTED
-        by the exchange's server once the client gateway opened the
-        reverse channel (UNAVAILABLE by the end gateway before)."""
+    async def wait_reverse(self, timeout: float) -> None:
+        """Waits until the client gateway opened the reverse channel (calls
+        at the reverse listener are refused UNAVAILABLE before)."""
+        assert self.end is not None
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await fac.unary("/resi.demo.Probe/Ping", b"", timeout=2)
-                return
-            except CallError as e:
-                if e.code == StatusCode.UNIMPLEMENTED:
-                    return
-                if time.monotonic() > deadline:
-                    raise DemoError(f"the reverse channel did not open within {timeout:g} s: {e.code.name}: {e.details}") from None
+        while self.end.reverse_channels < 1:
+            if time.monotonic() > deadline:
+                raise DemoError(f"the client gateway opened no reverse channel within {timeout:g} s")
             await asyncio.sleep(0.05)
 
     async def wait_live(self, want: int, timeout: float) -> list[str]:
@@ -734,7 +715,7 @@ async def _run(o: DemoOptions, topo: Topology, workload: EsiWorkload, cuts: list
         clients.append(ex)
         fac = await Client.connect(topo.exchange_entry)
         clients.append(fac)
-        await topo.wait_reverse(fac, timeout=15.0)
+        await topo.wait_reverse(timeout=15.0)
         progress.event("registering the facility with the exchange")
         try:
             made = await asyncio.wait_for(workload.setup(ex, fac, topo.client.address, topo.exchange_entry), 30)
