@@ -1112,6 +1112,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn loss_knob_changes_at_run_time_within_bounds() {
+        let mut r = Relay::new(NodeConfig::default(), "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        assert_eq!(r.loss(), 0.0);
+        r.set_loss(1.0);
+        assert_eq!(r.loss(), 1.0);
+        r.set_loss(7.0);
+        assert_eq!(r.loss(), 1.0);
+        r.set_loss(-1.0);
+        assert_eq!(r.loss(), 0.0);
+        r.set_loss(f64::NAN);
+        assert_eq!(r.loss(), 0.0);
+    }
+
+    #[test]
     fn outbound_digest_matches_spec_vector() {
         // §12.5: src __0__.<A>, dest __0__.<B>, node pubkey = B, block hash aa×32,
         // nonce 0x12345678, payload of 67 bytes.
