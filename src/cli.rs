@@ -87,7 +87,11 @@ enum Command {
     /// package's `resi` command.
     Sim {
         /// The roles and options, read by the Python side.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
         args: Vec<String>,
     },
     /// Run the whole mission on this machine in one command: simulated

@@ -10,7 +10,8 @@
 //!
 //! - [`config`]: the TOML configuration file (compatible with the original
 //!   RESI gateway) and its validation errors.
-//! - [`proto`]: generated protobuf messages (`esi.*`, `resi.*`).
+//! - [`proto`]: generated protobuf messages (`esi.*`, `resi.*`, `nkn.*`, and the
+//!   SolarNetwork ESI dialect's `solarnetwork.esi.domain.*`).
 //! - [`grpc`]: small gRPC helpers: status codes, message framing, responses a
 //!   gateway answers by itself.
 //! - [`frame`]: path frames and their codec — the wire format on one path.

@@ -87,13 +87,21 @@ def test_messages_and_enums_match() -> None:
     assert OURS["enums"] == REF["enums"]
 
 
+def test_same_files_no_more() -> None:
+    """Our proto tree and the shipped modules hold exactly the reference's files."""
+    proto_root = esi_reference.ROOT / "proto"
+    ours = {str(p.relative_to(proto_root)) for p in (proto_root / "solarnetwork").rglob("*.proto")}
+    shipped_root = Path(resi.esi.__file__).parent / "_proto"
+    shipped = {str(p.relative_to(shipped_root)).replace("_pb2.py", ".proto") for p in shipped_root.rglob("*_pb2.py")}
+    assert ours == shipped == {f["name"] for f in REF["files"]}
+
+
 @pytest.mark.parametrize("name", [f["name"] for f in REF["files"]])
 def test_file_descriptor_is_identical(name: str) -> None:
     """Same FileDescriptorProto as SolarNetwork's file, so the bytes protoc embeds are equal."""
     ref = by_name(REF["files"])[name]
     ours = by_name(OURS["files"])[name]
     assert ours == ref
-    assert Path(resi.esi.__file__).parent.joinpath("_proto", name.replace(".proto", "_pb2.py")).is_file()
     fdp = facts_tool.bare_descriptor(facts_tool.files_from_pool(OURS_POOL, [name])[0])
     theirs = json_format.ParseDict(ref["descriptor"], descriptor_pb2.FileDescriptorProto())
     assert fdp.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)

@@ -230,6 +230,10 @@ async def test_facility_refuses_bad_input(stubs, node):
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0 + 10, DAY0))), "time_range: max", "must be after min")
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 86400 * 30, unit=1))), "at most 10000")
     await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 60, unit=6))), "time_unit: MONTH is not supported")
+    await expect_invalid(collect(s.fac.ListPowerProfile(datum_range(DAY0, DAY0 + 60, unit=5, n=1000))), "time_unit_coalescence: 1000 x WEEK is longer than ten years")
+    far = datum_range(DAY0, DAY0 + 60)
+    far.time_range.max.seconds = 10**15
+    await expect_invalid(collect(s.fac.ListPowerProfile(far)), "time_range.max", "outside the Timestamp range")
     half = esi.DatumRequest(route=route())
     half.time_range.min.CopyFrom(_wire.timestamp(DAY0))
     await expect_invalid(collect(s.fac.ListPowerProfile(half)), "time_range.max: missing")
@@ -395,13 +399,21 @@ async def test_offer_round_through_a_resi_pair_and_status_life_cycle(resi_pair):
     async with sim.Facility(clock=lambda: now[0]) as fac:
         ex = sim.Exchange(clock=lambda: now[0])
         pair = await resi_pair(upstream=fac.address)
-        rnd = await ex.run_offer_round(pair.client, sim.price_map(price="0.20", duration=600), facility_uid=fac.uid, when=DAY0 + 60)
+        client = esi.FacilityClient(pair.client)  # the typed client over the redundant pair
+        rnd = await ex.run_offer_round(client, sim.price_map(price="0.20", duration=600), facility_uid=fac.uid, when=DAY0 + 60)
         assert rnd.outcome == "accepted" and [s.answer for s in rnd.steps] == ["counter", "accept"]
         statuses = []
         for t in (DAY0, DAY0 + 60, DAY0 + 659, DAY0 + 660):
             now[0] = t
-            statuses.append(fac.offer_status(rnd.offer_id))
+            statuses.append(await ex.offer_status(client, rnd.offer_id))
         assert statuses == ["ACCEPTED", "EXECUTING", "EXECUTING", "COMPLETED"]
+        assert await ex.offer_status(pair.client, rnd.steps[0].offer_id) == "REJECTED"  # the countered offer
+        assert await ex.send_feedback(client, rnd.offer_id, "DISPUTED")
+        assert fac.offers[rnd.offer_id].feedback == "DISPUTED"
+        assert not await ex.send_feedback(client, rnd.steps[0].offer_id)  # no feedback on an offer not accepted
+        assert fac.offers[rnd.steps[0].offer_id].feedback is None
+        with pytest.raises(KeyError, match="made no offer"):
+            await ex.offer_status(client, uuid.uuid4())
 
 
 async def test_custom_policy_and_counter_limit():
@@ -510,7 +522,9 @@ async def test_start_is_fast_and_listen_errors_are_clear():
         sim.serve([sim.Registry(), sim.Registry()])
     with pytest.raises(RuntimeError, match="not started"):
         sim.Facility().address
+    assert repr(sim.Facility()) == "<Facility 'facility-1' not started>"
     async with sim.Registry() as reg:
+        assert repr(reg) == f"<Registry {reg.address}>"
         with pytest.raises(RuntimeError, match="already served at " + reg.address):
             await reg.start()
         with pytest.raises(RuntimeError, match="already served"):
@@ -548,3 +562,15 @@ async def test_the_documented_example_runs(capsys):
     await namespace["example"]()
     out = capsys.readouterr().out
     assert "accepted ['counter', 'accept']" in out and "EXECUTING" in out
+
+
+async def test_a_failing_policy_answers_internal_and_the_facility_carries_on():
+    def broken(o):
+        raise RuntimeError("policy exploded")
+
+    async with sim.Facility(policy=broken) as fac, sim.Exchange() as ex:
+        with pytest.raises(resi.CallError) as e:
+            await ex.run_offer_round(fac)
+        assert e.value.code == resi.StatusCode.INTERNAL and "RuntimeError: policy exploded" in e.value.details
+        fac.policy = sim.PriceFloorPolicy()
+        assert (await ex.run_offer_round(fac)).outcome == "accepted"

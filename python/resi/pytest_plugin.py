@@ -41,8 +41,8 @@ try:
 
     _async_fixture = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - the fixtures then explain themselves
-    pytest_asyncio = None
-    _async_fixture = pytest.fixture
+    pytest_asyncio = None  # type: ignore[assignment]
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 
 def _need_asyncio() -> None:

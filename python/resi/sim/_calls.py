@@ -1,21 +1,23 @@
-"""The simulator's client side: ESI calls made with protobuf messages over
-a :class:`resi.Client` (plain gRPC to an address, or a redundant client of
-a gateway pair), so a sim can talk to a peer directly or through gateways.
+"""The simulator's client side: the typed clients of :mod:`resi.esi` over
+a :class:`resi.Client` (plain gRPC to an address, or the redundant client
+of a gateway pair), so a sim can talk to a peer directly or through
+gateways.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar, Union
 
-from .. import Client
-
-M = TypeVar("M")
+from .. import Client, esi
 
 #: Where a peer is: ``"host:port"`` (or a ``dns:///host:port`` endpoint
-#: URI), a connected :class:`resi.Client`, or a started simulator role.
+#: URI), a connected :class:`resi.Client`, a typed :mod:`resi.esi` client,
+#: or a started simulator role.
 Target = Union[str, Client, Any]
+
+C = TypeVar("C", esi.FacilityClient, esi.ExchangeClient, esi.RegistryClient)
 
 
 def address_of(uri: str) -> str:
@@ -44,28 +46,11 @@ async def connected(target: Target) -> AsyncIterator[Client]:
         await client.close()
 
 
-def path(service: str, method: str) -> str:
-    return f"/{service}/{method}"
-
-
-async def unary(client: Client, service: str, method: str, request: Any, reply: type[M], timeout: float = 10) -> M:
-    data = await client.unary(path(service, method), request.SerializeToString(), timeout=timeout)
-    return reply.FromString(data)  # type: ignore[attr-defined, no-any-return]
-
-
-async def server_stream(client: Client, service: str, method: str, request: Any, reply: type[M], timeout: float = 30) -> list[M]:
-    return [reply.FromString(m) async for m in client.server_stream(path(service, method), request.SerializeToString(), timeout=timeout)]  # type: ignore[attr-defined]
-
-
-async def client_stream(client: Client, service: str, method: str, requests: Iterable[Any], reply: type[M], timeout: float = 10) -> M:
-    data = await client.client_stream(path(service, method), [r.SerializeToString() for r in requests], timeout=timeout)
-    return reply.FromString(data)  # type: ignore[attr-defined, no-any-return]
-
-
-async def bidi(client: Client, service: str, method: str, requests: AsyncIterable[Any], reply: type[M], timeout: float = 30) -> AsyncIterator[M]:
-    async def encoded() -> AsyncIterator[bytes]:
-        async for r in requests:
-            yield r.SerializeToString()
-
-    async for m in client.bidi(path(service, method), encoded(), timeout=timeout):
-        yield reply.FromString(m)  # type: ignore[attr-defined]
+@contextlib.asynccontextmanager
+async def typed(kind: type[C], target: Target) -> AsyncIterator[C]:
+    """A ``kind`` client (e.g. :class:`resi.esi.FacilityClient`) for ``target``."""
+    if isinstance(target, kind):
+        yield target
+        return
+    async with connected(target) as client:
+        yield kind(client)

@@ -14,7 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar
 
-import grpc
+try:
+    import grpc
+except ImportError as e:  # pragma: no cover - depends on the install
+    raise ImportError('resi.sim serves with grpcio: pip install "resi[sim]"') from e
 
 from .errors import InvalidArgument
 
@@ -109,6 +112,11 @@ class Role:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+    def __repr__(self) -> str:
+        where = self.server.address if self.server is not None else "not started"
+        uid = getattr(self, "uid", None)
+        return f"<{type(self).__name__}{' ' + repr(uid) if uid else ''} {where}>"
 
 
 def _host_port(listen: str) -> tuple[str, int]:

@@ -26,7 +26,6 @@ from .series import PriceSchedule, Step
 
 log = logging.getLogger("resi.sim.exchange")
 
-FACILITY_SERVICE = "solarnetwork.esi.service.DerFacilityService"
 STATUS = esi.PriceMapOfferStatus.Status
 SETTING = esi.FormSetting.FormSettingType
 
@@ -338,8 +337,8 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             registration_token=registration_token(reg.exchange_nonce, reg.facility_nonce, self.uid, facility_uid, reg.endpoint_uri),
         )
         try:
-            async with _calls.connected(target if target is not None else reg.endpoint_uri) as client:
-                await _calls.unary(client, FACILITY_SERVICE, "CompleteDerFacilityRegistration", message, esi.Empty)
+            async with _calls.typed(esi.FacilityClient, target if target is not None else reg.endpoint_uri) as facility:
+                await facility.complete_der_facility_registration(message, timeout=10)
         except Exception as e:
             reg.status, reg.error = "failed", str(e)
             reg._done.set()
@@ -386,7 +385,6 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             price_map = provided[0] if provided else default_price_map()
         limit = money.amount(max_price) if max_price is not None else None
         start = self.clock() if when is None else when
-        outbox: asyncio.Queue[Optional[esi.PriceMapOffer]] = asyncio.Queue()
         steps: list[OfferStep] = []
 
         def offer_for(pm: esi.PriceMap) -> esi.PriceMapOffer:
@@ -396,33 +394,32 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
             steps.append(OfferStep(offer_id=oid, offer=msg, answer="pending"))
             return msg
 
-        async def requests() -> Any:
-            while (msg := await outbox.get()) is not None:
-                yield msg
-
-        outbox.put_nowait(offer_for(price_map))
-        outcome = "withdrawn"
-        async with _calls.connected(facility) as client:
-            async for response in _calls.bidi(client, FACILITY_SERVICE, "ProposePriceMapOffer", requests(), esi.PriceMapOfferResponse, timeout):
+        async with _calls.typed(esi.FacilityClient, facility) as client, client.propose_price_map_offer(timeout=timeout) as negotiation:
+            await negotiation.send(offer_for(price_map))
+            while True:
+                response = await negotiation.receive()
                 step = steps[-1]
-                if _wire.uuid_of(response.offer_id, "offer_id") != step.offer_id:
-                    raise InvalidArgument(f"offer_id: the facility answered {_wire.uuid_of(response.offer_id, 'offer_id')}, expected {step.offer_id}")
-                kind = response.WhichOneof("accept_oneof")
-                if kind == "counter_offer":
+                if response is None:
+                    raise RuntimeError(f"the facility closed the offer stream without answering offer {step.offer_id}")
+                answered = _wire.uuid_of(response.offer_id, "offer_id") if response.HasField("offer_id") else None
+                if answered != step.offer_id:
+                    raise RuntimeError(f"the facility answered offer {answered}, expected {step.offer_id}")
+                if response.WhichOneof("accept_oneof") == "counter_offer":
                     step.answer, step.counter = "counter", response.counter_offer
                     self.offers[step.offer_id].answer = "countered"
                     price = money.to_decimal(response.counter_offer.price.apparent_energy_price)
                     if limit is None or price <= limit:
-                        outbox.put_nowait(offer_for(response.counter_offer))
+                        await negotiation.send(offer_for(response.counter_offer))
                         continue
                     outcome = "withdrawn"
                 else:
                     step.answer = "accept" if response.accept else "reject"
-                    self.offers[step.offer_id].answer = "accepted" if response.accept else "rejected"
                     outcome = "accepted" if response.accept else "rejected"
-                outbox.put_nowait(None)  # half-close: this round is over
-        if steps[-1].answer == "pending":
-            raise RuntimeError(f"the facility closed the offer stream without answering offer {steps[-1].offer_id}")
+                    self.offers[step.offer_id].answer = outcome
+                break
+            await negotiation.done_writing()  # this round is over
+            while await negotiation.receive() is not None:
+                pass  # the facility ends its side; an error would raise here
         return OfferRound(facility_uid=uid, steps=steps, outcome=outcome)
 
     async def provide_prices(self, facility: _calls.Target, start: float, end: float, *, facility_uid: Optional[str] = None) -> list[esi.PriceDatum]:
@@ -434,9 +431,33 @@ class Exchange(Role, exchange_grpc.DerFacilityExchangeServicer):
         if not uid:
             raise ValueError("provide_prices: give facility_uid (the target is not a resi.sim.Facility)")
         data = [self._price_datum(uid, t, self.step) for t in interval_starts(start, end, self.step)]
-        async with _calls.connected(facility) as client:
-            await _calls.client_stream(client, FACILITY_SERVICE, "ProvidePrices", data, esi.Empty)
+        async with _calls.typed(esi.FacilityClient, facility) as client:
+            await client.provide_prices(data, timeout=10)
         return data
+
+    def _offer_route(self, offer_id: uuid.UUID) -> esi.DerRoute:
+        made = self.offers.get(offer_id)
+        if made is None:
+            raise KeyError(f"this exchange made no offer {offer_id}")
+        return esi.DerRoute(exchange_uid=self.uid, facility_uid=made.facility_uid)
+
+    async def offer_status(self, facility: _calls.Target, offer_id: uuid.UUID) -> str:
+        """Asks the facility the status of an offer this exchange made
+        (``GetPriceMapOfferStatus``); returns its name, e.g. ``EXECUTING``."""
+        request = esi.PriceMapOfferStatusRequest(route=self._offer_route(offer_id), offer_id=_wire.uuid_msg(offer_id))
+        async with _calls.typed(esi.FacilityClient, facility) as client:
+            reply = await client.get_price_map_offer_status(request, timeout=10)
+        return STATUS.Name(reply.status)
+
+    async def send_feedback(self, facility: _calls.Target, offer_id: uuid.UUID, obligation: str = "SATISFIED") -> bool:
+        """Tells the facility whether an offer's obligation was met
+        (``ProvidePriceMapOfferFeedback``; ``SATISFIED``, ``DISPUTED`` or
+        ``UNKNOWN``); returns whether the facility accepted the feedback."""
+        kind = esi.PriceMapOfferFeedback.ObligationStatus
+        feedback = esi.PriceMapOfferFeedback(route=self._offer_route(offer_id), offer_id=_wire.uuid_msg(offer_id), obligation_status=kind.Value(obligation))
+        async with _calls.typed(esi.FacilityClient, facility) as client:
+            reply = await client.provide_price_map_offer_feedback(feedback, timeout=10)
+        return reply.accepted
 
 
 __all__ = ["Exchange", "ExchangeOffer", "FacilityRegistration", "OfferRound", "OfferStep", "registration_form", "FORM_KEY"]

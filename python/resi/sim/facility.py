@@ -26,8 +26,6 @@ from .series import PowerProfile, Step
 
 log = logging.getLogger("resi.sim.facility")
 
-EXCHANGE_SERVICE = "solarnetwork.esi.service.DerFacilityExchange"
-REGISTRY_SERVICE = "solarnetwork.esi.service.DerFacilityExchangeRegistry"
 STATUS = esi.PriceMapOfferStatus.Status
 #: What :meth:`Facility.register` answers in the exchange's form unless told
 #: otherwise (valid for the simulated exchange's form).
@@ -283,6 +281,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
             if record.decision.action == "counter":
                 if counters < self.max_counter_offers:
                     counters += 1
+                    assert record.decision.counter is not None  # Decision checks it
                     response.counter_offer.CopyFrom(record.decision.counter)
                     yield response
                     continue
@@ -386,8 +385,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
 
     async def lookup(self, registry: _calls.Target) -> list[esi.DerFacilityExchangeInfo]:
         """The exchanges a registry lists (``ListDerFacilityExchanges``)."""
-        async with _calls.connected(registry) as client:
-            return await _calls.server_stream(client, REGISTRY_SERVICE, "ListDerFacilityExchanges", esi.DerFacilityExchangeRequest(), esi.DerFacilityExchangeInfo)
+        async with _calls.typed(esi.RegistryClient, registry) as client:
+            return [info async for info in client.list_der_facility_exchanges(esi.DerFacilityExchangeRequest(), timeout=10)]
 
     async def register(
         self,
@@ -403,11 +402,9 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         random bytes) and public key. Returns the registration, ``pending``
         until the exchange calls ``CompleteDerFacilityRegistration``
         (:meth:`wait_registered`). A refused form raises the call's error."""
-        async with _calls.connected(exchange) as client:
-            key = await _calls.unary(client, EXCHANGE_SERVICE, "GetPublicCryptoKey", esi.Empty(), esi.CryptoKey)
-            form = await _calls.unary(
-                client, EXCHANGE_SERVICE, "GetDerFacilityRegistrationForm", esi.DerFacilityRegistrationFormRequest(language_code="en-US"), esi.DerFacilityRegistrationForm
-            )
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            key = await client.get_public_crypto_key(timeout=10)
+            form = await client.get_der_facility_registration_form(esi.DerFacilityRegistrationFormRequest(language_code="en-US"), timeout=10)
             given = {**FORM_ANSWERS, **(answers or {})}
             fields = {s.key for s in form.form.settings if s.type != esi.FormSetting.FormSettingType.Value("INFO")}
             uri = endpoint_uri or self.address
@@ -428,7 +425,7 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
                 data=esi.FormData(key=form.form.key, data={k: v for k, v in given.items() if k in fields}),
             )
             try:
-                receipt = await _calls.unary(client, EXCHANGE_SERVICE, "SubmitDerFacilityRegistrationForm", request, esi.DerFacilityRegistrationFormDataReceipt)
+                receipt = await client.submit_der_facility_registration_form(request, timeout=10)
             except BaseException:
                 reg.status = "refused"
                 raise
@@ -462,20 +459,20 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         c = esi.DerCharacteristics()
         c.CopyFrom(self.characteristics)
         c.route.CopyFrom(self._route_to(exchange, exchange_uid))
-        async with _calls.connected(exchange) as client:
-            await _calls.client_stream(client, EXCHANGE_SERVICE, "ProvideDerCharacteristics", [c], esi.Empty)
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            await client.provide_der_characteristics([c], timeout=10)
 
     async def provide_price_maps(self, exchange: _calls.Target, *, exchange_uid: Optional[str] = None) -> None:
         """Sends :attr:`price_maps` (``ProvidePriceMaps``)."""
         msg = esi.PriceMapCharacteristics(route=self._route_to(exchange, exchange_uid), price_map=self.price_maps)
-        async with _calls.connected(exchange) as client:
-            await _calls.client_stream(client, EXCHANGE_SERVICE, "ProvidePriceMaps", [msg], esi.Empty)
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            await client.provide_price_maps([msg], timeout=10)
 
     async def provide_programs(self, exchange: _calls.Target, *, exchange_uid: Optional[str] = None) -> None:
         """Sends :attr:`programs` (``ProvideSupportedDerPrograms``)."""
         msg = esi.DerProgramSet(route=self._route_to(exchange, exchange_uid), type=[esi.DerProgramType.Value(p) for p in self.programs])
-        async with _calls.connected(exchange) as client:
-            await _calls.client_stream(client, EXCHANGE_SERVICE, "ProvideSupportedDerPrograms", [msg], esi.Empty)
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            await client.provide_supported_der_programs([msg], timeout=10)
 
     async def report_offer_status(self, exchange: _calls.Target, offer_id: uuid.UUID, *, exchange_uid: Optional[str] = None) -> bool:
         """Reports an answered offer's status now (``ProvidePriceMapOfferStatus``);
@@ -483,8 +480,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         msg = esi.PriceMapOfferStatus(
             route=self._route_to(exchange, exchange_uid), offer_id=_wire.uuid_msg(offer_id), status=STATUS.Value(self.offer_status(offer_id))
         )
-        async with _calls.connected(exchange) as client:
-            reply = await _calls.unary(client, EXCHANGE_SERVICE, "ProvidePriceMapOfferStatus", msg, esi.PriceMapOfferStatusResponse)
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            reply = await client.provide_price_map_offer_status(msg, timeout=10)
         return reply.accepted
 
     async def list_prices(
@@ -498,8 +495,8 @@ class Facility(Role, facility_grpc.DerFacilityServiceServicer):
         else:
             request.time_range.min.CopyFrom(_wire.timestamp(start))
             request.time_range.max.CopyFrom(_wire.timestamp(end))
-        async with _calls.connected(exchange) as client:
-            return await _calls.server_stream(client, EXCHANGE_SERVICE, "ListPrices", request, esi.PriceDatum)
+        async with _calls.typed(esi.ExchangeClient, exchange) as client:
+            return [datum async for datum in client.list_prices(request, timeout=30)]
 
     # -- inspection -------------------------------------------------------------
 

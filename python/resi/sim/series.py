@@ -24,6 +24,10 @@ UNIT_NAMES = {0: "INSTANT", 1: "SECOND", 2: "MINUTE", 3: "HOUR", 4: "DAY", 5: "W
 
 #: A request may ask for at most this many intervals.
 MAX_INTERVALS = 10_000
+#: The longest interval served (ten years of 365 days), in seconds.
+MAX_STEP = 10 * 365 * 86400
+#: The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31), in seconds.
+TIMESTAMP_RANGE = (-62_135_596_800, 253_402_300_799)
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,19 @@ def step_for(time_unit: int, coalescence: int, default: Step) -> Step:
     if time_unit not in UNIT_SECONDS:
         name = UNIT_NAMES.get(time_unit, str(time_unit))
         raise InvalidArgument(f"time_unit: {name} is not supported (use SECOND, MINUTE, HOUR, DAY or WEEK)")
-    return Step(max(coalescence, 1), time_unit)
+    step = Step(max(coalescence, 1), time_unit)
+    if step.seconds > MAX_STEP:
+        raise InvalidArgument(f"time_unit_coalescence: {step.length} x {UNIT_NAMES[time_unit]} is longer than ten years")
+    return step
 
 
 def interval_starts(start: float, end: float, step: Step) -> list[int]:
     """Starts of the intervals in ``[start, end)``, aligned to multiples of
     the step since the epoch (so hourly data start on the hour)."""
+    lo, hi = TIMESTAMP_RANGE
+    for name, t in (("min", start), ("max", end)):
+        if not lo <= t <= hi:
+            raise InvalidArgument(f"time_range.{name}: {t:.0f} s is outside the Timestamp range (years 1 to 9999)")
     if end <= start:
         raise InvalidArgument(f"time_range: max ({_iso(end)}) must be after min ({_iso(start)})")
     s = step.seconds
@@ -69,7 +80,7 @@ def most_recent_start(now: float, step: Step) -> int:
     return (math.floor(now / s) - 1) * s
 
 
-def _iso(t: float) -> str:
+def _iso(t: float) -> str:  # t is within the Timestamp range here
     import datetime
 
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat()
