@@ -162,6 +162,13 @@ async fn every_shape_goes_both_ways_in_each_mode() {
             let pair = Pair::start(mode).await;
             tokio::join!(all_four_shapes(pair.forward(), "fwd"), all_four_shapes(pair.reverse(), "rev"));
             assert_eq!(pair.calls(), (5, 5), "{mode:?}: one call per server per request");
+            // A 16 MiB message each way through the reverse channel (nested
+            // HTTP/2 flow control).
+            let big = pattern(16 << 20, 3);
+            let mut rc = echo_client(pair.reverse()).await;
+            let rsp = rc.unary(Msg { body: big.clone(), count: 0, note: String::new() }).await.unwrap();
+            assert!(rsp.into_inner().body == big, "{mode:?}: 16 MiB reply differs");
+            assert_eq!(pair.calls(), (6, 5));
             assert_eq!(pair.end.sessions().session_count(), 1, "one session carries both directions");
             pair.shutdown().await;
         }
@@ -339,4 +346,43 @@ async fn raw_call_status(addr: SocketAddr, timeout: &str) -> String {
     }
     let trailers = rsp.into_body().collect().await.unwrap().trailers().cloned().unwrap_or_default();
     trailers.get("grpc-status").map(|s| s.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn with_two_channels_the_most_recent_carries_the_calls() {
+    bounded(30, async {
+        let (_facility, end) = lone_end().await;
+        let upstream = vec![end.local_addrs()[0].to_string()];
+        let first_server = start_echo().await;
+        let second_server = start_echo().await;
+        let client_gw = |name: &str, server: &TestServer| {
+            let tcp = TcpConfig { listen: vec!["127.0.0.1:0".into()], address: upstream.clone() };
+            let rev = ReverseConfig { listen: vec![], address: vec![server.addr.to_string()] };
+            gateway(name, Mode::Strict, tcp, rev)
+        };
+        let first = client_gw("first", &first_server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while end.reverse_channels() < 1 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let second = client_gw("second", &second_server);
+        while end.reverse_channels() < 2 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut rc = echo_client(end.reverse_addrs()[0]).await;
+        for _ in 0..5 {
+            rc.unary(msg(b"x", 0, "")).await.unwrap();
+        }
+        let count = |s: &TestServer| s.counters.echo_calls.load(Ordering::SeqCst);
+        assert_eq!((count(&first_server), count(&second_server)), (0, 5), "the most recent channel");
+        // The most recent one gone, calls go over the other.
+        second.shutdown().await;
+        rc.unary(msg(b"y", 0, "")).await.unwrap();
+        assert_eq!((count(&first_server), count(&second_server)), (1, 5));
+        first.shutdown().await;
+        end.shutdown().await;
+    })
+    .await
 }

@@ -253,7 +253,12 @@ impl Upstream {
                     self.publish(link, true);
                     let reverse = match (self.reverse.get(), &conn.session) {
                         (Some(opener), Some(_)) => Some(tokio::spawn(opener.clone().keep_open(conn.tx.clone()))),
-                        _ => None,
+                        (Some(_), None) => {
+                            let why = "[Reverse] Address needs a resi gateway upstream";
+                            tracing::warn!(upstream = %self.label, "plain ESI upstream: no reverse channel ({why})");
+                            None
+                        }
+                        (None, _) => None,
                     };
                     let why = tokio::select! {
                         _ = stop.cancelled() => None,
