@@ -100,7 +100,11 @@ enum Command {
     /// are cut and restored, then a summary (`resi demo --help` for options).
     Demo {
         /// Options of the demo (handled by the Python package).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            hide = true
+        )]
         args: Vec<String>,
     },
     /// Print the version.
