@@ -4,6 +4,7 @@
 //! resi gateway --config FILE [--log-level LEVEL]   run a gateway until SIGINT/SIGTERM
 //! resi -config FILE                                the original gateway's form
 //! resi check-config FILE                           validate a file and print a summary
+//! resi demo [OPTIONS]                              the one-command demo (run by the Python package)
 //! resi version                                     print the version
 //! resi sim ROLE... [--listen ADDR]                 simulated ESI roles (run by the Python package)
 //! ```
@@ -95,6 +96,19 @@ enum Command {
         )]
         args: Vec<String>,
     },
+    /// Run the whole mission on this machine in one command: simulated
+    /// facility and exchange behind a gateway pair joined by two TCP paths
+    /// and an NKN path (embedded local node), ESI calls both ways while paths
+    /// are cut and restored, then a summary (`resi demo --help` for options).
+    Demo {
+        /// Options of the demo (handled by the Python package).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            hide = true
+        )]
+        args: Vec<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -183,6 +197,7 @@ pub fn run(args: Vec<String>) -> i32 {
         Command::NknIdentity { seed } => nkn_identity(seed),
         Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
         Command::Sim { .. } => python_only("sim"),
+        Command::Demo { .. } => python_only("demo"),
     }
 }
 
@@ -457,6 +472,7 @@ mod tests {
         assert_eq!(r(&["--help"]), 0);
         assert_eq!(r(&["no-such-command"]), EXIT_USAGE);
         assert_eq!(r(&["sim", "facility", "--listen", "127.0.0.1:0"]), EXIT_USAGE);
+        assert_eq!(r(&["demo", "--duration", "5"]), EXIT_USAGE);
         assert_eq!(
             r(&["check-config", "/nonexistent/gateway.toml"]),
             EXIT_USAGE

@@ -138,6 +138,27 @@ async def test_local_node_counts_relayed_messages_and_losses() -> None:
         node.stats()
 
 
+async def test_set_loss_cuts_and_restores_a_running_node() -> None:
+    async with LocalNode() as node, NknClient(subclients=1, rpc_servers=[node.rpc_url]) as a, NknClient(
+        subclients=1, rpc_servers=[node.rpc_url]
+    ) as b:
+        await a.send(b.address, b"before")
+        assert (await b.recv(timeout=5)).data == b"before"
+        node.set_loss(1.0)
+        assert node.loss == 1.0 and node._n.loss == 1.0
+        await a.send(b.address, b"during")
+        with pytest.raises(TimeoutError):
+            await b.recv(timeout=0.5)
+        assert node.stats()["dropped_loss"] == 1
+        assert node.stats()["clients_connected"] == 2  # an outage, not a disconnect
+        node.set_loss(0.0)
+        await a.send(b.address, b"after")
+        assert (await b.recv(timeout=5)).data == b"after"
+        with pytest.raises(ValueError):
+            node.set_loss(1.5)
+        assert node.loss == 0.0
+
+
 async def test_closed_client_fails_a_waiting_recv() -> None:
     async with LocalNode() as node, NknClient(subclients=1, rpc_servers=[node.rpc_url]) as c:
         waiting = asyncio.ensure_future(c.recv())

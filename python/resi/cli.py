@@ -1,5 +1,6 @@
 """The ``resi`` console command: the Rust CLI, plus the subcommands written
-in Python (``resi sim``), which are dispatched here before Rust sees them.
+in Python (``resi sim``, ``resi demo``), which are dispatched here before
+Rust sees them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import _resi
 #: --help`` lists it.
 PYTHON_COMMANDS = {
     "sim": "resi.sim.cli:main",
+    "demo": "resi.demo:main",
 }
 
 

@@ -184,7 +184,8 @@ class LocalNode:
 
     Use it as ``async with LocalNode() as node:`` or call :meth:`start` and
     :meth:`stop`. ``loss`` drops that fraction of relayed messages (a test
-    knob; ``loss_seed`` makes it repeatable).
+    knob; ``loss_seed`` makes it repeatable; :meth:`set_loss` changes it
+    while running).
     """
 
     def __init__(self, *, loss: float = 0.0, loss_seed: int | None = None, max_holding_seconds: int = 3600) -> None:
@@ -214,6 +215,13 @@ class LocalNode:
     @property
     def running(self) -> bool:
         return self._n.running
+
+    def set_loss(self, loss: float) -> None:
+        """Changes the loss knob of the running node from now on: ``1.0``
+        drops every relayed message (an NKN outage: clients stay connected,
+        nothing arrives), ``0.0`` ends it. ``ValueError`` outside ``[0, 1]``."""
+        self._n.set_loss(loss)
+        self.loss = loss
 
     @property
     def rpc_url(self) -> str:

@@ -30,8 +30,9 @@
 //!   `max_holding_seconds > 0` is kept (bounded by [`NodeConfig`]'s caps on
 //!   seconds, message count and bytes) and delivered at that address's next
 //!   `setClient`; with 0 it is dropped, as on the real network.
-//! - **Loss knob** ([`NodeConfig::loss`]): drops that share of relayed
-//!   messages (per destination), optionally from a fixed RNG seed.
+//! - **Loss knob** ([`NodeConfig::loss`], changed at run time with
+//!   [`LocalNode::set_loss`]): drops that share of relayed messages (per
+//!   destination), optionally from a fixed RNG seed; `1.0` is an outage.
 //!
 //! # Limits (by design)
 //!
@@ -391,6 +392,18 @@ impl Relay {
     /// The `sigChainBlockHash` handed to clients.
     pub fn block_hash(&self) -> [u8; 32] {
         self.block_hash
+    }
+
+    /// Changes the loss knob ([`NodeConfig::loss`]) from now on; `1.0`
+    /// silences every client (an NKN outage), `0.0` ends it. Values are
+    /// clamped to `[0, 1]`.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = if loss.is_nan() { 0.0 } else { loss.clamp(0.0, 1.0) };
+    }
+
+    /// The loss knob now.
+    pub fn loss(&self) -> f64 {
+        self.cfg.loss
     }
 
     /// A snapshot of the counters.
@@ -889,6 +902,16 @@ impl LocalNode {
         lock(&self.shared).relay.stats()
     }
 
+    /// Changes the loss knob of the running node ([`Relay::set_loss`]).
+    pub fn set_loss(&self, loss: f64) {
+        lock(&self.shared).relay.set_loss(loss);
+    }
+
+    /// The loss knob now.
+    pub fn loss(&self) -> f64 {
+        lock(&self.shared).relay.loss()
+    }
+
     /// The `sigChainBlockHash` handed to clients.
     pub fn block_hash(&self) -> [u8; 32] {
         lock(&self.shared).relay.block_hash()
@@ -1087,6 +1110,20 @@ async fn ws_connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_knob_changes_at_run_time_within_bounds() {
+        let mut r = Relay::new(NodeConfig::default(), "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        assert_eq!(r.loss(), 0.0);
+        r.set_loss(1.0);
+        assert_eq!(r.loss(), 1.0);
+        r.set_loss(7.0);
+        assert_eq!(r.loss(), 1.0);
+        r.set_loss(-1.0);
+        assert_eq!(r.loss(), 0.0);
+        r.set_loss(f64::NAN);
+        assert_eq!(r.loss(), 0.0);
+    }
 
     #[test]
     fn outbound_digest_matches_spec_vector() {

@@ -378,6 +378,21 @@ impl NknLocalNode {
         self.with(|n| hex::encode(n.pubkey()))
     }
 
+    /// The loss knob now (the share of relayed messages dropped).
+    #[getter]
+    fn loss(&self) -> PyResult<f64> {
+        self.with(|n| n.loss())
+    }
+
+    /// Changes the loss knob of the running node: ``1.0`` silences NKN
+    /// (an outage), ``0.0`` ends it.
+    fn set_loss(&self, loss: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(PyValueError::new_err(format!("loss must be in [0, 1], got {loss}")));
+        }
+        self.with(|n| n.set_loss(loss))
+    }
+
     /// A snapshot of the node's counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.with(|n| n.stats())?;
