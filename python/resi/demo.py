@@ -44,7 +44,7 @@ from typing import Any, TextIO
 from . import CallError, Client, FaultRelay, Gateway, PathStats, SessionStats, refresh_logging
 from .nkn import Identity, LocalNode
 
-try:  # the simulators need grpcio: pip install "resi[sim]"
+try:  # the simulators need grpcio (a dependency of resi)
     from ._demo_esi import EsiWorkload, Scenario, WrongAnswer
 except ImportError as _e:  # pragma: no cover - depends on the installation
     _IMPORT_ERROR: ImportError | None = _e
@@ -681,7 +681,7 @@ async def run_demo(options: DemoOptions | None = None) -> DemoSummary:
     spec = o.cuts if o.cuts is not None else DEFAULT_CUTS if o.nkn else DEFAULT_CUTS_TCP
     cuts = spec if isinstance(spec, list) else parse_cuts(spec, path_names(o.nkn), o.duration)
     if _IMPORT_ERROR is not None:
-        raise DemoError(f"the simulators need grpcio and cryptography: pip install \"resi[sim]\" ({_IMPORT_ERROR})")
+        raise DemoError(f"the simulators need grpcio and cryptography: pip install resi ({_IMPORT_ERROR})")
     workload = EsiWorkload(o.seed)
     facility, exchange = await workload.start()
     topo = Topology(o, facility, exchange)

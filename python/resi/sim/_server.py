@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TypeVar
 try:
     import grpc
 except ImportError as e:  # pragma: no cover - depends on the install
-    raise ImportError('resi.sim serves with grpcio: pip install "resi[sim]"') from e
+    raise ImportError("resi.sim serves with grpcio (a dependency of resi: reinstall resi)") from e
 
 from .errors import InvalidArgument
 

@@ -2,7 +2,7 @@
 
 The public key goes on the wire as ``CryptoKey{algorithm: "EC", encoding:
 "X.509", key: SubjectPublicKeyInfo DER}``. The keys come from the
-``cryptography`` package (``pip install "resi[sim]"``), imported only when
+``cryptography`` package (a dependency of resi), imported only when
 a key is made or checked, so ``import resi.sim`` works without it.
 """
 
@@ -22,7 +22,7 @@ def _crypto() -> Any:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError('resi.sim needs the "cryptography" package for its EC keys: pip install "resi[sim]"') from e
+        raise ImportError('resi.sim needs the "cryptography" package for its EC keys (a dependency of resi: reinstall resi)') from e
     return ec, serialization
 
 
