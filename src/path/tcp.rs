@@ -1,6 +1,7 @@
 //! RESI paths over TCP.
 //!
-//! A TCP path starts with an 8-byte preface, so that one listener can take
+//! A TCP path starts with an 8-byte preface (`RESI\r\n` and the frame-format
+//! version), so that one listener can take
 //! both HTTP/2 (whose preface starts `PRI `) and RESI paths, followed by a
 //! HELLO frame (an encoded `esi.ModifyRequest` carrying the redundancy
 //! extension) and its HELLO_REPLY. Frames follow in both directions.
@@ -14,8 +15,9 @@ use tokio::net::TcpStream;
 use crate::frame::{Frame, FrameError};
 
 /// First bytes a dialler writes on a TCP path; a gateway's listener tells a
-/// RESI path from HTTP/2 (whose preface starts `PRI `) by them.
-pub const PREFACE: &[u8; 8] = b"RESI\r\n\x00\x01";
+/// RESI path from HTTP/2 (whose preface starts `PRI `) by them. The last
+/// two bytes are the frame-format version: 2 since frames carry a CRC-32C.
+pub const PREFACE: &[u8; 8] = b"RESI\r\n\x00\x02";
 
 /// Largest HELLO or HELLO_REPLY accepted (they carry a few cookies).
 const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
@@ -31,6 +33,8 @@ pub enum PathError {
     Timeout(Duration),
     #[error("not a RESI path (bad preface)")]
     BadPreface,
+    #[error("RESI path frame format version {0} is not supported (this hop speaks 2)")]
+    Version(u16),
     #[error("bad handshake frame: {0}")]
     Frame(#[from] FrameError),
     #[error("unexpected frame during the handshake")]
@@ -51,7 +55,7 @@ pub async fn connect(addr: &str) -> Result<TcpStream, PathError> {
 pub async fn dial(addr: &str, hello: Bytes, timeout: Duration) -> Result<(TcpStream, BytesMut, Bytes), PathError> {
     let attempt = async {
         let mut stream = connect(addr).await?;
-        let mut out = BytesMut::with_capacity(PREFACE.len() + hello.len() + 8);
+        let mut out = BytesMut::with_capacity(PREFACE.len() + hello.len() + crate::frame::HEADER_LEN);
         out.extend_from_slice(PREFACE);
         Frame::Hello(hello).encode(&mut out);
         stream.write_all(&out).await?;
@@ -69,8 +73,11 @@ pub async fn accept(stream: &mut TcpStream, timeout: Duration) -> Result<(BytesM
     let attempt = async {
         let mut preface = [0u8; 8];
         stream.read_exact(&mut preface).await?;
-        if &preface != PREFACE {
+        if preface[..6] != PREFACE[..6] {
             return Err(PathError::BadPreface);
+        }
+        if preface[6..] != PREFACE[6..] {
+            return Err(PathError::Version(u16::from_be_bytes([preface[6], preface[7]])));
         }
         let mut buf = BytesMut::with_capacity(4096);
         match read_frame(stream, &mut buf).await? {

@@ -156,6 +156,8 @@ enum Command {
 
 enum PathMsg {
     Frames { path: PathId, gen: u64, frames: Vec<Frame> },
+    /// A frame failed its CRC-32C; the reader discarded it.
+    Corrupt { path: PathId, gen: u64 },
     WriteDone { path: PathId, gen: u64 },
     /// A flush task finished and hands the write half back.
     Flushed { path: PathId, gen: u64, half: StreamWriter },
@@ -395,6 +397,11 @@ impl Driver {
                     }
                 }
             }
+            PathMsg::Corrupt { path, gen } => {
+                if self.current(path, gen) {
+                    self.machine.on_corrupt(path, now);
+                }
+            }
             PathMsg::WriteDone { path, gen } => {
                 if let Some(conn) = self.conns.get_mut(&path).filter(|c| c.gen == gen) {
                     if let Writer::Task { queued, .. } = &mut conn.writer {
@@ -517,6 +524,9 @@ impl Driver {
                 }
                 Event::Mismatch { path, offset } => {
                     tracing::warn!(session = %hex(&self.id), path, offset, "copies differ");
+                }
+                Event::Corrupt { path } => {
+                    tracing::warn!(session = %hex(&self.id), path, "corrupt frame discarded (CRC-32C mismatch)");
                 }
                 Event::LatentError { path, behind } => {
                     tracing::warn!(session = %hex(&self.id), path, behind, "path is up but not carrying data");
@@ -713,7 +723,9 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Reads a path: whole buffers are decoded into one batch of frames.
+/// Reads a path: whole buffers are decoded into one batch of frames. A
+/// corrupt frame is reported (after the good frames before it) and ends the
+/// reading: on a byte stream nothing after it can be framed with certainty.
 async fn read_path(
     path: PathId,
     gen: u64,
@@ -729,7 +741,14 @@ async fn read_path(
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.send(PathMsg::Closed { path, gen, reason: format!("bad frame: {e}") }).await;
+                    if !frames.is_empty() {
+                        let _ = tx.send(PathMsg::Frames { path, gen, frames }).await;
+                    }
+                    let msg = match e.is_corrupt() {
+                        true => PathMsg::Corrupt { path, gen },
+                        false => PathMsg::Closed { path, gen, reason: format!("bad frame: {e}") },
+                    };
+                    let _ = tx.send(msg).await;
                     return;
                 }
             }
@@ -779,17 +798,32 @@ async fn flush(path: PathId, gen: u64, mut half: StreamWriter, rest: BytesMut, t
 
 /// Reads a message path: each message is decoded whole; a message that is
 /// not a sequence of complete frames is dropped (the next one may be fine).
+/// A corrupt frame is reported; the intact frames before it are kept and
+/// the rest of that message is dropped (its framing is in doubt).
 async fn read_messages(path: PathId, gen: u64, mut rx: mpsc::Receiver<Bytes>, max_frame: usize, tx: mpsc::Sender<PathMsg>) {
     while let Some(msg) = rx.recv().await {
         let mut buf = BytesMut::from(&msg[..]);
         let mut frames = Vec::new();
+        let mut corrupt = false;
         let complete = loop {
             match Frame::decode(&mut buf, max_frame) {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break buf.is_empty(),
-                Err(_) => break false,
+                Err(e) => {
+                    corrupt = e.is_corrupt();
+                    break false;
+                }
             }
         };
+        if corrupt {
+            if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
+                return;
+            }
+            if tx.send(PathMsg::Corrupt { path, gen }).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if !complete {
             tracing::debug!(path, "malformed message dropped");
             continue;
