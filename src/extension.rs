@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -39,6 +40,15 @@ pub trait ExtensionHandler: Send + Sync + 'static {
     /// Handles the request's extension; `Ok(data)` becomes the response's
     /// `ext.data`, `Err(status)` is returned to the caller as is.
     fn handle(&self, ext: Extension) -> HandlerFuture;
+
+    /// Like [`ExtensionHandler::handle`], knowing the address of the peer
+    /// the call came from (None when it did not come over a socket). By
+    /// default the address is ignored; the redundancy extension limits
+    /// Opens per peer with it.
+    fn handle_from(&self, ext: Extension, peer: Option<SocketAddr>) -> HandlerFuture {
+        let _ = peer;
+        self.handle(ext)
+    }
 }
 
 /// A handler made from an async closure.
@@ -116,12 +126,21 @@ impl ExtensionRegistry {
     }
 }
 
-/// Runs `handler` on `ext`. A panicking handler is reported as `INTERNAL`
-/// and harms nothing else; the handler runs inline (not spawned), so a
-/// cancelled call cancels it.
+/// Runs `handler` on `ext` from an unknown peer (see [`run_handler_from`]).
 pub async fn run_handler(handler: Arc<dyn ExtensionHandler>, ext: Extension) -> Result<Bytes, Status> {
+    run_handler_from(handler, ext, None).await
+}
+
+/// Runs `handler` on `ext`, a call from `peer`. A panicking handler is
+/// reported as `INTERNAL` and harms nothing else; the handler runs inline
+/// (not spawned), so a cancelled call cancels it.
+pub async fn run_handler_from(
+    handler: Arc<dyn ExtensionHandler>,
+    ext: Extension,
+    peer: Option<SocketAddr>,
+) -> Result<Bytes, Status> {
     let id = ext.id;
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(ext))) {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_from(ext, peer))) {
         Ok(fut) => fut,
         Err(p) => return Err(panicked(id, p)),
     };
@@ -154,18 +173,22 @@ struct RedundancyHandler {
 
 impl ExtensionHandler for RedundancyHandler {
     fn handle(&self, ext: Extension) -> HandlerFuture {
-        let result = self.open(&ext.data);
+        self.handle_from(ext, None)
+    }
+
+    fn handle_from(&self, ext: Extension, peer: Option<SocketAddr>) -> HandlerFuture {
+        let result = self.open(&ext.data, peer.map(|a| a.ip()));
         Box::pin(std::future::ready(result))
     }
 }
 
 impl RedundancyHandler {
-    fn open(&self, data: &[u8]) -> Result<Bytes, Status> {
+    fn open(&self, data: &[u8], peer: Option<std::net::IpAddr>) -> Result<Bytes, Status> {
         let msg = resi::Redundancy::decode(data)
             .map_err(|e| Status::new(Code::InvalidArgument, format!("extension 1: bad Redundancy message: {e}")))?;
         match msg.msg {
             Some(redundancy::Msg::Open(req)) => {
-                let opened = self.sessions.open(&req)?;
+                let opened = self.sessions.open_from(&req, peer)?;
                 let rsp = resi::Redundancy { msg: Some(redundancy::Msg::Opened(opened)) };
                 Ok(rsp.encode_to_vec().into())
             }

@@ -109,7 +109,7 @@ impl Supervisor {
                 }
                 Some(stream) = self.sessions.recv() => {
                     tracing::debug!("serving an established session");
-                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone()));
+                    http.spawn(serve_h2(stream, None, self.shared.clone(), phase.clone()));
                 }
                 Some(done) = http.join_next(), if !http.is_empty() => log_join(done),
                 Some(done) = paths.join_next(), if !paths.is_empty() => log_join(done),
@@ -188,7 +188,7 @@ async fn connection(
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, phase).await,
+        Sniffed::Http => serve_h2(tcp, Some(peer), shared, phase).await,
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
             let _ = paths.send(tcp);
@@ -226,14 +226,20 @@ async fn sniff(tcp: &TcpStream) -> Sniffed {
     }
 }
 
-/// Serves one HTTP/2 connection (a TCP client or an established session)
-/// until it ends, GOAWAY on graceful shutdown, dropped on hard shutdown.
-async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase)
+/// Serves one HTTP/2 connection (a TCP client from `peer`, or an
+/// established session) until it ends, GOAWAY on graceful shutdown, dropped
+/// on hard shutdown. Each request carries the peer's address.
+async fn serve_h2<I>(io: I, peer: Option<SocketAddr>, shared: Arc<Shared>, phase: Phase)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), req));
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(proxy::Peer(peer));
+        }
+        proxy::handle(svc_shared.clone(), req)
+    });
     let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

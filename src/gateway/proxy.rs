@@ -18,11 +18,17 @@ use hyper::body::Incoming;
 use prost::Message;
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
+use super::upstream::CallSession;
 use super::Shared;
-use crate::extension::{not_implemented, run_handler};
+use crate::extension::{not_implemented, run_handler_from};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
+
+/// The address of the peer a call came from over TCP (a request
+/// extension set by the listener; absent on a session's HTTP/2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
 
 /// Serves one call.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -35,7 +41,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
 
 async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> {
     match shared.upstream.send(req).await {
-        Ok(rsp) => rsp.map(ProxyBody::Upstream),
+        Ok(rsp) => {
+            let session = CallSession::of(&rsp);
+            rsp.map(|body| ProxyBody::Upstream(body, session))
+        }
         Err(st) => {
             tracing::debug!("call not forwarded: {st}");
             st.to_response()
@@ -45,6 +54,7 @@ async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> 
 
 async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0);
     let raw = match read_unary(body, shared.max_message_size).await {
         Ok(raw) => raw,
         Err(st) => return st.to_response(),
@@ -55,7 +65,7 @@ async fn modify(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let (id, pass) = (ext.id, ext.pass);
     match shared.extensions.get(id) {
-        Some(handler) => match run_handler(handler, ext).await {
+        Some(handler) => match run_handler_from(handler, ext, peer).await {
             Ok(data) => modify_response(Extension { id, pass, data }),
             Err(st) => st.to_response(),
         },

@@ -194,6 +194,11 @@ impl SessionHandle {
         self.closed.borrow().is_some()
     }
 
+    /// Why the session ended, once it has.
+    pub fn close_reason(&self) -> Option<SessionError> {
+        self.closed.borrow().clone()
+    }
+
     /// Ends the session (both directions, all paths).
     pub fn close(&self) {
         let _ = self.cmd.send(Command::Close);
@@ -242,9 +247,8 @@ pub fn spawn(cfg: SessionConfig, role: Role, id: SessionId) -> (SessionStream, S
         linger_until: None,
     };
     tokio::spawn(async move {
-        let reason = driver.run().await;
+        let reason = driver.run(closed_tx).await;
         tracing::debug!(%reason, "session ended");
-        let _ = closed_tx.send(Some(reason));
     });
     let stream = SessionStream { tx: PollSender::new(in_tx), rx: out_rx, pending: Bytes::new() };
     let handle = SessionHandle { id, cmd: cmd_tx, closed: closed_rx, events: events_tx };
@@ -295,7 +299,10 @@ enum Exit {
 }
 
 impl Driver {
-    async fn run(mut self) -> SessionError {
+    /// Runs until the session ends. The reason is published on `closed`
+    /// *before* the application's channels close, so whoever sees the
+    /// stream end can already tell why (a mismatch makes calls `DATA_LOSS`).
+    async fn run(mut self, closed: watch::Sender<Option<SessionError>>) -> SessionError {
         let reason = loop {
             if let Some(exit) = self.turn() {
                 break exit;
@@ -308,6 +315,9 @@ impl Driver {
             Exit::Failed(e) => e,
             Exit::Done => SessionError::Closed,
         };
+        let _ = closed.send(Some(err.clone()));
+        self.app_in = None;
+        self.app_out = None;
         self.send_close(&err);
         self.shutdown_paths();
         err
@@ -570,9 +580,13 @@ impl Driver {
                 wallet.lock().expect("wallet lock").replace(grant.cookies, ttl);
             }
             (Some(resi::control::Msg::Close(close)), _) => {
-                let why = close.reason.map(|s| s.message).unwrap_or_default();
+                let reason = close.reason.unwrap_or_default();
                 self.deliver();
-                return Some(Exit::Failed(SessionError::PeerClosed(why)));
+                let err = match crate::grpc::Code::from_i32(reason.code) {
+                    crate::grpc::Code::DataLoss => SessionError::PeerMismatch(reason.message),
+                    _ => SessionError::PeerClosed(reason.message),
+                };
+                return Some(Exit::Failed(err));
             }
             _ => tracing::debug!("CONTROL message not for this side ignored"),
         }
@@ -673,7 +687,7 @@ impl Driver {
     fn send_close(&mut self, err: &SessionError) {
         let code = match err {
             SessionError::Closed => crate::grpc::Code::Ok,
-            SessionError::Mismatch { .. } => crate::grpc::Code::DataLoss,
+            SessionError::Mismatch { .. } | SessionError::PeerMismatch(_) => crate::grpc::Code::DataLoss,
             _ => crate::grpc::Code::Aborted,
         };
         let status = resi::Status { code: code as i32, message: err.to_string() };
