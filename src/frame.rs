@@ -204,8 +204,10 @@ fn checksum(head: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(head), body)
 }
 
-/// Writes the CRC-32C into an encoded frame (`frame` starts at its header).
-fn seal(frame: &mut [u8]) {
+/// Writes the CRC-32C into an encoded frame (`frame` is one whole frame,
+/// header first). Public for test tools that alter frames on purpose (the
+/// fault relay's tamper mode, an attacker that recomputes the check).
+pub fn seal(frame: &mut [u8]) {
     let crc = checksum(&frame[..CRC_AT], &frame[HEADER_LEN..]);
     frame[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
 }
