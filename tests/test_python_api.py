@@ -412,6 +412,28 @@ async def test_a_corrupting_path_is_caught_and_blamed(resi_pair, mode):
         pair.relays[1].tamper(1.5)
 
 
+async def test_a_tampering_path_makes_strict_calls_fail_with_data_loss(resi_pair):
+    """Copies that pass the frame check but differ (an altering party that
+    recomputes the CRC): the strict session fails closed and the
+    in-process client's calls end DATA_LOSS, never with a wrong answer."""
+    pair = await resi_pair(mode="strict", paths=2)
+    pair.relays[1].tamper(0.3)
+    assert pair.relays[1].state == "tamper"
+    codes = []
+    for i in range(40):
+        body = bytes([i]) * 3000
+        try:
+            assert await pair.client.unary(f"{ECHO}/Unary", body, timeout=5) == body
+            codes.append(resi.StatusCode.OK)
+        except resi.CallError as e:
+            assert e.code in (resi.StatusCode.DATA_LOSS, resi.StatusCode.UNAVAILABLE), e
+            if e.code == resi.StatusCode.DATA_LOSS:
+                assert "copies disagreed" in e.details, e
+            codes.append(e.code)
+    assert resi.StatusCode.DATA_LOSS in codes, codes
+    pair.heal(1)
+
+
 async def test_blackholed_path_in_permissive_mode(resi_pair):
     pair = await resi_pair(mode="permissive", paths=3)
     events = pair.client.events()

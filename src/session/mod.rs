@@ -10,8 +10,10 @@
 //!   frame), a reader and a writer task per path, and [`SessionStream`], the
 //!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over.
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
+//! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
 
+pub mod admission;
 pub mod client;
 pub mod driver;
 pub mod machine;

@@ -2,14 +2,11 @@
 //! and hands each path that passes the handshake to its session.
 //!
 //! Opens are not authenticated, so what an Open costs is bounded
-//! ([`OpenLimits`]): a session is *pending* from its Open until its first
-//! path merges, and pending sessions expire after the open timeout, are
-//! limited per peer address and in total (the oldest pending one gives way
-//! to a new Open: a genuine dialler merges within milliseconds of its Open,
-//! so a flood only churns its own sessions), and Opens per peer address are
-//! rate-limited. Every check and the insert are one locked step.
+//! ([`OpenLimits`], see [`super::admission`]): pending sessions (no path
+//! merged yet) expire after the open timeout and are limited per peer
+//! address and in total, and Opens per peer address are rate-limited. Every
+//! check and the insert are one locked step.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +16,8 @@ use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::admission::{Entry, Table};
+pub use super::admission::OpenLimits;
 use super::driver::{self, Role, StreamPath};
 use super::{Mode, SessionConfig, SessionHandle, SessionStream};
 use crate::cookie::{new_session_id, CookieJar, SessionId};
@@ -30,66 +29,6 @@ use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Protocol version spoken here.
 pub const VERSION: u32 = 1;
-/// Peer addresses whose Open rate is remembered before idle ones are
-/// forgotten.
-const RATE_TABLE: usize = 10_000;
-
-/// What unauthenticated Opens may cost an acceptor (`[Resi]` keys in
-/// brackets; protocol §9, §10).
-#[derive(Debug, Clone)]
-pub struct OpenLimits {
-    /// A session with no path merged this long after its Open is removed
-    /// and its cookies revoked \[`OpenTimeout`, 5 s\].
-    pub open_timeout: Duration,
-    /// Established sessions (a path merged once) \[`MaxSessions`, 1024\];
-    /// an Open beyond it is refused `RESOURCE_EXHAUSTED`.
-    pub max_sessions: usize,
-    /// Pending sessions in total \[`MaxPendingSessions`, 256\]; beyond it
-    /// the oldest pending session is removed.
-    pub max_pending: usize,
-    /// Pending sessions per peer address \[`MaxPendingPerPeer`, 16\];
-    /// beyond it that peer's oldest pending session is removed.
-    pub max_pending_per_peer: usize,
-    /// Opens per second per peer address, also the burst \[`OpenRatePerPeer`,
-    /// 20; 0 = unlimited\]; beyond it Opens are refused `RESOURCE_EXHAUSTED`.
-    pub open_rate_per_peer: u32,
-}
-
-impl Default for OpenLimits {
-    fn default() -> Self {
-        OpenLimits {
-            open_timeout: Duration::from_secs(5),
-            max_sessions: 1024,
-            max_pending: 256,
-            max_pending_per_peer: 16,
-            open_rate_per_peer: 20,
-        }
-    }
-}
-
-/// One accepted session.
-struct Entry {
-    handle: SessionHandle,
-    peer: Option<IpAddr>,
-    opened: Instant,
-    /// A path has merged at least once (no longer pending).
-    merged: bool,
-}
-
-/// Open tokens of one peer address (a token bucket).
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// The session table and the per-peer Open rates, under one lock so that
-/// checking a limit and taking a place are one step.
-#[derive(Default)]
-struct Table {
-    sessions: HashMap<SessionId, Entry>,
-    rates: HashMap<IpAddr, Bucket>,
-}
-
 /// Sessions this gateway accepted, found by cookie.
 pub struct SessionRegistry {
     cfg: SessionConfig,
@@ -187,30 +126,13 @@ impl SessionRegistry {
         })
     }
 
-    /// Checks every limit and takes the session's place in one locked step:
-    /// the per-peer Open rate, the established-session limit, then room
-    /// among the pending sessions (made by removing the oldest pending one
-    /// of this peer, or of anyone). Starts the session.
+    /// Checks every limit and takes the session's place in one locked step
+    /// ([`Table::make_room`]), then starts the session; the pending
+    /// sessions that made room are closed and their cookies revoked.
     fn admit(&self, id: SessionId, cfg: &SessionConfig, peer: Option<IpAddr>, now: Instant) -> Result<SessionHandle, Status> {
-        let mut evicted = Vec::new();
-        let handle = {
+        let (handle, evicted) = {
             let mut table = self.table();
-            if let Some(ip) = peer {
-                table.take_open_token(ip, self.limits.open_rate_per_peer, now)?;
-            }
-            let established = table.sessions.values().filter(|e| e.merged).count();
-            if established >= self.limits.max_sessions {
-                return Err(Status::new(Code::ResourceExhausted, "too many RESI sessions at this hop"));
-            }
-            if let Some(ip) = peer {
-                let of_peer = |e: &Entry| !e.merged && e.peer == Some(ip);
-                if table.sessions.values().filter(|e| of_peer(e)).count() >= self.limits.max_pending_per_peer {
-                    evicted.extend(table.evict_oldest_pending(of_peer));
-                }
-            }
-            if table.sessions.values().filter(|e| !e.merged).count() >= self.limits.max_pending {
-                evicted.extend(table.evict_oldest_pending(|e| !e.merged));
-            }
+            let evicted = table.make_room(&self.limits, peer, now)?;
             let role = Role::Acceptor { jar: self.jar.clone(), cookie_ttl: cfg.cookie_ttl };
             let (stream, handle) = driver::spawn(cfg.clone(), role, id);
             if self.new_sessions.try_send(stream).is_err() {
@@ -218,7 +140,7 @@ impl SessionRegistry {
                 return Err(Status::new(Code::Unavailable, "this hop is not accepting sessions"));
             }
             table.sessions.insert(id, Entry { handle: handle.clone(), peer, opened: now, merged: false });
-            handle
+            (handle, evicted)
         };
         for old in evicted {
             tracing::info!(session = %driver::hex(&old.0), "pending session removed to make room for a new Open");
@@ -374,43 +296,6 @@ impl SessionRegistry {
         for handle in self.sessions() {
             handle.close();
         }
-    }
-}
-
-impl Table {
-    /// Takes one Open token of `ip` (`rate` per second, burst `rate`; 0 is
-    /// unlimited) or refuses the Open.
-    fn take_open_token(&mut self, ip: IpAddr, rate: u32, now: Instant) -> Result<(), Status> {
-        if rate == 0 {
-            return Ok(());
-        }
-        let rate = rate as f64;
-        let refill = |b: &Bucket| (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(rate);
-        if self.rates.len() >= RATE_TABLE {
-            self.rates.retain(|_, b| refill(b) < rate);
-        }
-        let bucket = self.rates.entry(ip).or_insert(Bucket { tokens: rate, at: now });
-        bucket.tokens = refill(bucket);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            let msg = format!("too many RESI Opens from {ip} (limit {rate} per second)");
-            return Err(Status::new(Code::ResourceExhausted, msg));
-        }
-        bucket.tokens -= 1.0;
-        Ok(())
-    }
-
-    /// Removes the oldest pending session matching `which`.
-    fn evict_oldest_pending(&mut self, which: impl Fn(&Entry) -> bool) -> Option<(SessionId, SessionHandle)> {
-        let oldest = self.sessions.iter().filter(|(_, e)| which(e)).min_by_key(|(_, e)| e.opened).map(|(id, _)| *id)?;
-        self.sessions.remove(&oldest).map(|e| (oldest, e.handle))
-    }
-
-    /// The session `id`, now marked as having had a path merged.
-    fn merged(&mut self, id: &SessionId) -> Option<SessionHandle> {
-        let entry = self.sessions.get_mut(id)?;
-        entry.merged = true;
-        Some(entry.handle.clone())
     }
 }
 
