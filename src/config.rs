@@ -34,7 +34,7 @@
 //! | `[Nkn] Seed` | this gateway's NKN identity: 64 hex digits (ed25519 seed) |
 //! | `[Nkn] Subclients` | NKN sub-clients, 1..=64 \[4\] |
 //! | `[Nkn] RpcServers` | seed RPC `"http://host:port"` or a list \[the public NKN seeds\] |
-//! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\] |
+//! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\]; a floor: a session runs strict if either end is strict |
 //! | `[Resi] Name` | this gateway's name in logs and hop info \["resi"\] |
 //! | `[Resi] HeartbeatInterval` | duration \[200ms\] |
 //! | `[Resi] DeadTimeout` | duration, > HeartbeatInterval \[1s\] |
