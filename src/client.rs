@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::extension::{not_implemented, run_handler, ExtensionRegistry};
 use crate::gateway::body::LocalBody;
 use crate::gateway::reverse::Opener;
-use crate::gateway::upstream::{Manager, Upstream, UpstreamKind};
+use crate::gateway::upstream::{CallSession, Manager, Upstream, UpstreamKind};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
@@ -201,6 +201,7 @@ impl Client {
         }
         grpc::metadata_to_headers(&opts.metadata, req.headers_mut())?;
         let rsp = with_deadline(deadline, self.upstream.send(req)).await??;
+        let session = CallSession::of(&rsp);
         let (parts, body) = rsp.into_parts();
         if let Some(st) = grpc::Status::from_headers(&parts.headers) {
             // Trailers-only: no messages, the status is in the headers.
@@ -222,6 +223,7 @@ impl Client {
             deadline,
             max_message_size: self.max_message_size,
             trailers: None,
+            session,
         })
     }
 
@@ -277,6 +279,9 @@ pub struct Call {
     deadline: Option<Instant>,
     max_message_size: usize,
     trailers: Option<HeaderMap>,
+    /// The session the call went over: a stream broken because its copies
+    /// disagreed fails with `DATA_LOSS`.
+    session: CallSession,
 }
 
 impl Call {
@@ -306,7 +311,8 @@ impl Call {
                 }
                 Some(Err(e)) => {
                     let code = if e.to_string().contains("cancel") { Code::Cancelled } else { Code::Unavailable };
-                    return Err(CallError::new(code, format!("response stream failed: {e}")));
+                    let st = self.session.failure(Status::new(code, format!("response stream failed: {e}")));
+                    return Err(st.into());
                 }
                 Some(Ok(frame)) => frame,
             };

@@ -41,7 +41,7 @@
 //! | `[Tls] UpstreamCa` | PEM file: TLS to `[Tcp] Address`, verified against this CA |
 //! | `[Tls] ServerName` | name checked in the upstream's certificate \[the host of each address\] |
 //! | `[Tls] PlainListen` | `true`: `Listen` stays plain, `Cert` only serves upstream \[false\] |
-//! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\] |
+//! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\]; a floor: a session runs strict if either end is strict |
 //! | `[Resi] Name` | this gateway's name in logs and hop info \["resi"\] |
 //! | `[Resi] HeartbeatInterval` | duration \[200ms\] |
 //! | `[Resi] DeadTimeout` | duration, > HeartbeatInterval \[1s\] |
@@ -52,6 +52,11 @@
 //! | `[Resi] ShutdownGrace` | duration \[10s\] |
 //! | `[Resi] MaxMessageSize` | bytes, 1 KiB..=1 GiB \[64 MiB\] |
 //! | `[Resi] SendWindow` | bytes, 64 KiB..=1 GiB \[16 MiB\] |
+//! | `[Resi] OpenTimeout` | duration: a session with no path merged this long after its Open is removed \[5s\] |
+//! | `[Resi] MaxSessions` | established sessions accepted, 1..=1000000 \[1024\] |
+//! | `[Resi] MaxPendingSessions` | sessions awaiting their first path, 1..=1000000 \[256\] |
+//! | `[Resi] MaxPendingPerPeer` | pending sessions per peer address, 1..=1000000 \[16\] |
+//! | `[Resi] OpenRatePerPeer` | Opens per second per peer address, 0 (unlimited)..=1000000 \[20\] |
 //! | `[Reverse] Listen` | `"host:port"` or a list: ESI clients here call the far side over the reverse channel |
 //! | `[Reverse] Address` | `"host:port"` or a list: the local ESI server that serves calls coming back |
 //!
@@ -66,6 +71,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::session::registry::OpenLimits;
 use crate::session::{Mode, SessionConfig};
 use crate::tls::{TlsFiles, TlsSettings};
 
@@ -133,6 +139,11 @@ pub struct ResiConfig {
     pub max_message_size: usize,
     pub send_window: usize,
     pub name: String,
+    pub open_timeout: Duration,
+    pub max_sessions: usize,
+    pub max_pending_sessions: usize,
+    pub max_pending_per_peer: usize,
+    pub open_rate_per_peer: u32,
 }
 
 impl Default for ResiConfig {
@@ -150,6 +161,11 @@ impl Default for ResiConfig {
             max_message_size: 64 << 20,
             send_window: s.send_window,
             name: "resi".into(),
+            open_timeout: OpenLimits::default().open_timeout,
+            max_sessions: OpenLimits::default().max_sessions,
+            max_pending_sessions: OpenLimits::default().max_pending,
+            max_pending_per_peer: OpenLimits::default().max_pending_per_peer,
+            open_rate_per_peer: OpenLimits::default().open_rate_per_peer,
         }
     }
 }
@@ -167,6 +183,17 @@ impl ResiConfig {
             cookie_ttl: self.cookie_ttl,
             send_window: self.send_window,
             max_frame: (self.max_message_size + 64 * 1024).max(1 << 20),
+        }
+    }
+
+    /// What unauthenticated Opens may cost this gateway as an acceptor.
+    pub fn open_limits(&self) -> OpenLimits {
+        OpenLimits {
+            open_timeout: self.open_timeout,
+            max_sessions: self.max_sessions,
+            max_pending: self.max_pending_sessions,
+            max_pending_per_peer: self.max_pending_per_peer,
+            open_rate_per_peer: self.open_rate_per_peer,
         }
     }
 }
@@ -621,6 +648,11 @@ const RESI_KEYS: &[&str] = &[
     "ShutdownGrace",
     "MaxMessageSize",
     "SendWindow",
+    "OpenTimeout",
+    "MaxSessions",
+    "MaxPendingSessions",
+    "MaxPendingPerPeer",
+    "OpenRatePerPeer",
 ];
 
 fn keys_of(section: &str) -> &'static [&'static str] {
@@ -931,6 +963,21 @@ impl Parser<'_> {
         Ok(d)
     }
 
+    /// A `[Resi]` integer in `min..=max`.
+    fn count(&self, key: &str, v: toml::Value, min: usize, max: usize) -> Res<usize> {
+        match v {
+            toml::Value::Integer(i) if i >= min as i64 && i <= max as i64 => Ok(i as usize),
+            toml::Value::Integer(i) => {
+                Err(self.key_err("Resi", key, format!("{i} is out of range (allowed: {min} to {max})")))
+            }
+            other => Err(self.key_err(
+                "Resi",
+                key,
+                format!("expected an integer ({min} to {max}), got {}", type_name(&other)),
+            )),
+        }
+    }
+
     fn size(&self, key: &str, v: toml::Value, min: usize, max: usize) -> Res<usize> {
         let n = match &v {
             toml::Value::String(s) => parse_size(s).map_err(|m| self.key_err("Resi", key, m))?,
@@ -1123,6 +1170,11 @@ impl Parser<'_> {
                 }
                 "MaxMessageSize" => c.max_message_size = self.size(k, v, 1 << 10, 1 << 30)?,
                 "SendWindow" => c.send_window = self.size(k, v, 64 << 10, 1 << 30)?,
+                "OpenTimeout" => c.open_timeout = self.duration(k, v, ms(100), s(3600))?,
+                "MaxSessions" => c.max_sessions = self.count(k, v, 1, 1_000_000)?,
+                "MaxPendingSessions" => c.max_pending_sessions = self.count(k, v, 1, 1_000_000)?,
+                "MaxPendingPerPeer" => c.max_pending_per_peer = self.count(k, v, 1, 1_000_000)?,
+                "OpenRatePerPeer" => c.open_rate_per_peer = self.count(k, v, 0, 1_000_000)? as u32,
                 _ => unreachable!(),
             }
         }
@@ -1378,6 +1430,23 @@ mod tests {
             err(&format!("{TCP}[Revers]\nListen = \"127.0.0.1:0\"\n")),
             "gateway.toml: [Revers]: unknown section (did you mean [Reverse]?)"
         );
+    }
+
+    #[test]
+    fn open_limits() {
+        let r = load(TCP).unwrap().resi.open_limits();
+        assert_eq!((r.open_timeout, r.max_sessions, r.max_pending, r.max_pending_per_peer, r.open_rate_per_peer), (Duration::from_secs(5), 1024, 256, 16, 20));
+        let c = load(&format!(
+            "{TCP}[Resi]\nOpenTimeout = \"2s\"\nMaxSessions = 10\nMaxPendingSessions = 5\nMaxPendingPerPeer = 2\nOpenRatePerPeer = 0\n"
+        ))
+        .unwrap();
+        let r = c.resi.open_limits();
+        assert_eq!((r.open_timeout, r.max_sessions, r.max_pending, r.max_pending_per_peer, r.open_rate_per_peer), (Duration::from_secs(2), 10, 5, 2, 0));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nMaxPendingPerPeer = 0\n")),
+            "gateway.toml: [Resi] MaxPendingPerPeer: 0 is out of range (allowed: 1 to 1000000)"
+        );
+        assert!(err(&format!("{TCP}[Resi]\nOpenRatePerPeer = \"fast\"\n")).contains("[Resi] OpenRatePerPeer: expected an integer (0 to 1000000), got a string"));
     }
 
     #[test]

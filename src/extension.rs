@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -42,7 +43,8 @@ pub trait ExtensionHandler: Send + Sync + 'static {
     fn handle(&self, ext: Extension) -> HandlerFuture;
 
     /// Like [`ExtensionHandler::handle`], knowing the connection the call
-    /// arrived on; the default ignores it.
+    /// arrived on; the default ignores it. (The redundancy extension limits
+    /// Opens per peer address and binds sessions to client certificates.)
     fn handle_in(&self, ext: Extension, ctx: &CallContext) -> HandlerFuture {
         let _ = ctx;
         self.handle(ext)
@@ -52,6 +54,9 @@ pub trait ExtensionHandler: Send + Sync + 'static {
 /// What a hop knows about the connection a `Modify` arrived on.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
+    /// The address of the peer the call came from over TCP (None on a
+    /// session's HTTP/2, or not over a socket).
+    pub peer: Option<SocketAddr>,
     /// SHA-256 of the client certificate the caller presented (mutual TLS).
     pub peer_certificate: Option<CertFingerprint>,
     /// The call arrived on the HTTP/2 connection of a session this gateway
@@ -141,14 +146,14 @@ impl ExtensionRegistry {
     }
 }
 
-/// Runs `handler` on `ext`. A panicking handler is reported as `INTERNAL`
-/// and harms nothing else; the handler runs inline (not spawned), so a
-/// cancelled call cancels it.
+/// Runs `handler` on `ext` from an unknown peer (see [`run_handler_in`]).
 pub async fn run_handler(handler: Arc<dyn ExtensionHandler>, ext: Extension) -> Result<Bytes, Status> {
     run_handler_in(handler, ext, &CallContext::default()).await
 }
 
-/// [`run_handler`] for a call that arrived with `ctx`.
+/// Runs `handler` on `ext`, a call that arrived with `ctx`. A panicking
+/// handler is reported as `INTERNAL` and harms nothing else; the handler
+/// runs inline (not spawned), so a cancelled call cancels it.
 pub async fn run_handler_in(handler: Arc<dyn ExtensionHandler>, ext: Extension, ctx: &CallContext) -> Result<Bytes, Status> {
     let id = ext.id;
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle_in(ext, ctx))) {
@@ -200,7 +205,7 @@ impl RedundancyHandler {
             .map_err(|e| Status::new(Code::InvalidArgument, format!("extension 1: bad Redundancy message: {e}")))?;
         match msg.msg {
             Some(redundancy::Msg::Open(req)) => {
-                let opened = self.sessions.open_for(&req, ctx.peer_certificate)?;
+                let opened = self.sessions.open_for(&req, ctx.peer_certificate, ctx.peer.map(|a| a.ip()))?;
                 let rsp = resi::Redundancy { msg: Some(redundancy::Msg::Opened(opened)) };
                 Ok(rsp.encode_to_vec().into())
             }

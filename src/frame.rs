@@ -1,13 +1,24 @@
 //! Path frames and their codec: the wire format on one path.
 //!
-//! Every frame is an 8-byte header followed by a body:
+//! Every frame is a 12-byte header followed by a body:
 //!
 //! ```text
-//!  0        1        2                 4                                 8
-//! +--------+--------+-----------------+---------------------------------+
-//! |  type  | flags  | reserved (0)    | body length (u32, big-endian)   |
-//! +--------+--------+-----------------+---------------------------------+
+//!  0        1        2                 4                 8                12
+//! +--------+--------+-----------------+-----------------+-----------------+
+//! |  type  | flags  | reserved (0)    | body length u32 | CRC-32C u32     |
+//! +--------+--------+-----------------+-----------------+-----------------+
 //! ```
+//!
+//! The CRC-32C (Castagnoli, as in iSCSI) covers the first 8 header bytes
+//! and the body. It is computed by the `crc-fast` crate, which folds with
+//! carry-less multiplication (PCLMULQDQ/VPCLMULQDQ, or ARM PMULL) and is
+//! about twice as fast here as the `crc32` instruction of the `crc32c`
+//! crate (benches/session.rs: codec 7.5 vs 3.4 GiB/s), so a bit flipped anywhere
+//! in a frame — a DATA payload, or an ACK's `delivered`, which would make
+//! the sender free bytes the peer never got — is detected before the frame
+//! is used. A frame whose check fails is consumed and reported as
+//! [`FrameError::Corrupt`]; what that means for the path is the session's
+//! decision (a reliable path is closed, a lossy one treats it as lost).
 //!
 //! The frames that make up the data path (DATA, ACK, PING, PONG) have
 //! fixed-width big-endian bodies so that encoding and decoding cost a few
@@ -20,7 +31,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Size of the frame header.
-pub const HEADER_LEN: usize = 8;
+pub const HEADER_LEN: usize = 12;
+/// Where the CRC-32C sits in the header (it covers the bytes before it and
+/// the body).
+const CRC_AT: usize = 8;
 /// Largest payload the sender puts in one DATA frame.
 pub const MAX_DATA_PAYLOAD: usize = 64 * 1024;
 
@@ -61,8 +75,9 @@ pub enum Frame {
     Control(Bytes),
 }
 
-/// Why bytes on a path are not a valid frame. Any of these ends that path
-/// (never the session or the gateway).
+/// Why bytes on a path are not a valid frame. Any of these but
+/// [`FrameError::Corrupt`] ends that path (never the session or the
+/// gateway); a corrupt frame is the session's to judge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("frame of {len} bytes exceeds the limit of {max}")]
@@ -71,6 +86,18 @@ pub enum FrameError {
     UnknownType(u8),
     #[error("frame type {kind} has a body of {len} bytes, expected {expected}")]
     BadLength { kind: u8, len: usize, expected: &'static str },
+    /// The frame's CRC-32C does not match its bytes: they were altered on
+    /// the way. The frame has been consumed and must not be used.
+    #[error("corrupt frame (type {kind}, {len} bytes): CRC-32C mismatch")]
+    Corrupt { kind: u8, len: usize },
+}
+
+impl FrameError {
+    /// Whether this is a failed integrity check (rather than a malformed or
+    /// oversized frame).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, FrameError::Corrupt { .. })
+    }
 }
 
 impl Frame {
@@ -91,6 +118,7 @@ impl Frame {
     /// Appends the encoded frame to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
+        let start = dst.len();
         let (kind, flags) = match self {
             Frame::Data { fin, .. } => (kind::DATA, if *fin { FLAG_FIN } else { 0 }),
             Frame::Ack { .. } => (kind::ACK, 0),
@@ -104,6 +132,7 @@ impl Frame {
         dst.put_u8(flags);
         dst.put_u16(0);
         dst.put_u32(self.body_len() as u32);
+        dst.put_u32(0);
         match self {
             Frame::Data { offset, payload, .. } => {
                 dst.put_u64(*offset);
@@ -116,23 +145,34 @@ impl Frame {
             Frame::Ping(t) | Frame::Pong(t) => dst.put_u64(*t),
             Frame::Hello(b) | Frame::HelloReply(b) | Frame::Control(b) => dst.put_slice(b),
         }
+        seal(&mut dst[start..]);
     }
 
     /// Encodes a DATA frame from a borrowed payload (saves a `Bytes`
     /// refcount on the hot path).
     pub fn encode_data(dst: &mut BytesMut, offset: u64, payload: &[u8], fin: bool) {
         dst.reserve(HEADER_LEN + 8 + payload.len());
-        dst.put_u8(kind::DATA);
-        dst.put_u8(if fin { FLAG_FIN } else { 0 });
-        dst.put_u16(0);
-        dst.put_u32((8 + payload.len()) as u32);
-        dst.put_u64(offset);
+        let head = [kind::DATA, if fin { FLAG_FIN } else { 0 }, 0, 0];
+        let len = ((8 + payload.len()) as u32).to_be_bytes();
+        let off = offset.to_be_bytes();
+        // The check is computed over the pieces, so the payload is read once.
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        for piece in [&head[..], &len[..], &off[..], payload] {
+            digest.update(piece);
+        }
+        let crc = digest.finalize() as u32;
+        dst.put_slice(&head);
+        dst.put_slice(&len);
+        dst.put_u32(crc);
+        dst.put_slice(&off);
         dst.put_slice(payload);
     }
 
     /// Takes one whole frame off the front of `src`, if one is buffered.
     /// `Ok(None)` means "need more bytes". Frames of an unknown type flagged
-    /// ignorable are consumed and skipped.
+    /// ignorable are consumed and skipped. A whole frame whose CRC-32C fails
+    /// is consumed and returned as [`FrameError::Corrupt`]; its type and
+    /// flags are not looked at (they may be the altered bytes).
     pub fn decode(src: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, FrameError> {
         loop {
             if src.len() < HEADER_LEN {
@@ -144,21 +184,42 @@ impl Frame {
             if len > max_frame {
                 return Err(FrameError::TooLarge { len, max: max_frame });
             }
-            if !known(kind) && flags & FLAG_IGNORABLE == 0 {
-                return Err(FrameError::UnknownType(kind));
-            }
             if src.len() < HEADER_LEN + len {
                 src.reserve(HEADER_LEN + len - src.len());
                 return Ok(None);
             }
+            let sent = u32::from_be_bytes([src[8], src[9], src[10], src[11]]);
+            let intact = checksum(&src[..CRC_AT], &src[HEADER_LEN..HEADER_LEN + len]) == sent;
             src.advance(HEADER_LEN);
             let mut body = src.split_to(len);
+            if !intact {
+                return Err(FrameError::Corrupt { kind, len });
+            }
+            if !known(kind) && flags & FLAG_IGNORABLE == 0 {
+                return Err(FrameError::UnknownType(kind));
+            }
             if !known(kind) {
                 continue;
             }
             return parse_body(kind, flags, &mut body).map(Some);
         }
     }
+}
+
+/// CRC-32C of the header's first 8 bytes followed by the body.
+fn checksum(head: &[u8], body: &[u8]) -> u32 {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    digest.update(head);
+    digest.update(body);
+    digest.finalize() as u32
+}
+
+/// Writes the CRC-32C into an encoded frame (`frame` is one whole frame,
+/// header first). Public for test tools that alter frames on purpose (the
+/// fault relay's tamper mode, an attacker that recomputes the check).
+pub fn seal(frame: &mut [u8]) {
+    let crc = checksum(&frame[..CRC_AT], &frame[HEADER_LEN..]);
+    frame[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn known(kind: u8) -> bool {
@@ -223,11 +284,56 @@ mod tests {
         roundtrip(Frame::Control(Bytes::new()));
     }
 
+    /// A sealed frame of any type and body (for malformed cases).
+    fn raw(kind: u8, flags: u8, body: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.put_slice(&[kind, flags, 0, 0]);
+        buf.put_u32(body.len() as u32);
+        buf.put_u32(0);
+        buf.put_slice(body);
+        seal(&mut buf);
+        buf
+    }
+
     #[test]
     fn data_layout_is_as_documented() {
         let mut buf = BytesMut::new();
         Frame::encode_data(&mut buf, 0x0102, b"ab", true);
-        assert_eq!(&buf[..], b"\x01\x01\x00\x00\x00\x00\x00\x0a\x00\x00\x00\x00\x00\x00\x01\x02ab");
+        // CRC-32C as in iSCSI (RFC 3720): the standard check value first.
+        assert_eq!(checksum(b"1234", b"56789"), 0xE306_9283);
+        let crc = checksum(b"\x01\x01\x00\x00\x00\x00\x00\x0a", b"\x00\x00\x00\x00\x00\x00\x01\x02ab");
+        let mut want = b"\x01\x01\x00\x00\x00\x00\x00\x0a".to_vec();
+        want.extend_from_slice(&crc.to_be_bytes());
+        want.extend_from_slice(b"\x00\x00\x00\x00\x00\x00\x01\x02ab");
+        assert_eq!(&buf[..], &want[..]);
+        // encode() and encode_data() agree.
+        let mut other = BytesMut::new();
+        Frame::Data { offset: 0x0102, payload: Bytes::from_static(b"ab"), fin: true }.encode(&mut other);
+        assert_eq!(buf, other);
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected_and_the_frame_consumed() {
+        let mut whole = BytesMut::new();
+        Frame::Data { offset: 9, payload: Bytes::from_static(b"payload"), fin: false }.encode(&mut whole);
+        Frame::Ack { path_received: 1 << 40, delivered: 1 << 40 }.encode(&mut whole);
+        let first_len = HEADER_LEN + 8 + 7;
+        // Every bit of the first frame except the length field (a changed
+        // length makes it a different frame boundary: too large or waiting).
+        for byte in (0..first_len).filter(|b| !(4..8).contains(b)) {
+            for bit in 0..8 {
+                let mut buf = whole.clone();
+                buf[byte] ^= 1 << bit;
+                let err = Frame::decode(&mut buf, 1 << 20).unwrap_err();
+                assert!(err.is_corrupt(), "byte {byte} bit {bit}: {err}");
+                // The corrupt frame is gone; the next one is intact.
+                assert_eq!(Frame::decode(&mut buf, 1 << 20).unwrap(), Some(Frame::Ack { path_received: 1 << 40, delivered: 1 << 40 }));
+            }
+        }
+        let mut ack = BytesMut::new();
+        Frame::Ack { path_received: 5, delivered: 5 }.encode(&mut ack);
+        ack[HEADER_LEN + 15] ^= 0x04;
+        assert!(Frame::decode(&mut ack, 64).unwrap_err().is_corrupt(), "an altered ACK must not pass");
     }
 
     #[test]
@@ -248,19 +354,20 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_refused() {
-        let mut buf = BytesMut::from(&b"\x01\x00\x00\x00\xff\xff\xff\xff"[..]);
+        let mut buf = BytesMut::from(&b"\x01\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00"[..]);
         assert!(matches!(Frame::decode(&mut buf, 1 << 20), Err(FrameError::TooLarge { .. })));
-        let mut buf = BytesMut::from(&b"\x63\x00\x00\x00\x00\x00\x00\x00"[..]);
+        let mut buf = raw(0x63, 0, b"");
         assert_eq!(Frame::decode(&mut buf, 64), Err(FrameError::UnknownType(0x63)));
-        let mut buf = BytesMut::from(&b"\x02\x00\x00\x00\x00\x00\x00\x01x"[..]);
+        let mut buf = raw(kind::ACK, 0, b"x");
         assert!(matches!(Frame::decode(&mut buf, 64), Err(FrameError::BadLength { .. })));
-        let mut buf = BytesMut::from(&b"\x01\x00\x00\x00\x00\x00\x00\x02ab"[..]);
+        let mut buf = raw(kind::DATA, 0, b"ab");
         assert!(matches!(Frame::decode(&mut buf, 64), Err(FrameError::BadLength { .. })));
+        assert!(!FrameError::UnknownType(1).is_corrupt());
     }
 
     #[test]
     fn unknown_ignorable_frames_are_skipped() {
-        let mut buf = BytesMut::from(&b"\x63\x80\x00\x00\x00\x00\x00\x01z"[..]);
+        let mut buf = raw(0x63, FLAG_IGNORABLE, b"z");
         Frame::Ping(1).encode(&mut buf);
         assert_eq!(Frame::decode(&mut buf, 64).unwrap(), Some(Frame::Ping(1)));
     }

@@ -421,7 +421,7 @@ async fn garbage_on_a_path_ends_that_path_only() {
         // An oversized HELLO.
         let mut s2 = tokio::net::TcpStream::connect(pair.end.local_addrs()[1]).await.unwrap();
         s2.write_all(tcp::PREFACE).await.unwrap();
-        s2.write_all(&[5, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]).await.unwrap();
+        s2.write_all(&[5, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]).await.unwrap();
         let rsp = c.unary(msg(b"unaffected", 0, "")).await.unwrap();
         assert_eq!(rsp.into_inner().body.as_ref(), b"unaffected");
         let stats = pair.session().stats().await.unwrap();

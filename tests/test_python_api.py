@@ -388,6 +388,52 @@ async def _next_kind(stream: resi.EventStream, kind: str) -> resi.Event:
     raise AssertionError("event stream ended")
 
 
+@pytest.mark.parametrize("mode", ["strict", "permissive"])
+async def test_a_corrupting_path_is_caught_and_blamed(resi_pair, mode):
+    pair = await resi_pair(mode=mode, paths=2)
+    events = pair.client.events()
+    pair.corrupt(1, share=0.0005)
+    assert pair.relays[1].state == "corrupt"
+    bodies = [bytes([i]) * (500 + 37 * i) for i in range(100)]
+    for body in bodies:
+        assert await pair.client.unary(f"{ECHO}/Unary", body, timeout=10) == body
+    ev = await asyncio.wait_for(_next_kind(events, "corrupt_frame"), 10)
+    assert ev.path == 1
+    stats = await pair.client.stats()
+    end = await pair.end.session_stats()
+    counted = {p.path: p.corrupt_frames for s in [stats, *end] for p in s.paths}
+    assert sum(p.corrupt_frames for s in [stats, *end] for p in s.paths if p.path == 1) > 0, counted
+    assert sum(p.corrupt_frames for s in [stats, *end] for p in s.paths if p.path == 0) == 0, counted
+    assert "corrupt_frames" in stats.paths[0].as_dict()
+    pair.heal(1)
+    with pytest.raises(ValueError, match="direction"):
+        pair.relays[1].corrupt(0.1, "sideways")
+    with pytest.raises(ValueError, match="share"):
+        pair.relays[1].tamper(1.5)
+
+
+async def test_a_tampering_path_makes_strict_calls_fail_with_data_loss(resi_pair):
+    """Copies that pass the frame check but differ (an altering party that
+    recomputes the CRC): the strict session fails closed and the
+    in-process client's calls end DATA_LOSS, never with a wrong answer."""
+    pair = await resi_pair(mode="strict", paths=2)
+    pair.relays[1].tamper(0.3)
+    assert pair.relays[1].state == "tamper"
+    codes = []
+    for i in range(40):
+        body = bytes([i]) * 3000
+        try:
+            assert await pair.client.unary(f"{ECHO}/Unary", body, timeout=5) == body
+            codes.append(resi.StatusCode.OK)
+        except resi.CallError as e:
+            assert e.code in (resi.StatusCode.DATA_LOSS, resi.StatusCode.UNAVAILABLE), e
+            if e.code == resi.StatusCode.DATA_LOSS:
+                assert "copies disagreed" in e.details, e
+            codes.append(e.code)
+    assert resi.StatusCode.DATA_LOSS in codes, codes
+    pair.heal(1)
+
+
 async def test_blackholed_path_in_permissive_mode(resi_pair):
     pair = await resi_pair(mode="permissive", paths=3)
     events = pair.client.events()

@@ -219,6 +219,11 @@ class Pair:
         """Silences path ``path`` (connections stay open, nothing passes)."""
         self.relays[path].blackhole()
 
+    def corrupt(self, path: int, share: float = 0.001, direction: str = "both") -> None:
+        """Flips a bit in ``share`` of the bytes on path ``path`` (a faulty
+        link): the frame check catches it and the path is blamed."""
+        self.relays[path].corrupt(share, direction)
+
     def heal(self, path: int) -> None:
         """Lets path ``path`` carry traffic again."""
         self.relays[path].heal()

@@ -18,6 +18,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use super::upstream::CallSession;
 use crate::grpc::{frame_bytes, status_trailers, Code, Status};
 
 /// The body of a request sent upstream. A client body that fails (the client
@@ -73,7 +74,8 @@ impl Body for LocalBody {
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Passed through from upstream: data frames and trailers untouched.
-    Upstream(Incoming),
+    /// The session it came over decides the status should the body break.
+    Upstream(Incoming, CallSession),
     /// Made by this hop: at most one data frame, then trailers.
     Local { data: Option<Bytes>, trailers: Option<HeaderMap> },
     /// Raw bytes made by this hop as they come, no trailers: the reverse
@@ -101,15 +103,15 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         match this {
-            ProxyBody::Upstream(body) => match ready!(Pin::new(body).poll_frame(cx)) {
+            ProxyBody::Upstream(body, session) => match ready!(Pin::new(body).poll_frame(cx)) {
                 Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
                 None => Poll::Ready(None),
                 Some(Err(e)) => {
                     // The upstream stream broke mid-response: end the call
                     // with a status instead of resetting it, so the client
-                    // learns why.
+                    // learns why (DATA_LOSS if the copies disagreed).
                     tracing::debug!("upstream response body failed: {e}");
-                    let st = Status::new(Code::Unavailable, format!("upstream stream failed: {e}"));
+                    let st = session.failure(Status::new(Code::Unavailable, format!("upstream stream failed: {e}")));
                     *this = ProxyBody::default();
                     Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&st)))))
                 }
@@ -127,7 +129,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Upstream(b, _) => b.is_end_stream(),
             ProxyBody::Local { data, trailers } => data.is_none() && trailers.is_none(),
             ProxyBody::Raw(_) => false,
         }
@@ -135,7 +137,7 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Upstream(b, _) => b.size_hint(),
             // Not exact on purpose: hyper would add a content-length, which
             // gRPC responses do not carry.
             ProxyBody::Local { .. } | ProxyBody::Raw(_) => SizeHint::default(),

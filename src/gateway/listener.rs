@@ -141,7 +141,7 @@ impl Supervisor {
                     paths.spawn(async move {
                         let peer = conn.peer.to_string();
                         tokio::select! {
-                            _ = registry.accept_path(conn.io, &peer, conn.channel) => {}
+                            _ = registry.accept_path(conn.io, &peer, Some(conn.peer.ip()), conn.channel) => {}
                             _ = hard.cancelled() => {}
                         }
                     });
@@ -242,7 +242,7 @@ async fn connection(
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, CallContext::default(), phase).await,
+        Sniffed::Http => serve_h2(tcp, shared, CallContext { peer: Some(peer), ..CallContext::default() }, phase).await,
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
             let _ = paths.send(PathConn { io: Box::new(tcp), peer, channel: ChannelBinding::default() });
@@ -291,7 +291,7 @@ async fn tls_connection(
     let io = Rewind { prefix: first, inner: stream };
     match sniffed {
         Sniffed::Http => {
-            let ctx = CallContext { peer_certificate: channel.peer_certificate, ..CallContext::default() };
+            let ctx = CallContext { peer: Some(peer), peer_certificate: channel.peer_certificate, ..CallContext::default() };
             serve_h2(io, shared, ctx, phase).await
         }
         Sniffed::Resi => {

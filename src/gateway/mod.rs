@@ -134,7 +134,7 @@ impl Gateway {
 
         let resi = &config.resi;
         let session_cfg = resi.session_config();
-        let (registry, sessions) = SessionRegistry::new(session_cfg.clone());
+        let (registry, sessions) = SessionRegistry::with_limits(session_cfg.clone(), resi.open_limits());
         let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
         let upstream_tls = config.tls.as_ref().and_then(|t| t.upstream.clone());
         let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout, upstream_tls);

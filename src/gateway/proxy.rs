@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use prost::Message;
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
+use super::upstream::CallSession;
 use super::Shared;
 use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, Status};
@@ -53,7 +54,10 @@ fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Respo
 
 async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> {
     match shared.target.send(req).await {
-        Ok(rsp) => rsp.map(ProxyBody::Upstream),
+        Ok(rsp) => {
+            let session = CallSession::of(&rsp);
+            rsp.map(|body| ProxyBody::Upstream(body, session))
+        }
         Err(st) => {
             tracing::debug!("call not forwarded: {st}");
             st.to_response()

@@ -41,7 +41,7 @@ use tokio_util::io::StreamReader;
 use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
-use super::upstream::{complete_uri, h2_client, send_on, Connections, Manager, Upstream};
+use super::upstream::{complete_uri, h2_client, send_on, CallSession, Connections, Manager, Upstream};
 use super::{proxy, Shared, Target};
 use crate::extension::{CallContext, ExtensionRegistry};
 use crate::grpc::{Code, Status};
@@ -290,11 +290,12 @@ impl Channels {
 
 impl Connections for Channels {
     /// The most recently opened live channel.
-    fn current(&self) -> Option<SendRequest<ReqBody>> {
-        self.open().iter().rev().find(|s| !s.is_closed()).cloned()
+    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)> {
+        let tx = self.open().iter().rev().find(|s| !s.is_closed()).cloned()?;
+        Some((tx, CallSession::default()))
     }
 
-    async fn wait(&self, caller: Option<Duration>) -> Result<SendRequest<ReqBody>, Status> {
+    async fn wait(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, CallSession), Status> {
         let mut rx = self.changed.subscribe();
         let wait = caller.map_or(self.connect_timeout, |t| t.min(self.connect_timeout));
         let deadline = Instant::now() + wait;
@@ -303,8 +304,8 @@ impl Connections for Channels {
             if self.closing.is_cancelled() {
                 return Err(unavailable("the gateway is shutting down"));
             }
-            if let Some(tx) = self.current() {
-                return Ok(tx);
+            if let Some(ready) = self.current() {
+                return Ok(ready);
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(_) => {}

@@ -59,6 +59,37 @@ const MIN_ATTEMPT_GAP: Duration = Duration::from_millis(100);
 /// the backoff (a flapping upstream is not hammered).
 const STABLE_AFTER: Duration = Duration::from_secs(1);
 
+/// The session a forwarded call went over (empty for a plain upstream),
+/// put in the response's extensions: a call broken because its session
+/// failed with copies that disagreed ends with `DATA_LOSS`, not the
+/// `UNAVAILABLE` of a lost connection.
+#[derive(Clone, Default)]
+pub(crate) struct CallSession(Option<SessionHandle>);
+
+impl std::fmt::Debug for CallSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "CallSession(session)" } else { "CallSession(plain)" })
+    }
+}
+
+impl CallSession {
+    /// The status for a call that failed on this connection: `DATA_LOSS`
+    /// (saying the copies disagreed) if its session failed that way,
+    /// `fallback` otherwise.
+    pub(crate) fn failure(&self, fallback: Status) -> Status {
+        self.data_loss().unwrap_or(fallback)
+    }
+
+    fn data_loss(&self) -> Option<Status> {
+        self.0.as_ref().and_then(SessionHandle::close_reason).and_then(|r| r.data_loss_status())
+    }
+
+    /// The session of a response this hop received from upstream.
+    pub(crate) fn of<B>(rsp: &Response<B>) -> CallSession {
+        rsp.extensions().get::<CallSession>().cloned().unwrap_or_default()
+    }
+}
+
 /// What kind of upstream this hop forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamKind {
@@ -164,7 +195,9 @@ impl Upstream {
     }
 
     /// Sends one call upstream. A request the dying connection never took is
-    /// retried once on the next connection.
+    /// retried once on the next connection, unless that connection's session
+    /// failed because copies disagreed (`DATA_LOSS`). The response carries
+    /// its [`CallSession`] in its extensions.
     pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Status> {
         complete_uri(&mut req, &self.authority);
         send_on(self, req).await
@@ -174,10 +207,10 @@ impl Upstream {
         Status::new(Code::Unavailable, format!("upstream {}: {why}", self.label))
     }
 
-    /// The live connection, if there is one.
-    fn current(&self) -> Option<SendRequest<ReqBody>> {
+    /// The live connection and its session, if there is one.
+    fn current(&self) -> Option<(SendRequest<ReqBody>, Option<SessionHandle>)> {
         match &self.state.borrow().link {
-            Link::Ready { tx, .. } if !tx.is_closed() => Some(tx.clone()),
+            Link::Ready { tx, session, .. } if !tx.is_closed() => Some((tx.clone(), session.clone())),
             _ => None,
         }
     }
@@ -193,7 +226,7 @@ impl Upstream {
     /// Wakes the manager and waits for a live connection, or for the outcome
     /// of an attempt that finished after this call arrived; no longer than
     /// the `caller`'s deadline.
-    async fn wait_ready(&self, caller: Option<Duration>) -> Result<SendRequest<ReqBody>, Status> {
+    async fn wait_ready(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, Option<SessionHandle>), Status> {
         let base = self.state.borrow().attempts;
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
@@ -203,7 +236,7 @@ impl Upstream {
             {
                 let st = rx.borrow_and_update();
                 match &st.link {
-                    Link::Ready { tx, .. } if !tx.is_closed() => return Ok(tx.clone()),
+                    Link::Ready { tx, session, .. } if !tx.is_closed() => return Ok((tx.clone(), session.clone())),
                     Link::Down { error } if st.attempts > base => return Err(self.unavailable(error)),
                     _ => {}
                 }
@@ -480,12 +513,13 @@ impl Upstream {
 }
 
 impl Connections for Upstream {
-    fn current(&self) -> Option<SendRequest<ReqBody>> {
-        Upstream::current(self)
+    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)> {
+        Upstream::current(self).map(|(tx, session)| (tx, CallSession(session)))
     }
 
-    async fn wait(&self, caller: Option<Duration>) -> Result<SendRequest<ReqBody>, Status> {
-        self.wait_ready(caller).await
+    async fn wait(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, CallSession), Status> {
+        let (tx, session) = self.wait_ready(caller).await?;
+        Ok((tx, CallSession(session)))
     }
 
     async fn lost(&self) {
@@ -501,11 +535,11 @@ impl Connections for Upstream {
 /// Where calls find an HTTP/2 connection to go on: the upstream manager's,
 /// or a reverse channel.
 pub(crate) trait Connections {
-    /// A live connection, without waiting.
-    fn current(&self) -> Option<SendRequest<ReqBody>>;
+    /// A live connection and the session under it, without waiting.
+    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)>;
     /// Waits for one, no longer than the `caller`'s deadline or the connect
     /// timeout.
-    fn wait(&self, caller: Option<Duration>) -> impl Future<Output = Result<SendRequest<ReqBody>, Status>> + Send;
+    fn wait(&self, caller: Option<Duration>) -> impl Future<Output = Result<(SendRequest<ReqBody>, CallSession), Status>> + Send;
     /// The connection went away before it took a request.
     fn lost(&self) -> impl Future<Output = ()> + Send;
     /// The status of a call that could not be sent.
@@ -520,8 +554,8 @@ pub(crate) async fn send_on<C: Connections + Sync>(
 ) -> Result<Response<Incoming>, Status> {
     let mut retried = false;
     loop {
-        let mut tx = match conns.current() {
-            Some(tx) => tx,
+        let (mut tx, session) = match conns.current() {
+            Some(ready) => ready,
             // Boxed: the waiting machinery stays out of the fast path.
             None => {
                 let caller = req.headers().get(grpc::GRPC_TIMEOUT).and_then(grpc::parse_timeout);
@@ -529,15 +563,25 @@ pub(crate) async fn send_on<C: Connections + Sync>(
             }
         };
         match tx.try_send_request(req).await {
-            Ok(rsp) => return Ok(rsp),
-            Err(mut e) => match e.take_message() {
-                Some(r) if !retried => {
-                    retried = true;
-                    req = r;
-                    conns.lost().await;
+            Ok(mut rsp) => {
+                // Kept with the response, so a body that breaks later can
+                // tell a failed-closed session (DATA_LOSS).
+                rsp.extensions_mut().insert(session);
+                return Ok(rsp);
+            }
+            Err(mut e) => {
+                if let Some(st) = session.data_loss() {
+                    return Err(st);
                 }
-                _ => return Err(conns.failed(&e.into_error().to_string())),
-            },
+                match e.take_message() {
+                    Some(r) if !retried => {
+                        retried = true;
+                        req = r;
+                        conns.lost().await;
+                    }
+                    _ => return Err(conns.failed(&e.into_error().to_string())),
+                }
+            }
         }
     }
 }

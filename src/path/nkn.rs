@@ -159,7 +159,7 @@ impl NknEndpoint {
             self.send_frame(peer, Frame::HelloReply(reply)).await;
             return;
         }
-        let (reply, joined) = registry.answer_hello(hello, &ChannelBinding::default());
+        let (reply, joined) = registry.answer_hello(hello, &ChannelBinding::default(), None);
         self.hello_cache.lock().expect("hello cache lock").insert(key, (reply.clone(), Instant::now()));
         self.send_frame(peer, Frame::HelloReply(reply)).await;
         if let Some((path, handle)) = joined {

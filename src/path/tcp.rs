@@ -1,6 +1,7 @@
 //! RESI paths over TCP.
 //!
-//! A TCP path starts with an 8-byte preface, so that one listener can take
+//! A TCP path starts with an 8-byte preface (`RESI\r\n` and the frame-format
+//! version), so that one listener can take
 //! both HTTP/2 (whose preface starts `PRI `) and RESI paths, followed by a
 //! HELLO frame (an encoded `esi.ModifyRequest` carrying the redundancy
 //! extension) and its HELLO_REPLY. Frames follow in both directions.
@@ -19,8 +20,9 @@ use crate::frame::{Frame, FrameError};
 use crate::tls::{Alpn, ChannelBinding, UpstreamTls};
 
 /// First bytes a dialler writes on a TCP path; a gateway's listener tells a
-/// RESI path from HTTP/2 (whose preface starts `PRI `) by them.
-pub const PREFACE: &[u8; 8] = b"RESI\r\n\x00\x01";
+/// RESI path from HTTP/2 (whose preface starts `PRI `) by them. The last
+/// two bytes are the frame-format version: 2 since frames carry a CRC-32C.
+pub const PREFACE: &[u8; 8] = b"RESI\r\n\x00\x02";
 
 /// Largest HELLO or HELLO_REPLY accepted (they carry a few cookies).
 const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
@@ -38,6 +40,8 @@ pub enum PathError {
     Timeout(Duration),
     #[error("not a RESI path (bad preface)")]
     BadPreface,
+    #[error("RESI path frame format version {0} is not supported (this hop speaks 2)")]
+    Version(u16),
     #[error("bad handshake frame: {0}")]
     Frame(#[from] FrameError),
     #[error("unexpected frame during the handshake")]
@@ -88,7 +92,7 @@ pub async fn dial_tls(
 /// The dialler's half on a connected stream: preface and HELLO out, the
 /// HELLO_REPLY in.
 async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, hello: Bytes) -> Result<(BytesMut, Bytes), PathError> {
-    let mut out = BytesMut::with_capacity(PREFACE.len() + hello.len() + 8);
+    let mut out = BytesMut::with_capacity(PREFACE.len() + hello.len() + crate::frame::HEADER_LEN);
     out.extend_from_slice(PREFACE);
     Frame::Hello(hello).encode(&mut out);
     stream.write_all(&out).await?;
@@ -105,8 +109,11 @@ pub async fn accept<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> 
     let attempt = async {
         let mut preface = [0u8; 8];
         stream.read_exact(&mut preface).await?;
-        if &preface != PREFACE {
+        if preface[..6] != PREFACE[..6] {
             return Err(PathError::BadPreface);
+        }
+        if preface[6..] != PREFACE[6..] {
+            return Err(PathError::Version(u16::from_be_bytes([preface[6], preface[7]])));
         }
         let mut buf = BytesMut::with_capacity(4096);
         match read_frame(stream, &mut buf).await? {

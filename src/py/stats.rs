@@ -37,6 +37,8 @@ pub(crate) struct PathStats {
     pub data_bytes_sent: u64,
     pub retransmitted_bytes: u64,
     pub mismatches: u64,
+    /// Frames that failed their CRC-32C (discarded unused).
+    pub corrupt_frames: u64,
     pub first_bytes: u64,
     pub duplicate_bytes: u64,
     pub missed_bytes: u64,
@@ -60,6 +62,7 @@ impl From<&PathReport> for PathStats {
             data_bytes_sent: s.data_bytes_sent,
             retransmitted_bytes: s.retransmitted_bytes,
             mismatches: s.mismatches,
+            corrupt_frames: s.corrupt_frames,
             first_bytes: s.first_bytes,
             duplicate_bytes: s.duplicate_bytes,
             missed_bytes: s.missed_bytes,
@@ -85,6 +88,7 @@ impl PathStats {
             ("data_bytes_sent", self.data_bytes_sent),
             ("retransmitted_bytes", self.retransmitted_bytes),
             ("mismatches", self.mismatches),
+            ("corrupt_frames", self.corrupt_frames),
             ("first_bytes", self.first_bytes),
             ("duplicate_bytes", self.duplicate_bytes),
             ("missed_bytes", self.missed_bytes),
@@ -217,6 +221,10 @@ fn event(session: &SessionId, e: CoreEvent) -> Option<Event> {
             ev.kind = "mismatch";
             ev.path = Some(path);
             ev.offset = Some(offset);
+        }
+        CoreEvent::Corrupt { path } => {
+            ev.kind = "corrupt_frame";
+            ev.path = Some(path);
         }
         CoreEvent::LatentError { path, behind } => {
             ev.kind = "latent_error";

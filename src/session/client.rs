@@ -23,10 +23,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub fn open_request(cfg: &SessionConfig, paths: usize) -> resi::OpenRequest {
     resi::OpenRequest {
         version: super::registry::VERSION,
-        mode: match cfg.mode {
-            Mode::Strict => resi::Mode::Strict as i32,
-            Mode::Permissive => resi::Mode::Permissive as i32,
-        },
+        mode: cfg.mode.to_wire(),
         cookies: paths.clamp(1, 16) as u32,
     }
 }
@@ -107,10 +104,15 @@ async fn connect_paths(
     id[..n].copy_from_slice(&opened.session_id[..n]);
     let ttl = Duration::from_millis(opened.cookie_ttl_ms.max(1000) as u64);
     let mut cfg = cfg;
-    cfg.mode = match resi::Mode::try_from(opened.mode) {
-        Ok(resi::Mode::Permissive) => Mode::Permissive,
-        _ => Mode::Strict,
-    };
+    // The acceptor answers the mode in force; our own configured mode is a
+    // floor too: an acceptor answering weaker than we asked is run strict
+    // anyway (protocol §3.1).
+    let answered = Mode::from_wire(opened.mode);
+    let mode = cfg.mode.stricter(answered);
+    if mode != answered {
+        tracing::warn!(asked = ?cfg.mode, ?answered, "the acceptor answered a weaker mode than ours; running strict");
+    }
+    cfg.mode = mode;
     let wallet = Arc::new(Mutex::new(Wallet::new(opened.cookies, ttl)));
     let (stream, handle) = driver::spawn(cfg.clone(), Role::Dialer { wallet: wallet.clone() }, id);
     // If this future is dropped before it returns, nobody else can close

@@ -156,6 +156,8 @@ enum Command {
 
 enum PathMsg {
     Frames { path: PathId, gen: u64, frames: Vec<Frame> },
+    /// A frame failed its CRC-32C; the reader discarded it.
+    Corrupt { path: PathId, gen: u64 },
     WriteDone { path: PathId, gen: u64 },
     /// A flush task finished and hands the write half back.
     Flushed { path: PathId, gen: u64, half: StreamWriter },
@@ -190,6 +192,11 @@ impl SessionHandle {
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.closed.borrow().is_some()
+    }
+
+    /// Why the session ended, once it has.
+    pub fn close_reason(&self) -> Option<SessionError> {
+        self.closed.borrow().clone()
     }
 
     /// Ends the session (both directions, all paths).
@@ -240,9 +247,8 @@ pub fn spawn(cfg: SessionConfig, role: Role, id: SessionId) -> (SessionStream, S
         linger_until: None,
     };
     tokio::spawn(async move {
-        let reason = driver.run().await;
+        let reason = driver.run(closed_tx).await;
         tracing::debug!(%reason, "session ended");
-        let _ = closed_tx.send(Some(reason));
     });
     let stream = SessionStream { tx: PollSender::new(in_tx), rx: out_rx, pending: Bytes::new() };
     let handle = SessionHandle { id, cmd: cmd_tx, closed: closed_rx, events: events_tx };
@@ -293,7 +299,10 @@ enum Exit {
 }
 
 impl Driver {
-    async fn run(mut self) -> SessionError {
+    /// Runs until the session ends. The reason is published on `closed`
+    /// *before* the application's channels close, so whoever sees the
+    /// stream end can already tell why (a mismatch makes calls `DATA_LOSS`).
+    async fn run(mut self, closed: watch::Sender<Option<SessionError>>) -> SessionError {
         let reason = loop {
             if let Some(exit) = self.turn() {
                 break exit;
@@ -306,6 +315,9 @@ impl Driver {
             Exit::Failed(e) => e,
             Exit::Done => SessionError::Closed,
         };
+        let _ = closed.send(Some(err.clone()));
+        self.app_in = None;
+        self.app_out = None;
         self.send_close(&err);
         self.shutdown_paths();
         err
@@ -393,6 +405,11 @@ impl Driver {
                     for frame in frames {
                         self.machine.on_frame(path, frame, now);
                     }
+                }
+            }
+            PathMsg::Corrupt { path, gen } => {
+                if self.current(path, gen) {
+                    self.machine.on_corrupt(path, now);
                 }
             }
             PathMsg::WriteDone { path, gen } => {
@@ -518,6 +535,9 @@ impl Driver {
                 Event::Mismatch { path, offset } => {
                     tracing::warn!(session = %hex(&self.id), path, offset, "copies differ");
                 }
+                Event::Corrupt { path } => {
+                    tracing::warn!(session = %hex(&self.id), path, "corrupt frame discarded (CRC-32C mismatch)");
+                }
                 Event::LatentError { path, behind } => {
                     tracing::warn!(session = %hex(&self.id), path, behind, "path is up but not carrying data");
                 }
@@ -560,9 +580,13 @@ impl Driver {
                 wallet.lock().expect("wallet lock").replace(grant.cookies, ttl);
             }
             (Some(resi::control::Msg::Close(close)), _) => {
-                let why = close.reason.map(|s| s.message).unwrap_or_default();
+                let reason = close.reason.unwrap_or_default();
                 self.deliver();
-                return Some(Exit::Failed(SessionError::PeerClosed(why)));
+                let err = match crate::grpc::Code::from_i32(reason.code) {
+                    crate::grpc::Code::DataLoss => SessionError::PeerMismatch(reason.message),
+                    _ => SessionError::PeerClosed(reason.message),
+                };
+                return Some(Exit::Failed(err));
             }
             _ => tracing::debug!("CONTROL message not for this side ignored"),
         }
@@ -663,7 +687,7 @@ impl Driver {
     fn send_close(&mut self, err: &SessionError) {
         let code = match err {
             SessionError::Closed => crate::grpc::Code::Ok,
-            SessionError::Mismatch { .. } => crate::grpc::Code::DataLoss,
+            SessionError::Mismatch { .. } | SessionError::PeerMismatch(_) => crate::grpc::Code::DataLoss,
             _ => crate::grpc::Code::Aborted,
         };
         let status = resi::Status { code: code as i32, message: err.to_string() };
@@ -713,7 +737,9 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Reads a path: whole buffers are decoded into one batch of frames.
+/// Reads a path: whole buffers are decoded into one batch of frames. A
+/// corrupt frame is reported (after the good frames before it) and ends the
+/// reading: on a byte stream nothing after it can be framed with certainty.
 async fn read_path(
     path: PathId,
     gen: u64,
@@ -729,7 +755,14 @@ async fn read_path(
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.send(PathMsg::Closed { path, gen, reason: format!("bad frame: {e}") }).await;
+                    if !frames.is_empty() {
+                        let _ = tx.send(PathMsg::Frames { path, gen, frames }).await;
+                    }
+                    let msg = match e.is_corrupt() {
+                        true => PathMsg::Corrupt { path, gen },
+                        false => PathMsg::Closed { path, gen, reason: format!("bad frame: {e}") },
+                    };
+                    let _ = tx.send(msg).await;
                     return;
                 }
             }
@@ -779,17 +812,32 @@ async fn flush(path: PathId, gen: u64, mut half: StreamWriter, rest: BytesMut, t
 
 /// Reads a message path: each message is decoded whole; a message that is
 /// not a sequence of complete frames is dropped (the next one may be fine).
+/// A corrupt frame is reported; the intact frames before it are kept and
+/// the rest of that message is dropped (its framing is in doubt).
 async fn read_messages(path: PathId, gen: u64, mut rx: mpsc::Receiver<Bytes>, max_frame: usize, tx: mpsc::Sender<PathMsg>) {
     while let Some(msg) = rx.recv().await {
         let mut buf = BytesMut::from(&msg[..]);
         let mut frames = Vec::new();
+        let mut corrupt = false;
         let complete = loop {
             match Frame::decode(&mut buf, max_frame) {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break buf.is_empty(),
-                Err(_) => break false,
+                Err(e) => {
+                    corrupt = e.is_corrupt();
+                    break false;
+                }
             }
         };
+        if corrupt {
+            if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
+                return;
+            }
+            if tx.send(PathMsg::Corrupt { path, gen }).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if !complete {
             tracing::debug!(path, "malformed message dropped");
             continue;

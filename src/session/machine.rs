@@ -25,6 +25,18 @@
 //! on once every live path carried an identical copy. Canonical bytes are
 //! kept below the delivery point only while some live path has yet to pass
 //! them (for checking), and never more than one window.
+//!
+//! # Corrupt frames
+//! Every frame carries a CRC-32C; the path reader reports a frame that
+//! fails it with [`Machine::on_corrupt`] instead of passing it on, so an
+//! altered copy is never compared, delivered or acted upon, and the path
+//! that brought it is the one blamed. On a reliable path the byte stream
+//! itself can no longer be trusted (a frame boundary may be wrong), so the
+//! path is closed at once and re-admission resends; on a lossy path the
+//! frame counts as lost (retransmission recovers it) unless the path keeps
+//! doing it: [`CORRUPT_LIMIT`] corrupt frames within one dead timeout drop
+//! it. The mismatch logic stays for copies that pass the check but differ
+//! (an altering peer can recompute a CRC).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -37,6 +49,10 @@ use crate::frame::{Frame, MAX_DATA_PAYLOAD};
 /// A path's name within its session (chosen by the dialling side).
 pub type PathId = u32;
 
+/// Corrupt frames within one dead timeout after which a lossy path is
+/// dropped (a reliable path is dropped at the first).
+pub const CORRUPT_LIMIT: usize = 3;
+
 /// Something the driver or the application should know about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -44,6 +60,8 @@ pub enum Event {
     PathDown { path: PathId, reason: String },
     /// A copy on `path` differed from the accepted bytes at `offset`.
     Mismatch { path: PathId, offset: u64 },
+    /// A frame on `path` failed its CRC-32C and was discarded unused.
+    Corrupt { path: PathId },
     /// `path` is up (heartbeats arrive) but has stopped bringing its copies
     /// of the stream: `behind` bytes that other paths brought are missing
     /// on it. In permissive mode redundancy is silently lost; strict mode
@@ -64,6 +82,8 @@ pub struct PathStats {
     pub data_bytes_sent: u64,
     pub retransmitted_bytes: u64,
     pub mismatches: u64,
+    /// Frames that failed their CRC-32C (discarded, never used).
+    pub corrupt_frames: u64,
     /// Stream bytes this path delivered first.
     pub first_bytes: u64,
     /// Stream bytes this path carried that another path had already brought.
@@ -98,6 +118,9 @@ struct PathState {
     ack_owed: bool,
     pongs_owed: Vec<u64>,
     fin_sent: bool,
+    /// When the recent corrupt frames arrived (lossy paths; at most
+    /// `CORRUPT_LIMIT` kept).
+    recent_corrupt: VecDeque<Instant>,
     stats: PathStats,
 }
 
@@ -120,6 +143,7 @@ impl PathState {
             ack_owed: true,
             pongs_owed: Vec::new(),
             fin_sent: false,
+            recent_corrupt: VecDeque::new(),
             stats: PathStats::default(),
         }
     }
@@ -295,6 +319,7 @@ impl Machine {
         path.next_ping = now;
         path.ack_owed = true;
         path.fin_sent = false;
+        path.recent_corrupt.clear();
         path.stats.admissions += 1;
         self.no_path_since = None;
         self.events.push_back(Event::PathUp { path: id, readmitted });
@@ -412,6 +437,32 @@ impl Machine {
             }
             Frame::Control(body) => self.events.push_back(Event::Control(body)),
             Frame::Hello(_) | Frame::HelloReply(_) => {}
+        }
+    }
+
+    /// A frame on `id` failed its integrity check and was discarded by the
+    /// reader. It is counted and reported against this path; a reliable
+    /// path is closed (its byte stream is untrustworthy), a lossy one only
+    /// once it reached [`CORRUPT_LIMIT`] within a dead timeout.
+    pub fn on_corrupt(&mut self, id: PathId, now: Instant) {
+        let dead_timeout = self.cfg.dead_timeout;
+        let Some(path) = self.paths.get_mut(&id) else { return };
+        if !path.live {
+            return;
+        }
+        path.stats.corrupt_frames += 1;
+        self.events.push_back(Event::Corrupt { path: id });
+        if path.reliable {
+            self.remove_path(id, "corrupt frame (CRC-32C mismatch): the byte stream is untrustworthy", now);
+            return;
+        }
+        while path.recent_corrupt.front().is_some_and(|t| now.saturating_duration_since(*t) >= dead_timeout) {
+            path.recent_corrupt.pop_front();
+        }
+        path.recent_corrupt.push_back(now);
+        if path.recent_corrupt.len() >= CORRUPT_LIMIT {
+            let reason = format!("{CORRUPT_LIMIT} corrupt frames (CRC-32C mismatch) within {dead_timeout:?}");
+            self.remove_path(id, reason, now);
         }
     }
 

@@ -10,8 +10,10 @@
 //!   frame), a reader and a writer task per path, and [`SessionStream`], the
 //!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over.
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
+//! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
 
+pub mod admission;
 pub mod client;
 pub mod driver;
 pub mod machine;
@@ -31,6 +33,35 @@ pub enum Mode {
     /// Deliver the first copy; later copies are checked while they are still
     /// buffered and then dropped.
     Permissive,
+}
+
+impl Mode {
+    /// The stricter of two modes: the mode in force when each end's own
+    /// configured mode is a floor (protocol §3.1).
+    pub fn stricter(self, other: Mode) -> Mode {
+        if self == Mode::Strict || other == Mode::Strict {
+            Mode::Strict
+        } else {
+            Mode::Permissive
+        }
+    }
+
+    /// From the wire's `resi.Mode` (`MODE_UNSPECIFIED` and unknown values
+    /// mean strict).
+    pub fn from_wire(mode: i32) -> Mode {
+        match crate::proto::resi::Mode::try_from(mode) {
+            Ok(crate::proto::resi::Mode::Permissive) => Mode::Permissive,
+            _ => Mode::Strict,
+        }
+    }
+
+    /// As the wire's `resi.Mode` (never `MODE_UNSPECIFIED`).
+    pub fn to_wire(self) -> i32 {
+        match self {
+            Mode::Strict => crate::proto::resi::Mode::Strict as i32,
+            Mode::Permissive => crate::proto::resi::Mode::Permissive as i32,
+        }
+    }
 }
 
 /// Session parameters (from `[Resi]` in the configuration).
@@ -80,10 +111,30 @@ pub enum SessionError {
     Refused(crate::grpc::Status),
     #[error("peer closed the session: {0}")]
     PeerClosed(String),
+    /// The peer ended the session with `DATA_LOSS`: its copies disagreed.
+    #[error("copies of the stream differ at the peer (strict mode): session failed closed: {0}")]
+    PeerMismatch(String),
     #[error("session closed locally")]
     Closed,
     #[error("could not reach any path: {0}")]
     Unreachable(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl SessionError {
+    /// Whether the session failed because copies of its stream disagreed
+    /// (here or at the peer): calls on it end with `DATA_LOSS`.
+    pub fn is_data_loss(&self) -> bool {
+        matches!(self, SessionError::Mismatch { .. } | SessionError::PeerMismatch(_))
+    }
+
+    /// The gRPC status for a call that failed because this session failed
+    /// with copies that disagreed (None for any other ending).
+    pub fn data_loss_status(&self) -> Option<crate::grpc::Status> {
+        self.is_data_loss().then(|| {
+            let why = format!("the redundant copies disagreed, so the session failed closed: {self}");
+            crate::grpc::Status::new(crate::grpc::Code::DataLoss, why)
+        })
+    }
 }

@@ -6,8 +6,13 @@
 //! arrived on, and a session opened by a client certificate only takes
 //! paths that present the same certificate. Both refusals are
 //! `PERMISSION_DENIED`.
+//! Opens are not authenticated, so what an Open costs is bounded
+//! ([`OpenLimits`], see [`super::admission`]): pending sessions (no path
+//! merged yet) expire after the open timeout and are limited per peer
+//! address and in total, and Opens per peer address are rate-limited. Every
+//! check and the insert are one locked step.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +21,8 @@ use prost::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::admission::{Entry, Table};
+pub use super::admission::OpenLimits;
 use super::driver::{self, PathIo, Role, StreamPath};
 use super::{Mode, SessionConfig, SessionHandle, SessionStream};
 use crate::cookie::{new_session_id, CookieJar, SessionId};
@@ -26,18 +33,16 @@ use crate::tls::{binding_matches, CertFingerprint, ChannelBinding};
 
 /// How long a new path may take to send its HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Sessions one gateway accepts at most.
-const MAX_SESSIONS: usize = 1024;
 /// Protocol version spoken here.
 pub const VERSION: u32 = 1;
-
 /// Sessions this gateway accepted, found by cookie.
 pub struct SessionRegistry {
     cfg: SessionConfig,
+    limits: OpenLimits,
     jar: Arc<Mutex<CookieJar>>,
-    sessions: Mutex<HashMap<SessionId, SessionHandle>>,
+    sessions: Mutex<Table>,
     /// The client certificate each session was opened with (mutual TLS).
-    owners: Mutex<HashMap<SessionId, CertFingerprint>>,
+    owners: Mutex<std::collections::HashMap<SessionId, CertFingerprint>>,
     new_sessions: mpsc::Sender<SessionStream>,
 }
 
@@ -45,42 +50,58 @@ impl SessionRegistry {
     /// A registry; every session it opens is handed out on the receiver, to
     /// be served as an HTTP/2 server connection.
     pub fn new(cfg: SessionConfig) -> (Arc<SessionRegistry>, mpsc::Receiver<SessionStream>) {
-        let (tx, rx) = mpsc::channel(64);
+        SessionRegistry::with_limits(cfg, OpenLimits::default())
+    }
+
+    /// Like [`SessionRegistry::new`], with the given limits on Opens.
+    pub fn with_limits(cfg: SessionConfig, limits: OpenLimits) -> (Arc<SessionRegistry>, mpsc::Receiver<SessionStream>) {
+        // The channel never refuses a session the table admitted.
+        let (tx, rx) = mpsc::channel(limits.max_pending.max(1) + 64);
         let registry = SessionRegistry {
             cfg,
+            limits,
             jar: Arc::new(Mutex::new(CookieJar::default())),
-            sessions: Mutex::new(HashMap::new()),
-            owners: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Table::default()),
+            owners: Mutex::new(std::collections::HashMap::new()),
             new_sessions: tx,
         };
         (Arc::new(registry), rx)
     }
 
-    /// Handles a redundancy `Open`: creates a session waiting for its paths
-    /// and returns its cookies.
-    pub fn open(self: &Arc<Self>, req: &resi::OpenRequest) -> Result<resi::OpenResponse, Status> {
-        self.open_for(req, None)
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.sessions.lock().expect("sessions lock")
     }
 
-    /// [`SessionRegistry::open`] for a peer that presented the client
-    /// certificate `owner`: paths of the session must present it too.
+    /// Handles a redundancy `Open` from an unknown peer (see
+    /// [`SessionRegistry::open_from`]).
+    pub fn open(self: &Arc<Self>, req: &resi::OpenRequest) -> Result<resi::OpenResponse, Status> {
+        self.open_for(req, None, None)
+    }
+
+    /// [`SessionRegistry::open_for`] from `peer`, with no client certificate.
+    pub fn open_from(self: &Arc<Self>, req: &resi::OpenRequest, peer: Option<IpAddr>) -> Result<resi::OpenResponse, Status> {
+        self.open_for(req, None, peer)
+    }
+
+    /// Handles a redundancy `Open` from `peer` (its IP address, when the
+    /// Open came over a socket) that presented the client certificate
+    /// `owner` (mutual TLS: paths of the session must present it too):
+    /// creates a pending session waiting for its paths and returns its
+    /// cookies, within the [`OpenLimits`].
     pub fn open_for(
         self: &Arc<Self>,
         req: &resi::OpenRequest,
         owner: Option<CertFingerprint>,
+        peer: Option<IpAddr>,
     ) -> Result<resi::OpenResponse, Status> {
         if req.version != VERSION {
             let msg = format!("RESI version {} is not supported (this hop speaks {VERSION})", req.version);
             return Err(Status::new(Code::FailedPrecondition, msg));
         }
-        if self.sessions.lock().expect("sessions lock").len() >= MAX_SESSIONS {
-            return Err(Status::new(Code::ResourceExhausted, "too many RESI sessions at this hop"));
-        }
         let mut cfg = self.cfg.clone();
-        cfg.mode = match resi::Mode::try_from(req.mode) {
-            Ok(resi::Mode::Permissive) => Mode::Permissive,
-            _ => Mode::Strict,
-        };
+        // This hop's configured mode is a floor: a dialler may ask for
+        // strict, never weaken a strict acceptor (protocol §3.1).
+        cfg.mode = Mode::from_wire(req.mode).stricter(self.cfg.mode);
         let id = new_session_id();
         let count = req.cookies.clamp(1, 16);
         let now = Instant::now();
@@ -88,19 +109,32 @@ impl SessionRegistry {
             let mut jar = self.jar.lock().expect("cookie jar lock");
             (0..count).map(|_| jar.issue(id, cfg.cookie_ttl, now)).collect()
         };
-        let role = Role::Acceptor { jar: self.jar.clone(), cookie_ttl: cfg.cookie_ttl };
-        let (stream, handle) = driver::spawn(cfg.clone(), role, id);
-        if self.new_sessions.try_send(stream).is_err() {
-            handle.close();
-            return Err(Status::new(Code::Unavailable, "this hop is not accepting sessions"));
-        }
-        self.sessions.lock().expect("sessions lock").insert(id, handle.clone());
+        let handle = match self.admit(id, &cfg, peer, now) {
+            Ok(handle) => handle,
+            Err(status) => {
+                self.jar.lock().expect("cookie jar lock").revoke_session(&id);
+                return Err(status);
+            }
+        };
         if let Some(owner) = owner {
             self.owners.lock().expect("owners lock").insert(id, owner);
         }
         let registry = Arc::downgrade(self);
+        let open_timeout = self.limits.open_timeout;
         tokio::spawn(async move {
-            let reason = handle.closed().await;
+            let expired = tokio::select! {
+                reason = handle.closed() => Err(reason),
+                _ = tokio::time::sleep(open_timeout) => Ok(()),
+            };
+            if expired.is_ok() {
+                if let Some(registry) = registry.upgrade() {
+                    registry.expire_if_pending(&id);
+                }
+            }
+            let reason = match expired {
+                Err(reason) => reason,
+                Ok(()) => handle.closed().await,
+            };
             if let Some(registry) = registry.upgrade() {
                 registry.forget(&id);
             }
@@ -112,12 +146,53 @@ impl SessionRegistry {
             session_id: id.to_vec().into(),
             cookies,
             cookie_ttl_ms: cfg.cookie_ttl.as_millis() as u32,
-            mode: req.mode,
+            mode: cfg.mode.to_wire(),
         })
     }
 
+    /// Checks every limit and takes the session's place in one locked step
+    /// ([`Table::make_room`]), then starts the session; the pending
+    /// sessions that made room are closed and their cookies revoked.
+    fn admit(&self, id: SessionId, cfg: &SessionConfig, peer: Option<IpAddr>, now: Instant) -> Result<SessionHandle, Status> {
+        let (handle, evicted) = {
+            let mut table = self.table();
+            let evicted = table.make_room(&self.limits, peer, now)?;
+            let role = Role::Acceptor { jar: self.jar.clone(), cookie_ttl: cfg.cookie_ttl };
+            let (stream, handle) = driver::spawn(cfg.clone(), role, id);
+            if self.new_sessions.try_send(stream).is_err() {
+                handle.close();
+                return Err(Status::new(Code::Unavailable, "this hop is not accepting sessions"));
+            }
+            table.sessions.insert(id, Entry { handle: handle.clone(), peer, opened: now, merged: false });
+            (handle, evicted)
+        };
+        for old in evicted {
+            tracing::info!(session = %driver::hex(&old.0), "pending session removed to make room for a new Open");
+            self.jar.lock().expect("cookie jar lock").revoke_session(&old.0);
+            old.1.close();
+        }
+        Ok(handle)
+    }
+
+    /// Removes a session that still has no merged path (its open timeout
+    /// passed) and revokes its cookies.
+    fn expire_if_pending(&self, id: &SessionId) {
+        let entry = {
+            let mut table = self.table();
+            match table.sessions.get(id) {
+                Some(e) if !e.merged => table.sessions.remove(id),
+                _ => None,
+            }
+        };
+        if let Some(entry) = entry {
+            tracing::info!(session = %driver::hex(id), "no path merged within the open timeout: session removed");
+            self.jar.lock().expect("cookie jar lock").revoke_session(id);
+            entry.handle.close();
+        }
+    }
+
     fn forget(&self, id: &SessionId) {
-        self.sessions.lock().expect("sessions lock").remove(id);
+        self.table().sessions.remove(id);
         self.owners.lock().expect("owners lock").remove(id);
         self.jar.lock().expect("cookie jar lock").revoke_session(id);
     }
@@ -126,14 +201,21 @@ impl SessionRegistry {
     /// path preface (not yet consumed): handshake, then hands it to its
     /// session.
     pub async fn accept_tcp_path(self: &Arc<Self>, stream: TcpStream) {
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        self.accept_path(stream, &peer, ChannelBinding::default()).await
+        let addr = stream.peer_addr().ok();
+        let peer = addr.map(|a| a.to_string()).unwrap_or_default();
+        self.accept_path(stream, &peer, addr.map(|a| a.ip()), ChannelBinding::default()).await
     }
 
     /// Like [`SessionRegistry::accept_tcp_path`] on any byte stream (a TLS
     /// connection), with what that connection tells about itself; `peer`
-    /// names it in logs.
-    pub async fn accept_path<S: PathIo>(self: &Arc<Self>, mut stream: S, peer: &str, channel: ChannelBinding) {
+    /// names it in logs, `peer_ip` is its address for the Open limits.
+    pub async fn accept_path<S: PathIo>(
+        self: &Arc<Self>,
+        mut stream: S,
+        peer: &str,
+        peer_ip: Option<IpAddr>,
+        channel: ChannelBinding,
+    ) {
         let (read_buf, hello) = match tcp::accept(&mut stream, HANDSHAKE_TIMEOUT).await {
             Ok(v) => v,
             Err(e) => {
@@ -141,7 +223,7 @@ impl SessionRegistry {
                 return;
             }
         };
-        let (reply, joined) = self.answer_hello(hello, &channel);
+        let (reply, joined) = self.answer_hello(hello, &channel, peer_ip);
         if let Err(e) = tcp::reply(&mut stream, reply).await {
             tracing::info!(%peer, error = %e, "path handshake reply failed");
             return;
@@ -157,9 +239,15 @@ impl SessionRegistry {
     /// transport now carries. The caller sends the reply *before* handing
     /// the path to the session, so the reply precedes every session frame.
     /// `channel` is what the carrying connection tells about itself (empty
-    /// for plain TCP and NKN).
-    pub fn answer_hello(self: &Arc<Self>, hello: Bytes, channel: &ChannelBinding) -> (Bytes, Option<(u32, SessionHandle)>) {
-        match self.handle_hello(hello, channel) {
+    /// for plain TCP and NKN); an Open in it from `peer` counts against that
+    /// address's limits.
+    pub fn answer_hello(
+        self: &Arc<Self>,
+        hello: Bytes,
+        channel: &ChannelBinding,
+        peer: Option<IpAddr>,
+    ) -> (Bytes, Option<(u32, SessionHandle)>) {
+        match self.handle_hello(hello, channel, peer) {
             Ok((reply, path, handle)) => (reply, Some((path, handle))),
             Err(status) => {
                 tracing::info!(%status, "path refused");
@@ -175,7 +263,12 @@ impl SessionRegistry {
     }
 
     /// Decides on a HELLO: returns the reply and the session to join.
-    fn handle_hello(self: &Arc<Self>, hello: Bytes, channel: &ChannelBinding) -> Result<(Bytes, u32, SessionHandle), Status> {
+    fn handle_hello(
+        self: &Arc<Self>,
+        hello: Bytes,
+        channel: &ChannelBinding,
+        peer: Option<IpAddr>,
+    ) -> Result<(Bytes, u32, SessionHandle), Status> {
         let req = esi::ModifyRequest::decode(hello)
             .map_err(|e| Status::new(Code::InvalidArgument, format!("HELLO is not a ModifyRequest: {e}")))?;
         let ext = req.ext.ok_or_else(|| Status::new(Code::InvalidArgument, "HELLO without extension"))?;
@@ -194,7 +287,7 @@ impl SessionRegistry {
                 // Open on a path: the path itself becomes path 0 (and uses
                 // one cookie more than the dialler asked for).
                 let open = resi::OpenRequest { cookies: (open.cookies + 1).min(16), ..open };
-                let mut opened = self.open_for(&open, channel.peer_certificate)?;
+                let mut opened = self.open_for(&open, channel.peer_certificate, peer)?;
                 let cookie = opened.cookies.pop().expect("at least one cookie");
                 let binding = channel.exporter.map(|e| crate::tls::merge_binding(&cookie, &e).to_vec()).unwrap_or_default();
                 let merge = resi::MergeRequest { cookie, path_id: 0, binding: binding.into() };
@@ -232,7 +325,7 @@ impl SessionRegistry {
             let msg = "merge presents another client certificate than the one that opened the session";
             return Err(Status::new(Code::PermissionDenied, msg));
         }
-        let handle = self.sessions.lock().expect("sessions lock").get(&id).cloned();
+        let handle = self.table().merged(&id);
         let handle = handle.filter(|h| !h.is_closed()).ok_or_else(|| Status::new(Code::NotFound, "the session of this cookie has ended"))?;
         let next_cookie = jar.issue(id, self.cfg.cookie_ttl, now);
         let merged = resi::MergeResponse {
@@ -245,12 +338,17 @@ impl SessionRegistry {
 
     /// Number of sessions alive (for statistics and tests).
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().expect("sessions lock").len()
+        self.table().sessions.len()
+    }
+
+    /// Number of sessions alive that no path has merged into yet.
+    pub fn pending_count(&self) -> usize {
+        self.table().sessions.values().filter(|e| !e.merged).count()
     }
 
     /// Handles of the sessions alive now.
     pub fn sessions(&self) -> Vec<SessionHandle> {
-        self.sessions.lock().expect("sessions lock").values().cloned().collect()
+        self.table().sessions.values().map(|e| e.handle.clone()).collect()
     }
 
     /// Closes every session (gateway shutdown).
@@ -258,5 +356,108 @@ impl SessionRegistry {
         for handle in self.sessions() {
             handle.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(limits: OpenLimits) -> Arc<SessionRegistry> {
+        let (registry, mut rx) = SessionRegistry::with_limits(SessionConfig::default(), limits);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        registry
+    }
+
+    fn open_req() -> resi::OpenRequest {
+        resi::OpenRequest { version: VERSION, mode: Mode::Strict.to_wire(), cookies: 1 }
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, last]))
+    }
+
+    /// Opens and merges one path, as a genuine dialler does at once.
+    fn open_and_merge(reg: &Arc<SessionRegistry>, peer: Option<IpAddr>) -> SessionHandle {
+        let opened = reg.open_from(&open_req(), peer).unwrap();
+        let merge = resi::MergeRequest { cookie: opened.cookies[0].clone(), path_id: 0, ..Default::default() };
+        reg.merge(&merge, &ChannelBinding::default()).unwrap().1
+    }
+
+    #[tokio::test]
+    async fn a_session_with_no_merged_path_expires_and_its_cookies_are_revoked() {
+        let reg = registry(OpenLimits { open_timeout: Duration::from_millis(200), ..OpenLimits::default() });
+        let opened = reg.open_from(&open_req(), ip(1)).unwrap();
+        let kept = open_and_merge(&reg, ip(1));
+        assert_eq!((reg.session_count(), reg.pending_count()), (2, 1));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!((reg.session_count(), reg.pending_count()), (1, 0), "the pending session outlived its open timeout");
+        assert!(!kept.is_closed(), "a merged session must not expire");
+        let merge = resi::MergeRequest { cookie: opened.cookies[0].clone(), path_id: 0, ..Default::default() };
+        let err = reg.merge(&merge, &ChannelBinding::default()).err().expect("a revoked cookie");
+        assert_eq!((err.code, err.message.as_str()), (Code::Unauthenticated, "unknown merge cookie"));
+    }
+
+    #[tokio::test]
+    async fn a_flood_from_the_dialler_s_own_address_only_evicts_pending_sessions() {
+        let limits = OpenLimits { max_pending: 8, max_pending_per_peer: 4, open_rate_per_peer: 0, ..OpenLimits::default() };
+        let reg = registry(limits);
+        let genuine = open_and_merge(&reg, ip(1));
+        for i in 0..200 {
+            tokio::task::yield_now().await; // the gateway serves each new session
+            reg.open_from(&open_req(), ip(1)).unwrap();
+            if i == 100 {
+                // Another genuine dialler on the same address, mid-flood.
+                open_and_merge(&reg, ip(1));
+            }
+            assert!(reg.pending_count() <= 4);
+        }
+        // Other addresses share the total: their oldest pending ones give way.
+        for last in 2..30 {
+            tokio::task::yield_now().await;
+            reg.open_from(&open_req(), ip(last)).unwrap();
+            assert!(reg.pending_count() <= 8);
+        }
+        assert_eq!(reg.session_count(), reg.pending_count() + 2);
+        assert!(!genuine.is_closed());
+    }
+
+    #[tokio::test]
+    async fn opens_are_rate_limited_per_address() {
+        let reg = registry(OpenLimits { open_rate_per_peer: 5, ..OpenLimits::default() });
+        for _ in 0..5 {
+            reg.open_from(&open_req(), ip(1)).unwrap();
+        }
+        let err = reg.open_from(&open_req(), ip(1)).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted);
+        assert!(err.message.contains("127.0.0.1"), "{}", err.message);
+        reg.open_from(&open_req(), ip(2)).expect("another address has its own budget");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        reg.open_from(&open_req(), ip(1)).expect("the budget refills");
+    }
+
+    #[tokio::test]
+    async fn the_established_limit_holds_exactly() {
+        let reg = registry(OpenLimits { max_sessions: 2, ..OpenLimits::default() });
+        open_and_merge(&reg, ip(1));
+        open_and_merge(&reg, ip(2));
+        let err = reg.open_from(&open_req(), ip(3)).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted);
+        assert_eq!(reg.session_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_mode_in_force_is_the_stricter_and_is_answered() {
+        let (reg, mut rx) = SessionRegistry::new(SessionConfig { mode: Mode::Strict, ..SessionConfig::default() });
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let ask = |mode: i32| resi::OpenRequest { mode, ..open_req() };
+        for asked in [resi::Mode::Permissive, resi::Mode::Strict, resi::Mode::Unspecified] {
+            assert_eq!(reg.open(&ask(asked as i32)).unwrap().mode, resi::Mode::Strict as i32, "{asked:?}");
+        }
+        let (reg, mut rx) = SessionRegistry::new(SessionConfig { mode: Mode::Permissive, ..SessionConfig::default() });
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        assert_eq!(reg.open(&ask(resi::Mode::Permissive as i32)).unwrap().mode, resi::Mode::Permissive as i32);
+        assert_eq!(reg.open(&ask(resi::Mode::Strict as i32)).unwrap().mode, resi::Mode::Strict as i32);
+        assert_eq!(reg.open(&ask(resi::Mode::Unspecified as i32)).unwrap().mode, resi::Mode::Strict as i32);
     }
 }

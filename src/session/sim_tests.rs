@@ -12,15 +12,29 @@ struct LinkSpec {
     jitter: Duration,
     loss: f64,
     dup: f64,
+    /// Share of frames whose bytes are altered *after* encoding (a bit
+    /// flipped on the wire): the CRC-32C must catch every one.
+    bitflip: f64,
+    /// Share of DATA frames whose payload is altered *before* encoding (an
+    /// altering peer that recomputes the check): only comparison catches it.
     corrupt: f64,
     reliable: bool,
 }
 
+/// What arrives at the far end of a link.
+#[derive(Clone)]
+enum Wire {
+    Frame(Frame),
+    /// A frame that failed its CRC-32C at the reader.
+    Corrupt,
+}
+
 struct Link {
     spec: LinkSpec,
-    queue: Vec<(Instant, u64, Frame)>,
+    queue: Vec<(Instant, u64, Wire)>,
     blackhole: bool,
     up: bool,
+    down_at: Option<Instant>,
 }
 
 struct Side {
@@ -41,6 +55,8 @@ struct Sim {
     max_buffered: usize,
     /// Loss on unreliable links applies to DATA frames only.
     data_only_loss: bool,
+    /// Reopen a closed link after this long (the dialler's redial).
+    auto_redial: Option<Duration>,
 }
 
 fn cfg(mode: Mode) -> SessionConfig {
@@ -71,10 +87,11 @@ impl Sim {
             links: [vec![], vec![]],
             max_buffered: 0,
             data_only_loss: false,
+            auto_redial: None,
         };
         for (i, spec) in specs.into_iter().enumerate() {
             for dir in 0..2 {
-                sim.links[dir].push(Link { spec: spec.clone(), queue: vec![], blackhole: false, up: true });
+                sim.links[dir].push(Link { spec: spec.clone(), queue: vec![], blackhole: false, up: true, down_at: None });
                 sim.sides[dir].m.add_path(i as u32, spec.reliable, now);
             }
         }
@@ -111,8 +128,11 @@ impl Sim {
                 link.queue = rest;
                 let mut due = due;
                 due.sort_by_key(|(t, seq, _)| (*t, *seq));
-                for (_, _, frame) in due {
-                    self.sides[1 - dir].m.on_frame(p as u32, frame, now);
+                for (_, _, wire) in due {
+                    match wire {
+                        Wire::Frame(frame) => self.sides[1 - dir].m.on_frame(p as u32, frame, now),
+                        Wire::Corrupt => self.sides[1 - dir].m.on_corrupt(p as u32, now),
+                    }
                 }
             }
         }
@@ -137,7 +157,33 @@ impl Sim {
                 self.sides[s].events.push(ev);
             }
         }
+        if let Some(after) = self.auto_redial {
+            for p in 0..self.links[0].len() {
+                if self.links[0][p].down_at.is_some_and(|t| now >= t + after) {
+                    self.reopen_link(p);
+                }
+            }
+        }
         self.now += Duration::from_millis(1);
+    }
+
+    /// Encodes `frame`, flips one random bit outside the length field (a
+    /// changed length is a different frame boundary, see frame.rs), and
+    /// decodes it as the path reader would.
+    fn flip_a_bit(&mut self, frame: &Frame) -> Wire {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        let byte = loop {
+            let b = self.rng.random_range(0..buf.len());
+            if !(4..8).contains(&b) {
+                break b;
+            }
+        };
+        buf[byte] ^= 1 << self.rng.random_range(0..8);
+        match Frame::decode(&mut buf, 1 << 20) {
+            Err(e) if e.is_corrupt() => Wire::Corrupt,
+            other => panic!("a flipped bit in byte {byte} was not caught: {other:?}"),
+        }
     }
 
     fn enqueue(&mut self, dir: usize, p: usize, mut frame: Frame) {
@@ -159,6 +205,11 @@ impl Sim {
                 }
             }
         }
+        let wire = if spec.bitflip > 0.0 && self.rng.random_bool(spec.bitflip) {
+            self.flip_a_bit(&frame)
+        } else {
+            Wire::Frame(frame)
+        };
         let copies = if !spec.reliable && self.rng.random_bool(spec.dup) { 2 } else { 1 };
         for _ in 0..copies {
             let jitter = if spec.reliable || spec.jitter.is_zero() {
@@ -174,7 +225,7 @@ impl Sim {
                 }
             }
             self.seq += 1;
-            self.links[dir][p].queue.push((at, self.seq, frame.clone()));
+            self.links[dir][p].queue.push((at, self.seq, wire.clone()));
         }
     }
 
@@ -182,6 +233,7 @@ impl Sim {
         let now = self.now;
         for dir in 0..2 {
             self.links[dir][p].up = false;
+            self.links[dir][p].down_at = Some(now);
             self.links[dir][p].queue.clear();
             self.sides[dir].m.remove_path(p as u32, why, now);
         }
@@ -192,6 +244,7 @@ impl Sim {
         for dir in 0..2 {
             let link = &mut self.links[dir][p];
             link.up = true;
+            link.down_at = None;
             link.blackhole = false;
             let reliable = link.spec.reliable;
             self.sides[dir].m.add_path(p as u32, reliable, now);
@@ -433,4 +486,86 @@ fn a_path_with_heartbeats_but_no_data_raises_a_latent_error_in_permissive_mode()
     assert!(sim.sides[1].m.is_live(1), "permissive keeps the path");
     let stats = sim.sides[1].m.path_stats(1).unwrap();
     assert_eq!(stats.latent_errors, 1);
+}
+
+/// Corrupt-frame counters and events of path `p`, both sides together.
+fn corruption_seen(sim: &Sim, p: u32) -> (u64, usize) {
+    let frames = sim.sides.iter().map(|s| s.m.path_stats(p).map_or(0, |st| st.corrupt_frames)).sum();
+    let events = sim.sides.iter().flat_map(|s| &s.events).filter(|e| matches!(e, Event::Corrupt { path } if *path == p)).count();
+    (frames, events)
+}
+
+fn no_mismatch(sim: &Sim) -> bool {
+    !sim.sides.iter().flat_map(|s| &s.events).any(|e| matches!(e, Event::Mismatch { .. }))
+}
+
+#[test]
+fn bit_flips_on_a_tcp_path_are_caught_by_the_crc_and_blamed_on_that_path() {
+    for mode in [Mode::Strict, Mode::Permissive] {
+        let mut specs = vec![tcp(2), tcp(3)];
+        specs[1].bitflip = 0.01;
+        let mut sim = Sim::new(mode, specs, 41);
+        sim.auto_redial = Some(Duration::from_millis(20));
+        sim.run_until_done(60_000);
+        sim.run_for(100);
+        // Nothing altered was delivered, the session did not fail (no
+        // altered copy ever reached the comparison), and path 1 is blamed.
+        sim.check_exact();
+        assert!(sim.failed(0).is_none() && sim.failed(1).is_none(), "{mode:?}: {:?}", sim.failed(1));
+        assert!(no_mismatch(&sim), "{mode:?}: an altered copy reached the comparison");
+        let (frames, events) = corruption_seen(&sim, 1);
+        assert!(frames > 0 && events as u64 == frames, "{mode:?}: {frames} corrupt frames, {events} events");
+        assert_eq!(corruption_seen(&sim, 0), (0, 0), "{mode:?}: the clean path was blamed");
+        let closed = sim.sides.iter().flat_map(|s| &s.events).any(
+            |e| matches!(e, Event::PathDown { path: 1, reason } if reason.contains("corrupt frame") && reason.contains("untrustworthy")),
+        );
+        assert!(closed, "{mode:?}: the corrupting TCP path was not closed");
+        let readmitted = sim.sides[1].events.iter().any(|e| matches!(e, Event::PathUp { path: 1, readmitted: true }));
+        assert!(readmitted, "{mode:?}: the redialled path did not come back");
+    }
+}
+
+#[test]
+fn bit_flips_on_a_lossy_path_count_as_loss_and_retransmission_recovers() {
+    for mode in [Mode::Strict, Mode::Permissive] {
+        let mut specs = vec![lossy(5, 0.05), lossy(8, 0.05)];
+        specs[0].bitflip = 0.01;
+        let mut sim = Sim::new(mode, specs, 43);
+        sim.auto_redial = Some(Duration::from_millis(50));
+        sim.run_until_done(60_000);
+        sim.check_exact();
+        assert!(sim.failed(0).is_none() && sim.failed(1).is_none(), "{mode:?}");
+        assert!(no_mismatch(&sim), "{mode:?}");
+        let (frames, _) = corruption_seen(&sim, 0);
+        assert!(frames > 0, "{mode:?}: no corrupt frame counted");
+        assert_eq!(corruption_seen(&sim, 1), (0, 0), "{mode:?}: the clean path was blamed");
+    }
+}
+
+#[test]
+fn a_lossy_path_that_keeps_sending_corrupt_frames_is_dropped() {
+    for mode in [Mode::Strict, Mode::Permissive] {
+        let mut specs = vec![lossy(5, 0.0), lossy(5, 0.0)];
+        specs[1].bitflip = 0.5;
+        let mut sim = Sim::new(mode, specs, 47);
+        sim.run_until_done(60_000);
+        sim.check_exact();
+        let dropped = sim.sides.iter().flat_map(|s| &s.events).any(
+            |e| matches!(e, Event::PathDown { path: 1, reason } if reason.contains(&format!("{CORRUPT_LIMIT} corrupt frames"))),
+        );
+        assert!(dropped, "{mode:?}: the corrupting lossy path was kept");
+        assert!(!sim.sides[1].m.is_live(1) || !sim.sides[0].m.is_live(1));
+        assert_eq!(corruption_seen(&sim, 0), (0, 0));
+    }
+}
+
+#[test]
+fn a_single_tcp_path_with_bit_flips_delivers_exactly_after_readmissions() {
+    let mut specs = vec![tcp(2)];
+    specs[0].bitflip = 0.005;
+    let mut sim = Sim::new(Mode::Strict, specs, 53);
+    sim.auto_redial = Some(Duration::from_millis(10));
+    sim.run_until_done(60_000);
+    sim.check_exact();
+    assert!(corruption_seen(&sim, 0).0 > 0);
 }
