@@ -45,6 +45,9 @@
 //! | `[Resi] ShutdownGrace` | duration \[10s\] |
 //! | `[Resi] MaxMessageSize` | bytes, 1 KiB..=1 GiB \[64 MiB\] |
 //! | `[Resi] SendWindow` | bytes, 64 KiB..=1 GiB \[16 MiB\] |
+//! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
+//! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
+//! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
@@ -102,6 +105,14 @@ pub struct ResiConfig {
     pub max_message_size: usize,
     pub send_window: usize,
     pub name: String,
+    /// `HandshakeTimeout`: how long a new connection may take to identify
+    /// itself (see `docs/protocol.md`, "Handshake deadline").
+    pub handshake_timeout: Duration,
+    /// `IdleTimeout`: an ESI client connection without an open call for
+    /// this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
+    /// `MaxConnections`: accepted TCP connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for ResiConfig {
@@ -119,6 +130,9 @@ impl Default for ResiConfig {
             max_message_size: 64 << 20,
             send_window: s.send_window,
             name: "resi".into(),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
         }
     }
 }
@@ -350,6 +364,12 @@ impl Config {
             fmt_size(r.max_message_size),
             fmt_size(r.send_window)
         ));
+        s.push_str(&format!(
+            "         handshake timeout: {}, idle timeout: {}, max connections: {}\n",
+            fmt_duration(r.handshake_timeout),
+            fmt_duration(r.idle_timeout),
+            r.max_connections
+        ));
         s
     }
 }
@@ -518,6 +538,9 @@ const RESI_KEYS: &[&str] = &[
     "ShutdownGrace",
     "MaxMessageSize",
     "SendWindow",
+    "HandshakeTimeout",
+    "IdleTimeout",
+    "MaxConnections",
 ];
 
 fn keys_of(section: &str) -> &'static [&'static str] {
@@ -840,6 +863,21 @@ impl Parser<'_> {
         Ok(n)
     }
 
+    /// A plain integer in `min..=max`.
+    fn count(&self, section: &str, key: &str, v: toml::Value, min: usize, max: usize) -> Res<usize> {
+        match v {
+            toml::Value::Integer(i) if i >= min as i64 && i <= max as i64 => Ok(i as usize),
+            toml::Value::Integer(i) => {
+                Err(self.key_err(section, key, format!("{i} is out of range (allowed: {min} to {max})")))
+            }
+            other => Err(self.key_err(
+                section,
+                key,
+                format!("expected an integer ({min} to {max}), got {}", type_name(&other)),
+            )),
+        }
+    }
+
     fn tcp(&self, table: toml::Table) -> Res<TcpConfig> {
         let mut c = TcpConfig::default();
         for (k, v) in self.keys("Tcp", table)? {
@@ -950,6 +988,9 @@ impl Parser<'_> {
                 }
                 "MaxMessageSize" => c.max_message_size = self.size(k, v, 1 << 10, 1 << 30)?,
                 "SendWindow" => c.send_window = self.size(k, v, 64 << 10, 1 << 30)?,
+                "HandshakeTimeout" => c.handshake_timeout = self.duration(k, v, ms(100), s(600))?,
+                "IdleTimeout" => c.idle_timeout = self.duration(k, v, s(1), s(86400))?,
+                "MaxConnections" => c.max_connections = self.count("Resi", k, v, 1, 1_000_000)?,
                 _ => unreachable!(),
             }
         }
@@ -1145,6 +1186,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen().len(), 2);
         assert_eq!(c.upstream_tcp(), ["127.0.0.1:9000", "[::1]:9001"]);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = load(&format!("{TCP}[Resi]\nHandshakeTimeout = \"750ms\"\nIdleTimeout = \"2m\"\nMaxConnections = 64\n")).unwrap();
+        assert_eq!(c.resi.handshake_timeout, Duration::from_millis(750));
+        assert_eq!(c.resi.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.resi.max_connections, 64);
+        let d = load(TCP).unwrap();
+        assert_eq!((d.resi.handshake_timeout, d.resi.idle_timeout, d.resi.max_connections), (Duration::from_secs(5), Duration::from_secs(300), 10_000));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nMaxConnections = 0\n")),
+            "gateway.toml: [Resi] MaxConnections: 0 is out of range (allowed: 1 to 1000000)"
+        );
+        assert!(err(&format!("{TCP}[Resi]\nMaxConnections = \"many\"\n")).contains("expected an integer (1 to 1000000), got a string"));
+        assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));
+        assert!(err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")).contains("[Resi] IdleTimeout: 25h is out of range"));
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! connection task, so shutdown can stop accepting, send GOAWAY, wait for
 //! in-flight calls up to the grace period, cut the rest, and know that
 //! nothing is left running.
+//!
+//! Every accepted connection has one handshake deadline (`[Resi]
+//! HandshakeTimeout` from accept) to be sniffed and either complete its
+//! HTTP/2 preface and first SETTINGS, or its RESI preface and HELLO; past
+//! it, it is closed. At most `[Resi] MaxConnections` are served at once:
+//! beyond that, each new connection is accepted and closed at once (the
+//! newest goes, the listener keeps accepting). See [`super::guard`].
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -17,18 +24,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{connection_limit, Activity, Greeting, Tracked};
 use super::{proxy, GatewayError, Shared};
 use crate::path::tcp::PREFACE;
 use crate::session::registry::SessionRegistry;
 use crate::session::SessionStream;
 
-/// A connection that has not shown 4 bytes by then is closed.
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// After sessions are closed at shutdown, how long their path tasks get to
 /// say goodbye before they are cut.
 const PATH_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -65,7 +71,12 @@ pub(crate) struct Supervisor {
     pub shared: Arc<Shared>,
     pub stop: CancellationToken,
     pub grace: Duration,
+    pub max_connections: usize,
 }
+
+/// A RESI path connection on its way to the registry, with its deadline
+/// and its place among the connections.
+type PathConn = (TcpStream, Instant, OwnedSemaphorePermit);
 
 /// Cancellation given to every connection task.
 #[derive(Clone)]
@@ -82,34 +93,44 @@ impl Supervisor {
         let phase = Phase { graceful: CancellationToken::new(), hard: CancellationToken::new() };
         let mut http = JoinSet::new();
         let mut paths = JoinSet::new();
-        let (path_tx, mut path_rx) = mpsc::unbounded_channel::<TcpStream>();
+        let (path_tx, mut path_rx) = mpsc::unbounded_channel::<PathConn>();
+        let permits = Arc::new(Semaphore::new(connection_limit(self.max_connections)));
         let mut next = 0usize;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 accepted = accept_any(&self.listeners, &mut next) => match accepted {
-                    Ok((tcp, peer)) => {
-                        http.spawn(connection(tcp, peer, self.shared.clone(), path_tx.clone(), phase.clone()));
-                    }
+                    Ok((tcp, peer)) => match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let conn = connection(tcp, peer, self.shared.clone(), path_tx.clone(), phase.clone(), permit);
+                            http.spawn(conn);
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "connection refused: [Resi] MaxConnections reached");
+                            drop(tcp);
+                        }
+                    },
                     Err(e) => {
                         // EMFILE and friends: do not spin.
                         tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
-                Some(tcp) = path_rx.recv() => {
+                Some((tcp, deadline, permit)) = path_rx.recv() => {
                     let registry = self.registry.clone();
                     let hard = phase.hard.clone();
                     paths.spawn(async move {
+                        let timeout = deadline.saturating_duration_since(Instant::now());
                         tokio::select! {
-                            _ = registry.accept_tcp_path(tcp) => {}
+                            _ = registry.accept_tcp_path(tcp, timeout) => {}
                             _ = hard.cancelled() => {}
                         }
+                        drop(permit); // established paths count against their session
                     });
                 }
                 Some(stream) = self.sessions.recv() => {
                     tracing::debug!("serving an established session");
-                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone()));
+                    http.spawn(serve_h2(stream, self.shared.clone(), phase.clone(), None));
                 }
                 Some(done) = http.join_next(), if !http.is_empty() => log_join(done),
                 Some(done) = paths.join_next(), if !paths.is_empty() => log_join(done),
@@ -179,28 +200,33 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    paths: mpsc::UnboundedSender<TcpStream>,
+    paths: mpsc::UnboundedSender<PathConn>,
     phase: Phase,
+    permit: OwnedSemaphorePermit,
 ) {
+    let deadline = Instant::now() + shared.handshake_timeout;
     let _ = tcp.set_nodelay(true);
     let sniffed = tokio::select! {
-        s = sniff(&tcp) => s,
+        s = sniff(&tcp, deadline) => s,
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, phase).await,
+        Sniffed::Http => {
+            let (io, greeted) = Greeting::new(tcp);
+            serve_h2(io, shared, phase, Some(Client { deadline, greeted, peer })).await;
+            drop(permit);
+        }
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
-            let _ = paths.send(tcp);
+            let _ = paths.send((tcp, deadline, permit));
         }
-        Sniffed::Gone => tracing::debug!(%peer, "connection closed before it said what it is"),
+        Sniffed::Gone => tracing::debug!(%peer, "connection closed before it said what it is (or by its handshake deadline)"),
     }
 }
 
 /// Looks at the first bytes without consuming them. Decides as soon as they
 /// differ from the RESI preface (an HTTP/2 preface differs at byte 0).
-async fn sniff(tcp: &TcpStream) -> Sniffed {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
+async fn sniff(tcp: &TcpStream, deadline: Instant) -> Sniffed {
     let mut buf = [0u8; 4];
     let mut pause = Duration::from_millis(1);
     loop {
@@ -226,28 +252,89 @@ async fn sniff(tcp: &TcpStream) -> Sniffed {
     }
 }
 
+/// What is watched on an ESI client's connection (not on a session, whose
+/// paths have their own handshake and heartbeats).
+struct Client {
+    /// Handshake deadline, from accept.
+    deadline: Instant,
+    /// Fires once the preface and first SETTINGS have been read.
+    greeted: tokio::sync::oneshot::Receiver<()>,
+    peer: SocketAddr,
+}
+
+/// Why a connection is being closed by this side.
+enum Close {
+    /// Gateway shutdown.
+    Shutdown,
+    /// No open call for `IdleTimeout`.
+    Idle,
+}
+
 /// Serves one HTTP/2 connection (a TCP client or an established session)
-/// until it ends, GOAWAY on graceful shutdown, dropped on hard shutdown.
-async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase)
+/// until it ends, GOAWAY on graceful shutdown or when idle, dropped on hard
+/// shutdown or when a client misses its handshake deadline.
+async fn serve_h2<I>(io: I, shared: Arc<Shared>, phase: Phase, client: Option<Client>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), req));
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        let call = svc_activity.call();
+        let rsp = proxy::handle(svc_shared.clone(), req);
+        async move { rsp.await.map(|r| r.map(|body| Tracked::new(body, call))) }
+    });
     let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let watch = watch_client(client, &activity, shared.idle_timeout);
+    let close = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!("HTTP/2 connection ended: {e}");
             }
             return;
         }
-        _ = phase.graceful.cancelled() => {}
-    }
+        close = watch => match close {
+            Some(close) => close,
+            None => return, // handshake deadline missed: drop the connection
+        },
+        _ = phase.graceful.cancelled() => Close::Shutdown,
+    };
     conn.as_mut().graceful_shutdown();
+    let limit = match close {
+        Close::Shutdown => None,
+        // A peer that does not take its GOAWAY gets one handshake time.
+        Close::Idle => Some(Instant::now() + shared.handshake_timeout),
+    };
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = phase.hard.cancelled() => {}
+        _ = sleep_until_opt(limit) => {}
+    }
+}
+
+/// For a client: `None` if the handshake deadline passes before its
+/// greeting, then `Some(Idle)` once it has no open call for `idle`. For a
+/// session: never.
+async fn watch_client(client: Option<Client>, activity: &Activity, idle: Duration) -> Option<Close> {
+    let Some(client) = client else { return std::future::pending().await };
+    match tokio::time::timeout_at(client.deadline, client.greeted).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return std::future::pending().await, // connection ended first: hyper reports it
+        Err(_) => {
+            tracing::info!(peer = %client.peer, "closed: no HTTP/2 preface and SETTINGS by the handshake deadline");
+            return None;
+        }
+    }
+    activity.idle_for(idle).await;
+    tracing::debug!(peer = %client.peer, "closing idle connection (GOAWAY)");
+    Some(Close::Idle)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

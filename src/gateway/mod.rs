@@ -7,13 +7,15 @@
 //!   forwarding).
 //! - [`upstream`]: discovers whether the upstream is a plain ESI server or a
 //!   resi gateway and keeps a connection (or session) to it.
-//! - [`body`]: request and response body types.
+//! - [`body`]: request and response body types (with `MaxMessageSize`).
+//! - [`guard`]: handshake deadline, idle connections, connection limit.
 //!
 //! A gateway runs on the tokio runtime it was started on. Every hop is
 //! generic, so gateways chain (client gateway → end gateway → ESI server,
 //! or longer).
 
 pub(crate) mod body;
+mod guard;
 mod listener;
 mod proxy;
 pub(crate) mod upstream;
@@ -41,6 +43,10 @@ pub(crate) const FLOW_STREAM_WINDOW: u32 = 4 << 20;
 pub(crate) const FLOW_CONN_WINDOW: u32 = 16 << 20;
 /// Largest HTTP/2 frame this hop accepts (fewer frames for big messages).
 pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
+/// Calls open at once on one HTTP/2 connection.
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest request header block (all metadata of a call).
+pub(crate) const MAX_HEADER_LIST: u32 = 64 << 10;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +68,8 @@ pub(crate) struct Shared {
     pub extensions: Arc<ExtensionRegistry>,
     pub upstream: Arc<upstream::Upstream>,
     pub max_message_size: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
     pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
@@ -105,6 +113,8 @@ impl Gateway {
             extensions,
             upstream: upstream.clone(),
             max_message_size: resi.max_message_size,
+            handshake_timeout: resi.handshake_timeout,
+            idle_timeout: resi.idle_timeout,
             h2_server: h2_server_builder(),
         });
 
@@ -117,6 +127,7 @@ impl Gateway {
             shared: shared.clone(),
             stop: stop_server.clone(),
             grace: resi.shutdown_grace,
+            max_connections: resi.max_connections,
         };
         let server = tokio::spawn(supervisor.run());
         let manager = tokio::spawn(upstream::Upstream::supervise(upstream, session_cfg, stop_upstream.clone()));
@@ -205,6 +216,17 @@ fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<Nkn
     Some(endpoint)
 }
 
+/// The HTTP/2 server settings, each chosen (documented in
+/// `docs/protocol.md`, "Connection limits"):
+/// - streams: 1024 concurrent calls per connection (a session's one
+///   connection carries every client of a client gateway);
+/// - header list: 64 KiB (gRPC implementations default to 8–16 KiB of
+///   metadata), which also bounds a CONTINUATION flood;
+/// - rapid reset (CVE-2023-44487): at most 64 streams reset by the client
+///   before the service saw them, and 256 streams this side had to reset
+///   for errors, before the connection is closed with GOAWAY;
+/// - keep-alive: a PING every 30 s; a peer that does not answer within
+///   20 s (dead, or not reading) loses the connection.
 fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -212,8 +234,10 @@ fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
         .initial_connection_window_size(FLOW_CONN_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
-        .max_header_list_size(1 << 20)
-        .max_concurrent_streams(1024)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);

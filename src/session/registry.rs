@@ -17,8 +17,6 @@ use crate::grpc::{Code, Status};
 use crate::path::tcp;
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 
-/// How long a new path may take to send its HELLO.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sessions one gateway accepts at most.
 const MAX_SESSIONS: usize = 1024;
 /// Protocol version spoken here.
@@ -100,9 +98,10 @@ impl SessionRegistry {
 
     /// Serves one accepted TCP connection that starts with the RESI path
     /// preface (not yet consumed): handshake, then hands it to its session.
-    pub async fn accept_tcp_path(self: &Arc<Self>, mut stream: TcpStream) {
+    /// The preface and HELLO must arrive within `handshake_timeout`.
+    pub async fn accept_tcp_path(self: &Arc<Self>, mut stream: TcpStream, handshake_timeout: Duration) {
         let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (read_buf, hello) = match tcp::accept(&mut stream, HANDSHAKE_TIMEOUT).await {
+        let (read_buf, hello) = match tcp::accept(&mut stream, handshake_timeout).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "path handshake failed");
