@@ -1202,7 +1202,10 @@ mod tests {
         );
         assert!(err(&format!("{TCP}[Resi]\nMaxConnections = \"many\"\n")).contains("expected an integer (1 to 1000000), got a string"));
         assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));
-        assert!(err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")).contains("[Resi] IdleTimeout: 25h is out of range"));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")),
+            "gateway.toml: [Resi] IdleTimeout: 90000s is out of range (allowed: 1s to 86400s)"
+        );
     }
 
     #[test]
