@@ -22,9 +22,12 @@ use crate::nkn::{client as nkn_client, crypto, node, payload, wire};
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 use crate::session::registry::SessionRegistry;
 
+/// One harness: arbitrary bytes in, a panic only on a broken invariant.
+pub type Harness = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/*.rs` and the corpus replay
 /// use them (the corpus of target `x` is `fuzz/corpus/x/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("path_frames", path_frames),
     ("modify", modify),
     ("grpc_framing", grpc_framing),

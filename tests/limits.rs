@@ -100,7 +100,7 @@ async fn stalled_handshakes_are_closed_by_the_deadline() {
             let (name, took) = w.await.unwrap();
             eprintln!("{name}: closed after {took:?}");
             assert!(took >= DEADLINE - Duration::from_millis(50), "{name}: closed too early ({took:?})");
-            assert!(took < DEADLINE + Duration::from_millis(700), "{name}: closed late ({took:?})");
+            assert!(took < DEADLINE + Duration::from_millis(1500), "{name}: closed late ({took:?})");
         }
         // A genuine client is not held to the deadline once greeted.
         let mut c = echo_client(a).await;

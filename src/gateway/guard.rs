@@ -220,7 +220,7 @@ fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 #[cfg(not(unix))]
@@ -246,10 +246,10 @@ mod tests {
         assert_eq!(n, hello.len());
         assert!(greeted.try_recv().is_err(), "not before the SETTINGS body");
         tokio::io::AsyncWriteExt::write_all(&mut client, &settings[..5]).await.unwrap();
-        g.read(&mut buf).await.unwrap();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 5);
         assert!(greeted.try_recv().is_err());
         tokio::io::AsyncWriteExt::write_all(&mut client, &settings[5..]).await.unwrap();
-        g.read(&mut buf).await.unwrap();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 1);
         assert!(greeted.try_recv().is_ok());
     }
 
