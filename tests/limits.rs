@@ -8,6 +8,7 @@ mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -198,6 +199,15 @@ async fn idle_connections_get_goaway_but_quiet_streams_stay() {
     .await;
 }
 
+/// Waits (at most 5 s) until `cond` holds.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(5), "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn assert_exhausted(st: &tonic::Status, what: &str) {
     assert_eq!(st.code(), Code::ResourceExhausted, "{what}: {st:?}");
     assert!(st.message().contains("MaxMessageSize (1048576 bytes)"), "{what}: {st:?}");
@@ -206,7 +216,7 @@ fn assert_exhausted(st: &tonic::Status, what: &str) {
 /// Every shape with an oversized message each way through `entry` (the
 /// limit is 1 MiB), while a slow call on the same channel is in flight;
 /// it must succeed, and so must a call after.
-async fn oversized_each_way(entry: SocketAddr) {
+async fn oversized_each_way(entry: SocketAddr, up: &TestServer) {
     let mut c = echo_client(entry).await;
     let mut slow_c = c.clone();
     let slow = tokio::spawn(async move { slow_c.unary(msg(b"slow", 7, "slow:1500")).await });
@@ -220,9 +230,20 @@ async fn oversized_each_way(entry: SocketAddr) {
     assert_exhausted(&st, "unary response");
     assert!(st.message().starts_with("response message"), "{st:?}");
 
-    let msgs = vec![msg(&[1; 1000], 0, ""), msg(&[2; 1000], 1, ""), msg(&big, 2, "")];
-    let st = c.client_stream(tokio_stream::iter(msgs)).await.unwrap_err();
-    assert_exhausted(&st, "client stream");
+    // A client stream: small messages reach the upstream handler, then an
+    // oversized one fails the call and resets the upstream stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let mut cs = c.clone();
+    let call = tokio::spawn(async move { cs.client_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let calls_before = up.counters.echo_calls.load(Ordering::SeqCst);
+    tx.send(msg(&[1; 1000], 0, "")).await.unwrap();
+    tx.send(msg(&[2; 1000], 1, "")).await.unwrap();
+    eventually("upstream handler starts", || up.counters.echo_calls.load(Ordering::SeqCst) > calls_before).await;
+    let broken_before = up.counters.broken_streams.load(Ordering::SeqCst);
+    let _ = tx.send(msg(&big, 2, "")).await;
+    assert_exhausted(&call.await.unwrap().unwrap_err(), "client stream");
+    eventually("upstream stream reset", || up.counters.broken_streams.load(Ordering::SeqCst) > broken_before).await;
+    drop(tx);
 
     let mut s = c.server_stream(msg(b"first", 3, &format!("grow:{}", 2 * MIB))).await.unwrap().into_inner();
     assert_eq!(s.message().await.unwrap().unwrap().body.as_ref(), b"first");
@@ -248,7 +269,7 @@ async fn oversized_messages_are_resource_exhausted_each_way() {
     bounded(async {
         let up = start_echo().await;
         let gw = gateway(up.addr, |r| r.max_message_size = MIB);
-        oversized_each_way(addr(&gw)).await;
+        oversized_each_way(addr(&gw), &up).await;
         gw.shutdown().await;
     })
     .await;
@@ -280,7 +301,7 @@ async fn oversized_messages_through_a_gateway_pair_leave_the_session_up() {
             assert!(t.elapsed() < Duration::from_secs(10), "paths not up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        oversized_each_way(addr(&client)).await;
+        oversized_each_way(addr(&client), &up).await;
         assert!(!session.is_closed());
         assert_eq!(live(session.stats().await), 2, "a path went down");
         let same = client.upstream_session().expect("still a session").id();

@@ -10,10 +10,11 @@
 //! Forwarded bodies are counted, never buffered, by a
 //! [`MessageTracker`] each way, enforcing `[Resi] MaxMessageSize` on every
 //! message: an oversized request message fails the upstream request body
-//! (hyper then resets the upstream stream) and tells the response side,
-//! which answers the client `RESOURCE_EXHAUSTED`; an oversized response
-//! message ends the client's response with `RESOURCE_EXHAUSTED` trailers
-//! and drops (resets) the upstream stream. Only that call is affected.
+//! (hyper then resets the upstream stream, INTERNAL_ERROR) and tells the
+//! response side, which answers the client `RESOURCE_EXHAUSTED`; an
+//! oversized response message ends the client's response with
+//! `RESOURCE_EXHAUSTED` trailers and drops (resets) the upstream stream.
+//! Only that call is affected.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -82,7 +83,10 @@ impl Body for LimitedRequest {
                 if let Some(tx) = this.refused.take() {
                     let _ = tx.send(refused.error);
                 }
-                return Poll::Ready(Some(Err(refused.error.into())));
+                // hyper resets the upstream stream with the reason found in
+                // the error. Not CANCEL: a tonic server may read a request
+                // stream reset with CANCEL as one that ended normally.
+                return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)))));
             }
         }
         Poll::Ready(Some(Ok(frame)))

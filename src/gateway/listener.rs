@@ -96,6 +96,8 @@ impl Supervisor {
         let (path_tx, mut path_rx) = mpsc::unbounded_channel::<PathConn>();
         let permits = Arc::new(Semaphore::new(connection_limit(self.max_connections)));
         let mut next = 0usize;
+        // Refusals so far, and when one was last logged (at most once a second).
+        let (mut refused, mut last_warned) = (0u64, None);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -106,8 +108,12 @@ impl Supervisor {
                             http.spawn(conn);
                         }
                         Err(_) => {
-                            tracing::warn!(%peer, "connection refused: [Resi] MaxConnections reached");
                             drop(tcp);
+                            refused += 1;
+                            if last_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                                tracing::warn!(%peer, refused, "connection refused: [Resi] MaxConnections reached");
+                                last_warned = Some(Instant::now());
+                            }
                         }
                     },
                     Err(e) => {

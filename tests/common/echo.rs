@@ -60,6 +60,9 @@ pub struct Counters {
     pub echo_calls: AtomicUsize,
     /// `hang` calls whose handler was dropped (the call was cancelled).
     pub cancelled: AtomicUsize,
+    /// Client-stream calls that ended before their request stream did
+    /// (reset by the client or a hop: the handler failed or was dropped).
+    pub broken_streams: AtomicUsize,
 }
 
 /// A running tonic test server.
@@ -248,6 +251,21 @@ fn grow_len(note: &str) -> Option<usize> {
     note.strip_prefix("grow:").and_then(|s| s.parse().ok())
 }
 
+/// Counts a client stream in `broken_streams` unless it is finished.
+struct Unfinished(Option<Arc<Counters>>);
+impl Unfinished {
+    fn finish(mut self) {
+        self.0 = None;
+    }
+}
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.broken_streams.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 struct CountOnDrop(Arc<Counters>);
 impl Drop for CountOnDrop {
     fn drop(&mut self) {
@@ -289,11 +307,13 @@ impl pb::echo_server::Echo for EchoSvc {
         echo_metadata(req.metadata(), &mut md);
         let mut stream = req.into_inner();
         let (mut count, mut total, mut hash) = (0u32, 0usize, FNV_START);
+        let unfinished = Unfinished(Some(self.counters.clone()));
         while let Some(m) = stream.message().await? {
             count += 1;
             total += m.body.len();
             hash = fnv(&m.body, hash);
         }
+        unfinished.finish();
         let mut rsp = Response::new(Msg { body: Bytes::new(), count, note: format!("{total}:{hash:x}") });
         *rsp.metadata_mut() = md;
         Ok(rsp)
