@@ -412,6 +412,30 @@ mod tests {
     }
 
     #[test]
+    fn tracker_counts_messages_across_chunks_and_refuses_big_ones() {
+        let mut body = frame_bytes(b"hello").to_vec();
+        body.extend_from_slice(&frame_bytes(&[7; 100]));
+        let mut t = MessageTracker::new(100);
+        for chunk in body.chunks(3) {
+            t.feed(chunk).unwrap();
+        }
+        assert_eq!((t.messages(), t.in_message()), (2, false));
+        t.feed(&body[..7]).unwrap();
+        assert!(t.in_message());
+
+        // A message over the limit is refused at its prefix; the bytes of
+        // the chunk before it are reported valid.
+        let mut t = MessageTracker::new(10);
+        let mut two = frame_bytes(b"ok").to_vec();
+        two.extend_from_slice(&[0, 0, 0, 0, 11]);
+        let refused = t.feed(&two).unwrap_err();
+        assert_eq!(refused, Refused { valid: 7, error: MessageTooLarge { len: 11, max: 10 } });
+        let st = refused.error.status("request");
+        assert_eq!(st.code, Code::ResourceExhausted);
+        assert_eq!(st.message, "request message of 11 bytes exceeds MaxMessageSize (10 bytes)");
+    }
+
+    #[test]
     fn unary_frames_round_trip() {
         let msg = crate::proto::esi::Extension { id: 3, pass: true, data: Bytes::from_static(b"abc") };
         let framed = encode_frame(&msg);
