@@ -253,6 +253,15 @@ mod tests {
         assert!(greeted.try_recv().is_ok());
     }
 
+    #[test]
+    fn connection_limit_fits_the_open_file_limit() {
+        assert_eq!(connection_limit(5), 5);
+        match open_file_limit() {
+            Some(fds) => assert_eq!(connection_limit(usize::MAX) as u64, fds.saturating_sub(RESERVED_FDS).max(1)),
+            None => assert_eq!(connection_limit(usize::MAX), usize::MAX),
+        }
+    }
+
     #[tokio::test]
     async fn idle_only_without_open_calls() {
         let a = Activity::new();
