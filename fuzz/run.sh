@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs fuzz targets (built by ./build.sh) one after the other, each for
 # SECONDS (default 600) on a working copy of its committed corpus, then
-# merges what it found, minimised, back into corpus/<target>/.
+# merges what it found, minimised, back into corpus/<target>/ (inputs cut
+# to MERGE_MAX_LEN bytes, default 300, to keep the repository small).
 # Usage: ./run.sh [SECONDS] [TARGET...]   (default: every target)
 set -eu
 cd "$(dirname "$0")"
@@ -16,12 +17,12 @@ for t in $targets; do
     echo "== $t: ${secs}s"
     "$bin/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" "$work/$t" > "$work/$t.log" 2>&1 || { echo "$t: CRASH, see $work/$t.log and artifacts/$t/"; continue; }
-    grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb" "$work/$t.log" || true
+    grep -E "^#[0-9]+ +DONE|^Done" "$work/$t.log" || true
     # Keep a minimal corpus: only inputs that add coverage.
     mkdir -p "$work/$t.min"
-    "$bin/$t" -merge=1 "$work/$t.min" corpus/$t "$work/$t" > "$work/$t.merge.log" 2>&1
+    "$bin/$t" -merge=1 -max_len="${MERGE_MAX_LEN:-300}" "$work/$t.min" corpus/$t "$work/$t" > "$work/$t.merge.log" 2>&1
     rm -f corpus/$t/*
     cp "$work/$t.min"/* corpus/$t/
     rm -rf "$work/$t.min"
-    echo "$t: corpus $(ls corpus/$t | wc -l) files, $(du -sk corpus/$t | cut -f1) KiB"
+    echo "$t: corpus $(ls corpus/$t | wc -l) files, $(cat corpus/$t/* | wc -c) bytes"
 done
