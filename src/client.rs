@@ -335,17 +335,14 @@ impl Call {
     }
 
     fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
-        if self.buf.len() < grpc::FRAME_HEADER_LEN {
+        let Some(grpc::Prefix { compressed, len }) = grpc::Prefix::peek(&self.buf) else {
             return Ok(None);
-        }
-        let compressed = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if compressed != 0 {
+        };
+        if compressed {
             return Err(CallError::new(Code::Internal, "compressed response messages are not supported"));
         }
         if len > self.max_message_size {
-            let why = format!("response message of {len} bytes exceeds the limit of {} bytes", self.max_message_size);
-            return Err(CallError::new(Code::ResourceExhausted, why));
+            return Err(grpc::MessageTooLarge { len, max: self.max_message_size }.status("response").into());
         }
         if self.buf.len() < grpc::FRAME_HEADER_LEN + len {
             return Ok(None);

@@ -59,6 +59,9 @@
 //! | `[Resi] OpenRatePerPeer` | Opens per second per peer address, 0 (unlimited)..=1000000 \[20\] |
 //! | `[Reverse] Listen` | `"host:port"` or a list: ESI clients here call the far side over the reverse channel |
 //! | `[Reverse] Address` | `"host:port"` or a list: the local ESI server that serves calls coming back |
+//! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
+//! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
+//! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
@@ -144,6 +147,14 @@ pub struct ResiConfig {
     pub max_pending_sessions: usize,
     pub max_pending_per_peer: usize,
     pub open_rate_per_peer: u32,
+    /// `HandshakeTimeout`: how long a new connection may take to identify
+    /// itself (see `docs/protocol.md`, "Handshake deadline").
+    pub handshake_timeout: Duration,
+    /// `IdleTimeout`: an ESI client connection without an open call for
+    /// this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
+    /// `MaxConnections`: accepted TCP connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for ResiConfig {
@@ -166,6 +177,9 @@ impl Default for ResiConfig {
             max_pending_sessions: OpenLimits::default().max_pending,
             max_pending_per_peer: OpenLimits::default().max_pending_per_peer,
             open_rate_per_peer: OpenLimits::default().open_rate_per_peer,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
         }
     }
 }
@@ -449,6 +463,12 @@ impl Config {
             s.push_str(&format!("  [Reverse] listen: {}\n", list_or_none(&rv.listen)));
             s.push_str(&format!("            local server: {}\n", list_or_none(&rv.address)));
         }
+        s.push_str(&format!(
+            "         handshake timeout: {}, idle timeout: {}, max connections: {}\n",
+            fmt_duration(r.handshake_timeout),
+            fmt_duration(r.idle_timeout),
+            r.max_connections
+        ));
         s
     }
 }
@@ -653,6 +673,9 @@ const RESI_KEYS: &[&str] = &[
     "MaxPendingSessions",
     "MaxPendingPerPeer",
     "OpenRatePerPeer",
+    "HandshakeTimeout",
+    "IdleTimeout",
+    "MaxConnections",
 ];
 
 fn keys_of(section: &str) -> &'static [&'static str] {
@@ -1175,6 +1198,9 @@ impl Parser<'_> {
                 "MaxPendingSessions" => c.max_pending_sessions = self.count(k, v, 1, 1_000_000)?,
                 "MaxPendingPerPeer" => c.max_pending_per_peer = self.count(k, v, 1, 1_000_000)?,
                 "OpenRatePerPeer" => c.open_rate_per_peer = self.count(k, v, 0, 1_000_000)? as u32,
+                "HandshakeTimeout" => c.handshake_timeout = self.duration(k, v, ms(100), s(600))?,
+                "IdleTimeout" => c.idle_timeout = self.duration(k, v, s(1), s(86400))?,
+                "MaxConnections" => c.max_connections = self.count(k, v, 1, 1_000_000)?,
                 _ => unreachable!(),
             }
         }
@@ -1370,6 +1396,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen().len(), 2);
         assert_eq!(c.upstream_tcp(), ["127.0.0.1:9000", "[::1]:9001"]);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = load(&format!("{TCP}[Resi]\nHandshakeTimeout = \"750ms\"\nIdleTimeout = \"2m\"\nMaxConnections = 64\n")).unwrap();
+        assert_eq!(c.resi.handshake_timeout, Duration::from_millis(750));
+        assert_eq!(c.resi.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.resi.max_connections, 64);
+        let d = load(TCP).unwrap();
+        assert_eq!((d.resi.handshake_timeout, d.resi.idle_timeout, d.resi.max_connections), (Duration::from_secs(5), Duration::from_secs(300), 10_000));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nMaxConnections = 0\n")),
+            "gateway.toml: [Resi] MaxConnections: 0 is out of range (allowed: 1 to 1000000)"
+        );
+        assert!(err(&format!("{TCP}[Resi]\nMaxConnections = \"many\"\n")).contains("expected an integer (1 to 1000000), got a string"));
+        assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")),
+            "gateway.toml: [Resi] IdleTimeout: 90000s is out of range (allowed: 1s to 86400s)"
+        );
     }
 
     #[test]

@@ -139,18 +139,122 @@ pub fn frame_bytes(msg: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// The 5-byte prefix of one gRPC message: compressed flag, then the
+/// big-endian length of the message bytes that follow. The one parser of
+/// it in this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub compressed: bool,
+    pub len: usize,
+}
+
+impl Prefix {
+    /// The prefix at the front of `buf`, if all 5 bytes are there.
+    pub fn peek(buf: &[u8]) -> Option<Prefix> {
+        let p: [u8; FRAME_HEADER_LEN] = buf.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+        Some(Prefix { compressed: p[0] != 0, len: u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize })
+    }
+}
+
+/// A gRPC message longer than the configured maximum (`MaxMessageSize`).
+/// The length counted is the one on the wire (a compressed message's
+/// compressed length: a hop does not inflate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("gRPC message of {len} bytes exceeds MaxMessageSize ({max} bytes)")]
+pub struct MessageTooLarge {
+    pub len: usize,
+    pub max: usize,
+}
+
+impl MessageTooLarge {
+    /// The `RESOURCE_EXHAUSTED` status a caller gets; `what` says which
+    /// message ("request", "response").
+    pub fn status(&self, what: &str) -> Status {
+        Status::new(
+            Code::ResourceExhausted,
+            format!("{what} message of {} bytes exceeds MaxMessageSize ({} bytes)", self.len, self.max),
+        )
+    }
+}
+
+/// A refusal by [`MessageTracker::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Bytes of the chunk before the refused message's prefix.
+    pub valid: usize,
+    pub error: MessageTooLarge,
+}
+
+/// Follows the gRPC messages of a body while its chunks stream past,
+/// without buffering them: it keeps at most a partial 5-byte prefix and a
+/// count of message bytes still due. A message is refused as soon as its
+/// prefix announces more than `max` bytes, before its bytes arrive.
+#[derive(Debug, Clone)]
+pub struct MessageTracker {
+    max: usize,
+    prefix: [u8; FRAME_HEADER_LEN],
+    prefix_len: usize,
+    remaining: usize,
+    messages: u64,
+}
+
+impl MessageTracker {
+    pub fn new(max: usize) -> MessageTracker {
+        MessageTracker { max, prefix: [0; FRAME_HEADER_LEN], prefix_len: 0, remaining: 0, messages: 0 }
+    }
+
+    /// Accounts for the next chunk of the body. On a refusal the body must
+    /// be abandoned; [`Refused::valid`] says how many bytes of this chunk
+    /// come before the refused message (they may still be passed on).
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Refused> {
+        let total = chunk.len();
+        let mut chunk = chunk;
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(chunk.len());
+                self.remaining -= n;
+                chunk = &chunk[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.prefix_len).min(chunk.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&chunk[..n]);
+            self.prefix_len += n;
+            chunk = &chunk[n..];
+            if let Some(p) = Prefix::peek(&self.prefix[..self.prefix_len]) {
+                if p.len > self.max {
+                    let valid = (total - chunk.len()).saturating_sub(FRAME_HEADER_LEN);
+                    return Err(Refused { valid, error: MessageTooLarge { len: p.len, max: self.max } });
+                }
+                self.prefix_len = 0;
+                self.remaining = p.len;
+                self.messages += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the bytes so far end inside a message (or its prefix).
+    pub fn in_message(&self) -> bool {
+        self.prefix_len > 0 || self.remaining > 0
+    }
+
+    /// Messages whose prefix has been seen.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+}
+
 /// Extracts the single message of a unary gRPC body (the whole body,
 /// buffered). Compressed messages are refused: this hop does not inflate.
 pub fn decode_unary_frame(mut body: Bytes) -> Result<Bytes, Status> {
-    if body.len() < FRAME_HEADER_LEN {
+    let Some(Prefix { compressed, len }) = Prefix::peek(&body) else {
         return Err(Status::new(
             Code::InvalidArgument,
             format!("request body of {} bytes holds no gRPC message", body.len()),
         ));
-    }
-    let compressed = body.get_u8();
-    let len = body.get_u32() as usize;
-    if compressed != 0 {
+    };
+    body.advance(FRAME_HEADER_LEN);
+    if compressed {
         return Err(Status::new(
             Code::Unimplemented,
             "compressed messages are not supported by this hop; send Modify uncompressed",
@@ -305,6 +409,30 @@ mod tests {
         let raw = h.get(GRPC_MESSAGE).unwrap().to_str().unwrap();
         assert_eq!(raw, "50%25 down %C3%BC%0Anext");
         assert_eq!(Status::from_headers(&h), Some(st));
+    }
+
+    #[test]
+    fn tracker_counts_messages_across_chunks_and_refuses_big_ones() {
+        let mut body = frame_bytes(b"hello").to_vec();
+        body.extend_from_slice(&frame_bytes(&[7; 100]));
+        let mut t = MessageTracker::new(100);
+        for chunk in body.chunks(3) {
+            t.feed(chunk).unwrap();
+        }
+        assert_eq!((t.messages(), t.in_message()), (2, false));
+        t.feed(&body[..7]).unwrap();
+        assert!(t.in_message());
+
+        // A message over the limit is refused at its prefix; the bytes of
+        // the chunk before it are reported valid.
+        let mut t = MessageTracker::new(10);
+        let mut two = frame_bytes(b"ok").to_vec();
+        two.extend_from_slice(&[0, 0, 0, 0, 11]);
+        let refused = t.feed(&two).unwrap_err();
+        assert_eq!(refused, Refused { valid: 7, error: MessageTooLarge { len: 11, max: 10 } });
+        let st = refused.error.status("request");
+        assert_eq!(st.code, Code::ResourceExhausted);
+        assert_eq!(st.message, "request message of 11 bytes exceeds MaxMessageSize (10 bytes)");
     }
 
     #[test]

@@ -35,6 +35,8 @@
 //! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
 //!   test aid, used by the Rust tests and the pytest plugin).
 //! - [`cli`]: the `resi` command.
+//! - `fuzzing` (hidden): the fuzz harnesses, one per decoder of network
+//!   or file input, shared by `fuzz/` and the corpus replay test.
 //! - `py` (feature `python`): the thin PyO3 bindings (type and error
 //!   conversion only; the Python package is `python/resi`).
 
@@ -45,6 +47,8 @@ pub mod cookie;
 pub mod extension;
 pub mod fault;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod grpc;
 pub mod nkn;

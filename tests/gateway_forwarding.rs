@@ -592,9 +592,12 @@ async fn modify_over_max_message_size_is_refused() {
         let mut c = esi_client(gw_addr(&gw)).await;
         let st = c.modify(modify_req(2, false, &[0u8; 4096])).await.unwrap_err();
         assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
-        // Forwarded calls are not limited by the hop: the upstream decides.
+        // Forwarded calls are limited too (tests/limits.rs has the rest);
+        // smaller ones pass.
         let mut e = echo_client(gw_addr(&gw)).await;
-        e.unary(msg(&[0u8; 4096], 0, "")).await.unwrap();
+        let st = e.unary(msg(&[0u8; 4096], 0, "")).await.unwrap_err();
+        assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+        e.unary(msg(&[0u8; 512], 0, "")).await.unwrap();
         gw.shutdown().await;
     })
     .await;

@@ -44,7 +44,7 @@ async fn pair(mode: Mode, paths: usize) -> Pair {
         while let Ok((stream, _)) = listener.accept().await {
             stream.set_nodelay(true).unwrap();
             let reg = reg.clone();
-            tokio::spawn(async move { reg.accept_tcp_path(stream).await });
+            tokio::spawn(async move { reg.accept_tcp_path(stream, Duration::from_secs(5)).await });
         }
     });
     tokio::spawn(async move {

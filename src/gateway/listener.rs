@@ -8,6 +8,14 @@
 //! connection task, so shutdown can stop accepting, send GOAWAY, wait for
 //! in-flight calls up to the grace period, cut the rest, and know that
 //! nothing is left running.
+//!
+//! Every accepted connection has one handshake deadline (`[Resi]
+//! HandshakeTimeout` from accept) to finish its TLS handshake (if any), be
+//! sniffed and either complete its HTTP/2 preface and first SETTINGS, or
+//! its RESI preface and HELLO; past it, it is closed. At most `[Resi]
+//! MaxConnections` are served at once: beyond that, each new connection is
+//! accepted and closed at once (the newest goes, the listener keeps
+//! accepting). See [`super::guard`].
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -21,11 +29,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{connection_limit, Activity, Greeting, Tracked};
 use super::{proxy, GatewayError, Shared};
 use crate::extension::CallContext;
 use crate::path::tcp::PREFACE;
@@ -34,9 +43,6 @@ use crate::session::registry::SessionRegistry;
 use crate::session::SessionStream;
 use crate::tls::ChannelBinding;
 
-/// A connection that has not finished its TLS handshake and shown 4 bytes
-/// by then is closed.
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// After sessions are closed at shutdown, how long their path tasks get to
 /// say goodbye before they are cut.
 const PATH_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -79,13 +85,17 @@ pub(crate) struct Supervisor {
     pub reverse_shared: Option<Arc<Shared>>,
     /// TLS on every accepted connection (`[Tls] Cert`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub max_connections: usize,
 }
 
-/// A RESI path connection on its way to the session registry.
+/// A RESI path connection on its way to the session registry, with its
+/// handshake deadline and its place among the connections.
 struct PathConn {
     io: Box<dyn PathIo>,
     peer: SocketAddr,
     channel: ChannelBinding,
+    deadline: Instant,
+    permit: OwnedSemaphorePermit,
 }
 
 /// Cancellation given to every connection task.
@@ -105,19 +115,32 @@ impl Supervisor {
         let mut reverse = JoinSet::new();
         let mut paths = JoinSet::new();
         let (path_tx, mut path_rx) = mpsc::unbounded_channel::<PathConn>();
+        let permits = Arc::new(Semaphore::new(connection_limit(self.max_connections)));
         let mut next = 0usize;
         let mut next_reverse = 0usize;
+        // Refusals so far, and when one was last logged (at most once a second).
+        let (mut refused, mut last_warned) = (0u64, None);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 accepted = accept_any(&self.listeners, &mut next) => match accepted {
-                    Ok((tcp, peer)) => {
-                        let (shared, paths, phase) = (self.shared.clone(), path_tx.clone(), phase.clone());
-                        match &self.tls {
-                            Some(tls) => http.spawn(tls_connection(tcp, peer, tls.clone(), shared, paths, phase)),
-                            None => http.spawn(connection(tcp, peer, shared, paths, phase)),
-                        };
-                    }
+                    Ok((tcp, peer)) => match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (shared, paths, phase) = (self.shared.clone(), path_tx.clone(), phase.clone());
+                            match &self.tls {
+                                Some(tls) => http.spawn(tls_connection(tcp, peer, tls.clone(), shared, paths, phase, permit)),
+                                None => http.spawn(connection(tcp, peer, shared, paths, phase, permit)),
+                            };
+                        }
+                        Err(_) => {
+                            drop(tcp);
+                            refused += 1;
+                            if last_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                                tracing::warn!(%peer, refused, "connection refused: [Resi] MaxConnections reached");
+                                last_warned = Some(Instant::now());
+                            }
+                        }
+                    },
                     Err(e) => {
                         // EMFILE and friends: do not spin.
                         tracing::warn!("accept failed: {e}");
@@ -125,9 +148,12 @@ impl Supervisor {
                     }
                 },
                 accepted = accept_any(&self.reverse_listeners, &mut next_reverse) => match (accepted, &self.reverse_shared) {
-                    (Ok((tcp, _)), Some(shared)) => {
+                    (Ok((tcp, peer)), Some(shared)) => {
                         let _ = tcp.set_nodelay(true);
-                        reverse.spawn(serve_h2(tcp, shared.clone(), CallContext::default(), phase.clone()));
+                        let deadline = Instant::now() + shared.handshake_timeout;
+                        let (io, greeted) = Greeting::new(tcp);
+                        let client = Some(Client { deadline, greeted, peer });
+                        reverse.spawn(serve_h2(io, shared.clone(), CallContext::default(), phase.clone(), client));
                     }
                     (Ok(_), None) => {}
                     (Err(e), _) => {
@@ -140,15 +166,17 @@ impl Supervisor {
                     let hard = phase.hard.clone();
                     paths.spawn(async move {
                         let peer = conn.peer.to_string();
+                        let timeout = conn.deadline.saturating_duration_since(Instant::now());
                         tokio::select! {
-                            _ = registry.accept_path(conn.io, &peer, Some(conn.peer.ip()), conn.channel) => {}
+                            _ = registry.accept_path(conn.io, &peer, Some(conn.peer.ip()), conn.channel, timeout) => {}
                             _ = hard.cancelled() => {}
                         }
+                        drop(conn.permit); // established paths count against their session
                     });
                 }
                 Some(stream) = self.sessions.recv() => {
                     tracing::debug!("serving an established session");
-                    http.spawn(serve_h2(stream, self.shared.clone(), CallContext::over_session(), phase.clone()));
+                    http.spawn(serve_h2(stream, self.shared.clone(), CallContext::over_session(), phase.clone(), None));
                 }
                 Some(done) = http.join_next(), if !http.is_empty() => log_join(done),
                 Some(done) = reverse.join_next(), if !reverse.is_empty() => log_join(done),
@@ -235,19 +263,27 @@ async fn connection(
     shared: Arc<Shared>,
     paths: mpsc::UnboundedSender<PathConn>,
     phase: Phase,
+    permit: OwnedSemaphorePermit,
 ) {
+    let deadline = Instant::now() + shared.handshake_timeout;
     let _ = tcp.set_nodelay(true);
     let sniffed = tokio::select! {
-        s = sniff(&tcp) => s,
+        s = sniff(&tcp, deadline) => s,
         _ = phase.graceful.cancelled() => Sniffed::Gone,
     };
     match sniffed {
-        Sniffed::Http => serve_h2(tcp, shared, CallContext { peer: Some(peer), ..CallContext::default() }, phase).await,
+        Sniffed::Http => {
+            let (io, greeted) = Greeting::new(tcp);
+            let ctx = CallContext { peer: Some(peer), ..CallContext::default() };
+            serve_h2(io, shared, ctx, phase, Some(Client { deadline, greeted, peer })).await;
+            drop(permit);
+        }
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection");
-            let _ = paths.send(PathConn { io: Box::new(tcp), peer, channel: ChannelBinding::default() });
+            let conn = PathConn { io: Box::new(tcp), peer, channel: ChannelBinding::default(), deadline, permit };
+            let _ = paths.send(conn);
         }
-        Sniffed::Gone => tracing::debug!(%peer, "connection closed before it said what it is"),
+        Sniffed::Gone => tracing::debug!(%peer, "connection closed before it said what it is (or by its handshake deadline)"),
     }
 }
 
@@ -261,9 +297,10 @@ async fn tls_connection(
     shared: Arc<Shared>,
     paths: mpsc::UnboundedSender<PathConn>,
     phase: Phase,
+    permit: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let deadline = Instant::now() + shared.handshake_timeout;
     let handshake = tokio::select! {
         r = tokio::time::timeout_at(deadline, tls.accept(tcp)) => r,
         _ = phase.graceful.cancelled() => return,
@@ -275,7 +312,7 @@ async fn tls_connection(
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "no TLS handshake within {SNIFF_TIMEOUT:?}");
+            tracing::info!(%peer, "no TLS handshake by the handshake deadline");
             return;
         }
     };
@@ -291,12 +328,14 @@ async fn tls_connection(
     let io = Rewind { prefix: first, inner: stream };
     match sniffed {
         Sniffed::Http => {
+            let (io, greeted) = Greeting::new(io);
             let ctx = CallContext { peer: Some(peer), peer_certificate: channel.peer_certificate, ..CallContext::default() };
-            serve_h2(io, shared, ctx, phase).await
+            serve_h2(io, shared, ctx, phase, Some(Client { deadline, greeted, peer })).await;
+            drop(permit);
         }
         Sniffed::Resi => {
             tracing::debug!(%peer, "RESI path connection (TLS)");
-            let _ = paths.send(PathConn { io: Box::new(io), peer, channel });
+            let _ = paths.send(PathConn { io: Box::new(io), peer, channel, deadline, permit });
         }
         Sniffed::Gone => {}
     }
@@ -342,8 +381,7 @@ crate::tls::write_through!(Rewind);
 
 /// Looks at the first bytes without consuming them. Decides as soon as they
 /// differ from the RESI preface (an HTTP/2 preface differs at byte 0).
-async fn sniff(tcp: &TcpStream) -> Sniffed {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
+async fn sniff(tcp: &TcpStream, deadline: Instant) -> Sniffed {
     let mut buf = [0u8; 4];
     let mut pause = Duration::from_millis(1);
     loop {
@@ -369,30 +407,91 @@ async fn sniff(tcp: &TcpStream) -> Sniffed {
     }
 }
 
+/// What is watched on an ESI client's connection (not on a session, whose
+/// paths have their own handshake and heartbeats).
+struct Client {
+    /// Handshake deadline, from accept.
+    deadline: Instant,
+    /// Fires once the preface and first SETTINGS have been read.
+    greeted: tokio::sync::oneshot::Receiver<()>,
+    peer: SocketAddr,
+}
+
+/// Why a connection is being closed by this side.
+enum Close {
+    /// Gateway shutdown.
+    Shutdown,
+    /// No open call for `IdleTimeout`.
+    Idle,
+}
+
 /// Serves one HTTP/2 connection (a TCP client or an established session)
-/// until it ends, GOAWAY on graceful shutdown, dropped on hard shutdown.
+/// until it ends, GOAWAY on graceful shutdown or when idle, dropped on hard
+/// shutdown or when a client misses its handshake deadline.
 /// `ctx` tells every call what is known about the connection.
-async fn serve_h2<I>(io: I, shared: Arc<Shared>, ctx: CallContext, phase: Phase)
+async fn serve_h2<I>(io: I, shared: Arc<Shared>, ctx: CallContext, phase: Phase, client: Option<Client>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
     let svc_shared = shared.clone();
+    let svc_activity = activity.clone();
     let ctx = Arc::new(ctx);
-    let svc = service_fn(move |req| proxy::handle(svc_shared.clone(), ctx.clone(), req));
+    let svc = service_fn(move |req| {
+        let call = svc_activity.call();
+        let rsp = proxy::handle(svc_shared.clone(), ctx.clone(), req);
+        async move { rsp.await.map(|r| r.map(|body| Tracked::new(body, call))) }
+    });
     let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let watch = watch_client(client, &activity, shared.idle_timeout);
+    let close = tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!("HTTP/2 connection ended: {e}");
             }
             return;
         }
-        _ = phase.graceful.cancelled() => {}
-    }
+        close = watch => match close {
+            Some(close) => close,
+            None => return, // handshake deadline missed: drop the connection
+        },
+        _ = phase.graceful.cancelled() => Close::Shutdown,
+    };
     conn.as_mut().graceful_shutdown();
+    let limit = match close {
+        Close::Shutdown => None,
+        // A peer that does not take its GOAWAY gets one handshake time.
+        Close::Idle => Some(Instant::now() + shared.handshake_timeout),
+    };
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = phase.hard.cancelled() => {}
+        _ = sleep_until_opt(limit) => {}
+    }
+}
+
+/// For a client: `None` if the handshake deadline passes before its
+/// greeting, then `Some(Idle)` once it has no open call for `idle`. For a
+/// session: never.
+async fn watch_client(client: Option<Client>, activity: &Activity, idle: Duration) -> Option<Close> {
+    let Some(client) = client else { return std::future::pending().await };
+    match tokio::time::timeout_at(client.deadline, client.greeted).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return std::future::pending().await, // connection ended first: hyper reports it
+        Err(_) => {
+            tracing::info!(peer = %client.peer, "closed: no HTTP/2 preface and SETTINGS by the handshake deadline");
+            return None;
+        }
+    }
+    activity.idle_for(idle).await;
+    tracing::debug!(peer = %client.peer, "closing idle connection (GOAWAY)");
+    Some(Close::Idle)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -9,13 +9,15 @@
 //!   resi gateway and keeps a connection (or session) to it.
 //! - [`reverse`]: the reverse channel, which carries calls from the end
 //!   gateway's side back to the client gateway's side over the same session.
-//! - [`body`]: request and response body types.
+//! - [`body`]: request and response body types (with `MaxMessageSize`).
+//! - [`guard`]: handshake deadline, idle connections, connection limit.
 //!
 //! A gateway runs on the tokio runtime it was started on. Every hop is
 //! generic, so gateways chain (client gateway → end gateway → ESI server,
 //! or longer).
 
 pub(crate) mod body;
+mod guard;
 mod listener;
 mod proxy;
 pub(crate) mod reverse;
@@ -45,6 +47,10 @@ pub(crate) const FLOW_STREAM_WINDOW: u32 = 4 << 20;
 pub(crate) const FLOW_CONN_WINDOW: u32 = 16 << 20;
 /// Largest HTTP/2 frame this hop accepts (fewer frames for big messages).
 pub(crate) const MAX_FRAME_SIZE: u32 = 1 << 20;
+/// Calls open at once on one HTTP/2 connection.
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest request header block (all metadata of a call).
+pub(crate) const MAX_HEADER_LIST: u32 = 64 << 10;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,8 @@ pub(crate) struct Shared {
     /// has no `[Reverse] Listen` and refuses them).
     pub reverse: Option<Arc<reverse::Channels>>,
     pub max_message_size: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
     pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
@@ -96,7 +104,23 @@ impl Shared {
         extensions: Arc<ExtensionRegistry>,
         max_message_size: usize,
     ) -> Shared {
-        Shared { extensions, target, reverse, max_message_size, h2_server: h2_server_builder() }
+        let defaults = crate::config::ResiConfig::default();
+        Shared {
+            extensions,
+            target,
+            reverse,
+            max_message_size,
+            handshake_timeout: defaults.handshake_timeout,
+            idle_timeout: defaults.idle_timeout,
+            h2_server: h2_server_builder(),
+        }
+    }
+
+    /// The listener's deadlines of `[Resi]` (`HandshakeTimeout`, `IdleTimeout`).
+    pub(crate) fn with_timeouts(mut self, resi: &crate::config::ResiConfig) -> Shared {
+        self.handshake_timeout = resi.handshake_timeout;
+        self.idle_timeout = resi.idle_timeout;
+        self
     }
 }
 
@@ -150,10 +174,10 @@ impl Gateway {
         // `pass = true` goes to the ESI server behind the other gateway.
         let reverse_shared = channels.clone().map(|c| {
             let none = Arc::new(ExtensionRegistry::new());
-            Arc::new(Shared::new(Target::Reverse(c), None, none, resi.max_message_size))
+            Arc::new(Shared::new(Target::Reverse(c), None, none, resi.max_message_size).with_timeouts(resi))
         });
         let shared =
-            Arc::new(Shared::new(Target::Upstream(upstream.clone()), channels, extensions, resi.max_message_size));
+            Arc::new(Shared::new(Target::Upstream(upstream.clone()), channels, extensions, resi.max_message_size).with_timeouts(resi));
 
         let stop_server = CancellationToken::new();
         let stop_upstream = CancellationToken::new();
@@ -167,6 +191,7 @@ impl Gateway {
             reverse_listeners,
             reverse_shared,
             tls: config.tls.as_ref().and_then(|t| t.listener.clone()).map(tokio_rustls::TlsAcceptor::from),
+            max_connections: resi.max_connections,
         };
         for warning in config.warnings() {
             tracing::warn!("{warning}");
@@ -287,6 +312,17 @@ fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<Nkn
     Some(endpoint)
 }
 
+/// The HTTP/2 server settings, each chosen (documented in
+/// `docs/protocol.md`, "Connection limits"):
+/// - streams: 1024 concurrent calls per connection (a session's one
+///   connection carries every client of a client gateway);
+/// - header list: 64 KiB (gRPC implementations default to 8–16 KiB of
+///   metadata), which also bounds a CONTINUATION flood;
+/// - rapid reset (CVE-2023-44487): at most 64 streams reset by the client
+///   before the service saw them, and 256 streams this side had to reset
+///   for errors, before the connection is closed with GOAWAY;
+/// - keep-alive: a PING every 30 s; a peer that does not answer within
+///   20 s (dead, or not reading) loses the connection.
 fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -294,8 +330,10 @@ fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
         .initial_connection_window_size(FLOW_CONN_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
-        .max_header_list_size(1 << 20)
-        .max_concurrent_streams(1024)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);

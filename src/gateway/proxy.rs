@@ -3,10 +3,11 @@
 //!
 //! Forwarded calls are never buffered: the request and response bodies are
 //! hyper's own streams, passed frame by frame (trailers included), so every
-//! RPC shape and any message size passes, and dropping the call (client
-//! RST_STREAM) drops the upstream stream, which resets it. Only `Modify` is
-//! read in full, because the hop must look at the extension id; a `Modify`
-//! this hop passes on is re-sent from the buffered bytes.
+//! RPC shape passes, and dropping the call (client RST_STREAM) drops the
+//! upstream stream, which resets it. Every message is counted on the way
+//! (`MaxMessageSize`, see [`super::body`]). Only `Modify` is read in full,
+//! because the hop must look at the extension id; a `Modify` this hop
+//! passes on is re-sent from the buffered bytes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use prost::Message;
 
-use super::body::{LocalBody, ProxyBody, ReqBody};
+use super::body::{LimitedRequest, LocalBody, ProxyBody, Refusal, ReqBody, UpstreamBody};
 use super::upstream::CallSession;
 use super::Shared;
 use crate::extension::{not_implemented, run_handler_in, CallContext};
@@ -35,7 +36,11 @@ pub(crate) async fn handle(
         // Boxed: the rare, larger future stays out of every forwarded call.
         MODIFY_PATH => Ok(Box::pin(modify(&shared, &ctx, req)).await),
         REVERSE_PATH => Ok(reverse(&shared, req, ctx.over_session)),
-        _ => Ok(forward(&shared, req.map(Either::Left)).await),
+        _ => {
+            let (parts, body) = req.into_parts();
+            let (body, refused) = LimitedRequest::new(body, shared.max_message_size);
+            Ok(forward(&shared, Request::from_parts(parts, Either::Left(body)), refused).await)
+        }
     }
 }
 
@@ -52,11 +57,20 @@ fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Respo
     }
 }
 
-async fn forward(shared: &Shared, req: Request<ReqBody>) -> Response<ProxyBody> {
-    match shared.target.send(req).await {
+/// Sends `req` upstream. A request refused before the response headers
+/// came back is answered here, trailers-only, with the refusal.
+async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -> Response<ProxyBody> {
+    let send = shared.target.send(req);
+    tokio::pin!(send);
+    let sent = tokio::select! {
+        biased;
+        Ok(e) = &mut refused => return e.status("request").to_response(),
+        sent = &mut send => sent,
+    };
+    match sent {
         Ok(rsp) => {
             let session = CallSession::of(&rsp);
-            rsp.map(|body| ProxyBody::Upstream(body, session))
+            rsp.map(|body| ProxyBody::Upstream(UpstreamBody::new(body, shared.max_message_size, refused, session)))
         }
         Err(st) => {
             tracing::debug!("call not forwarded: {st}");
@@ -81,7 +95,10 @@ async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> R
             Ok(data) => modify_response(Extension { id, pass, data }),
             Err(st) => st.to_response(),
         },
-        None if pass => forward(shared, Request::from_parts(parts, Either::Right(LocalBody::full(raw)))).await,
+        None if pass => {
+            let body = Either::Right(LocalBody::full(raw));
+            forward(shared, Request::from_parts(parts, body), Refusal::terminated()).await
+        }
         None => not_implemented(id).to_response(),
     }
 }
@@ -90,16 +107,18 @@ async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> R
 /// one maximum-size message.
 async fn read_unary(mut body: Incoming, max_message: usize) -> Result<Bytes, Status> {
     let limit = max_message.saturating_add(grpc::FRAME_HEADER_LEN);
+    let mut tracker = grpc::MessageTracker::new(max_message);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Status::new(Code::Cancelled, format!("request body failed: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
+        tracker.feed(&data).map_err(|r| r.error.status("Modify request"))?;
         let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();
         if total > limit {
             return Err(Status::new(
                 Code::ResourceExhausted,
-                format!("Modify request larger than max_message_size ({max_message} bytes)"),
+                format!("Modify request of more than one message exceeds MaxMessageSize ({max_message} bytes)"),
             ));
         }
         match &first {

@@ -31,8 +31,6 @@ use crate::path::tcp;
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 use crate::tls::{binding_matches, CertFingerprint, ChannelBinding};
 
-/// How long a new path may take to send its HELLO.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Protocol version spoken here.
 pub const VERSION: u32 = 1;
 /// Sessions this gateway accepted, found by cookie.
@@ -199,11 +197,11 @@ impl SessionRegistry {
 
     /// Serves one accepted plain TCP connection that starts with the RESI
     /// path preface (not yet consumed): handshake, then hands it to its
-    /// session.
-    pub async fn accept_tcp_path(self: &Arc<Self>, stream: TcpStream) {
+    /// session. The preface and HELLO must arrive within `handshake_timeout`.
+    pub async fn accept_tcp_path(self: &Arc<Self>, stream: TcpStream, handshake_timeout: Duration) {
         let addr = stream.peer_addr().ok();
         let peer = addr.map(|a| a.to_string()).unwrap_or_default();
-        self.accept_path(stream, &peer, addr.map(|a| a.ip()), ChannelBinding::default()).await
+        self.accept_path(stream, &peer, addr.map(|a| a.ip()), ChannelBinding::default(), handshake_timeout).await
     }
 
     /// Like [`SessionRegistry::accept_tcp_path`] on any byte stream (a TLS
@@ -215,8 +213,9 @@ impl SessionRegistry {
         peer: &str,
         peer_ip: Option<IpAddr>,
         channel: ChannelBinding,
+        handshake_timeout: Duration,
     ) {
-        let (read_buf, hello) = match tcp::accept(&mut stream, HANDSHAKE_TIMEOUT).await {
+        let (read_buf, hello) = match tcp::accept(&mut stream, handshake_timeout).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "path handshake failed");

@@ -11,7 +11,9 @@
 //!     `x-trailer: yes` and `x-trailer-bin: [1,2,3]`;
 //!   - `"slow:MS"`: sleep MS milliseconds before answering (unary) or
 //!     between replies (server stream);
-//!   - `"hang"`: never answer; counts the call in `cancelled` when dropped.
+//!   - `"hang"`: never answer; counts the call in `cancelled` when dropped;
+//!   - `"grow:N"`: answer with a body of N bytes (unary), or send replies
+//!     after the first with N-byte bodies (server stream).
 //! - Client helpers with message size limits raised for 16 MiB tests.
 
 use std::collections::HashSet;
@@ -58,6 +60,9 @@ pub struct Counters {
     pub echo_calls: AtomicUsize,
     /// `hang` calls whose handler was dropped (the call was cancelled).
     pub cancelled: AtomicUsize,
+    /// Client-stream calls that ended before their request stream did
+    /// (reset by the client or a hop: the handler failed or was dropped).
+    pub broken_streams: AtomicUsize,
 }
 
 /// A running tonic test server.
@@ -242,6 +247,25 @@ fn slow_ms(note: &str) -> Option<u64> {
     note.strip_prefix("slow:").and_then(|s| s.parse().ok())
 }
 
+fn grow_len(note: &str) -> Option<usize> {
+    note.strip_prefix("grow:").and_then(|s| s.parse().ok())
+}
+
+/// Counts a client stream in `broken_streams` unless it is finished.
+struct Unfinished(Option<Arc<Counters>>);
+impl Unfinished {
+    fn finish(mut self) {
+        self.0 = None;
+    }
+}
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.broken_streams.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 struct CountOnDrop(Arc<Counters>);
 impl Drop for CountOnDrop {
     fn drop(&mut self) {
@@ -268,6 +292,10 @@ impl pb::echo_server::Echo for EchoSvc {
         if let Some(ms) = slow_ms(&msg.note) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        let mut msg = msg;
+        if let Some(n) = grow_len(&msg.note) {
+            msg.body = pattern(n, 1);
+        }
         let mut rsp = Response::new(msg);
         *rsp.metadata_mut() = md;
         Ok(rsp)
@@ -279,11 +307,13 @@ impl pb::echo_server::Echo for EchoSvc {
         echo_metadata(req.metadata(), &mut md);
         let mut stream = req.into_inner();
         let (mut count, mut total, mut hash) = (0u32, 0usize, FNV_START);
+        let unfinished = Unfinished(Some(self.counters.clone()));
         while let Some(m) = stream.message().await? {
             count += 1;
             total += m.body.len();
             hash = fnv(&m.body, hash);
         }
+        unfinished.finish();
         let mut rsp = Response::new(Msg { body: Bytes::new(), count, note: format!("{total}:{hash:x}") });
         *rsp.metadata_mut() = md;
         Ok(rsp)
@@ -300,7 +330,8 @@ impl pb::echo_server::Echo for EchoSvc {
         let fail = msg.note == "error";
         let count = msg.count;
         let body = msg.body.clone();
-        let stream = async_stream(count, body, pause, fail);
+        let later = grow_len(&msg.note).map(|n| pattern(n, 2)).unwrap_or_else(|| body.clone());
+        let stream = async_stream(count, (body, later), pause, fail);
         let mut rsp = Response::new(stream);
         *rsp.metadata_mut() = md;
         Ok(rsp)
@@ -319,16 +350,19 @@ impl pb::echo_server::Echo for EchoSvc {
     }
 }
 
-/// `count` replies (index in `count`), optional pause between them, then an
-/// error status if `fail`.
-fn async_stream(count: u32, body: Bytes, pause: Option<Duration>, fail: bool) -> MsgStream {
+/// `count` replies (index in `count`; the first with `bodies.0`, the others
+/// with `bodies.1`), optional pause between them, then an error status if
+/// `fail`.
+fn async_stream(count: u32, bodies: (Bytes, Bytes), pause: Option<Duration>, fail: bool) -> MsgStream {
+    let (first, body) = bodies;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         for i in 0..count {
             if let Some(p) = pause {
                 tokio::time::sleep(p).await;
             }
-            if tx.send(Ok(Msg { body: body.clone(), count: i, note: String::new() })).await.is_err() {
+            let body = if i == 0 { first.clone() } else { body.clone() };
+            if tx.send(Ok(Msg { body, count: i, note: String::new() })).await.is_err() {
                 return;
             }
         }
