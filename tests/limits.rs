@@ -89,8 +89,8 @@ async fn stalled_handshakes_are_closed_by_the_deadline() {
             ("HTTP/2 preface without SETTINGS", H2_PREFACE.to_vec()),
             ("SETTINGS header without its body", [H2_PREFACE, &settings_header[..]].concat()),
             ("partial RESI preface", b"RES".to_vec()),
-            ("RESI preface without HELLO", b"RESI\r\n\x00\x01".to_vec()),
-            ("RESI preface and part of a HELLO", b"RESI\r\n\x00\x01\x05\x00\x00\x00\x00\x00\x00\x10abc".to_vec()),
+            ("RESI preface without HELLO", b"RESI\r\n\x00\x02".to_vec()),
+            ("RESI preface and part of a HELLO", b"RESI\r\n\x00\x02\x05\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x00abc".to_vec()),
         ];
         let mut waits = vec![];
         for (name, bytes) in cases {
