@@ -221,9 +221,17 @@ class EsiServer:
 
 
 def channel(target: str) -> grpc.Channel:
+    # A channel of its own connections: grpcio otherwise shares subchannels
+    # between channels to one address, so a channel made after a fault (a
+    # killed relay) could inherit the old one's reconnect backoff and fail
+    # at once although the target is back.
     return grpc.insecure_channel(
         target,
-        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+        options=[
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.use_local_subchannel_pool", 1),
+        ],
     )
 
 
