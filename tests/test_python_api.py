@@ -529,3 +529,24 @@ async def test_fault_relay_from_python(esi_server: EsiServer):
     with channel(relay.address) as ch:
         assert ch.unary_unary(f"/{SERVICE}/Unary")(b"b", timeout=5) == b"echo:b"
     relay.close()
+
+
+async def test_an_upstream_whose_modify_echoes_every_extension_is_plain_esi(caplog):
+    """The RESI probe answered with anything but a valid `opened` (here an
+    ESI server whose `Modify` echoes every extension, RESI's included) means
+    a plain ESI upstream: forwarding works, with one warning naming it."""
+    node = EsiNode().start()
+    node.extensions[1] = lambda data: data  # echoes the Open back: not an `opened`
+    try:
+        with caplog.at_level(logging.WARNING, logger="resi"):
+            async with resi.Gateway(listen="127.0.0.1:0", address=node.address, name="odd-probe") as gw:
+                async with await resi.Client.connect(gw.address) as client:
+                    for i in range(3):
+                        reply = await client.unary(f"/{ECHO_SERVICE}/Unary", b"x%d" % i, timeout=5)
+                        assert reply == b"x%d" % i
+        resi.refresh_logging()
+        warnings = [r for r in caplog.records if "without a valid `opened`" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+        assert node.address in warnings[0].getMessage()
+    finally:
+        node.stop()

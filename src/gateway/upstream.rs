@@ -136,6 +136,8 @@ pub(crate) struct Upstream {
     discover: bool,
     /// An NKN path to the next gateway (`[Nkn] Address`), beside the TCP ones.
     nkn: std::sync::OnceLock<(Arc<NknEndpoint>, String)>,
+    /// An odd answer to the probe was reported (once per upstream).
+    odd_probe_warned: std::sync::atomic::AtomicBool,
     /// Opens a reverse channel over every session this upstream joins
     /// (`[Reverse] Address`).
     reverse: std::sync::OnceLock<Arc<Opener>>,
@@ -173,6 +175,7 @@ impl Upstream {
             connect_timeout,
             discover,
             nkn: std::sync::OnceLock::new(),
+            odd_probe_warned: std::sync::atomic::AtomicBool::new(false),
             reverse: std::sync::OnceLock::new(),
             tls: tls.map(Arc::new),
         })
@@ -460,7 +463,18 @@ impl Upstream {
             .map_err(|e| e.to_string())?;
         let rsp = tx.send_request(req).await.map_err(|e| format!("{addr}: probe failed: {e}"))?;
         match unary_result(rsp).await {
-            Ok(msg) => decode_opened(msg).map(Some).map_err(|e| format!("{addr}: {e}")),
+            Ok(msg) => match decode_opened(msg) {
+                Ok(opened) => Ok(Some(opened)),
+                Err(e) => {
+                    // A server whose `Modify` answers extension 1 without a
+                    // valid `opened` (e.g. it echoes every extension) does
+                    // not speak RESI: forward to it as a plain ESI server.
+                    if !self.odd_probe_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(upstream = %addr, "upstream answered the RESI probe without a valid `opened` ({e}): using it as a plain ESI server");
+                    }
+                    Ok(None)
+                }
+            },
             Err(st) if st.code == Code::Unimplemented => Ok(None),
             Err(st) => Err(format!("{addr}: refused the RESI probe: {st}")),
         }
