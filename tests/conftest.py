@@ -8,6 +8,12 @@ a grpcio ESI server.
   methods of ``grpc_helpers`` and ``/esi.Esi/Modify``.
 - ``esi_services``: the three SolarNetwork ESI services on generated
   servicers (``esi_servicer.EsiServices``, a grpc.aio server).
+
+Two guards keep a broken run short and readable (CI shows only ``-q``
+output): a failure's report is printed as soon as the test fails, and a
+test still running 60 s after its pytest-timeout limit (which a thread
+stuck outside Python can defeat) makes faulthandler print every thread's
+stack and end the run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
+import faulthandler
+
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +39,45 @@ if str(HERE) not in sys.path:
 
 from esi_servicer import EsiServices, serve_esi  # noqa: E402
 from grpc_helpers import EsiServer  # noqa: E402
+
+#: Beyond a test's pytest-timeout limit, seconds before the whole run is ended.
+HARD_STOP_GRACE = 60
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker and marker.args:
+        return float(marker.args[0])
+    try:
+        return float(item.config.getini("timeout") or 120)
+    except ValueError:  # pytest-timeout not loaded
+        return 120.0
+
+
+_real_stderr = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A copy of the terminal's stderr, taken while capturing is suspended: a
+    # test's own stderr is a capture file that os._exit would discard.
+    global _real_stderr
+    _real_stderr = os.fdopen(os.dup(sys.__stderr__.fileno()), "w")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    faulthandler.dump_traceback_later(_timeout_of(item) + HARD_STOP_GRACE, exit=True, file=_real_stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and _real_stderr is not None:
+        _real_stderr.write(f"\n=== FAILED {report.nodeid} ({report.when}) ===\n{report.longreprtext}\n")
+        _real_stderr.flush()
+
 
 LISTENING = re.compile(r"^resi: listening on (\S+)\s*$")
 

@@ -473,6 +473,7 @@ async def test_rust_logs_reach_python_logging(caplog, esi_server: EsiServer):
     resi.refresh_logging()
     async with resi.Gateway(listen="127.0.0.1:0", address=esi_server.addr, name="logged"):
         pass
+    assert resi.flush_logging()
     names = {r.name for r in caplog.records}
     assert any(n == "resi.gateway" or n.startswith("resi.gateway.") for n in names), names
     assert any("gateway started" in r.getMessage() for r in caplog.records)
@@ -549,7 +550,7 @@ async def test_an_upstream_whose_modify_echoes_every_extension_is_plain_esi(capl
                     for i in range(3):
                         reply = await client.unary(f"/{ECHO_SERVICE}/Unary", b"x%d" % i, timeout=5)
                         assert reply == b"x%d" % i
-        resi.refresh_logging()
+            assert resi.flush_logging()
         warnings = [r for r in caplog.records if "without a valid `opened`" in r.getMessage()]
         assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
         assert node.address in warnings[0].getMessage()

@@ -23,7 +23,8 @@ remove the duplicates, with a thin asyncio API over the Rust core::
 - Errors: :class:`ResiError` and its subclasses :class:`ConfigError`,
   :class:`CallError` (``.code``, ``.details``, ``.trailers``) and
   :class:`SessionError`.
-- Rust logs go to the ``resi`` logger of :mod:`logging`.
+- Rust logs go to the ``resi`` logger of :mod:`logging` (from a
+  background thread; :func:`flush_logging` waits for them).
 - :mod:`resi.nkn` — NKN directly: identities, ``NknClient`` (an asyncio
   MultiClient) and ``LocalNode`` (the embedded NKN node for offline tests).
 - :mod:`resi.esi` — typed ESI (SolarNetwork dialect): the message classes
@@ -39,6 +40,7 @@ Run a gateway as a process with the ``resi`` command
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -78,6 +80,7 @@ __all__ = [
     "SessionStats",
     "StatusCode",
     "__version__",
+    "flush_logging",
     "refresh_logging",
     "run_cli",
 ]
@@ -127,6 +130,17 @@ def _client_tls(
     table = {"UpstreamCa": ca, "Cert": cert, "Key": key, "ServerName": server_name}
     table = {k: v for k, v in table.items() if v is not None}
     return table or None
+
+
+def flush_logging() -> bool:
+    """Waits until every Rust log record logged so far has reached Python's
+    ``logging`` (a background thread hands them over, in order); returns
+    False if that took more than 5 s. The GIL is released while waiting."""
+    return _resi.flush_logs()
+
+
+# Records still queued at exit reach Python's logging before it shuts down.
+atexit.register(_resi.flush_logs)
 
 
 def refresh_logging() -> None:

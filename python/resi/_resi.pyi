@@ -19,6 +19,7 @@ def run_cli(args: list[str]) -> int:
     """Run the ``resi`` command with ``args`` (without the program name) and
     return its exit code. The GIL is released while it runs."""
 
+def flush_logs() -> bool: ...
 def reset_log_cache() -> None:
     """Forget cached Python logger levels (after changing them)."""
 

@@ -253,11 +253,13 @@ impl Channels {
         if self.closing.is_cancelled() {
             return; // dropping the sender closes the inner connection
         }
-        let mut open = self.open();
-        open.retain(|s| !s.is_closed());
-        open.push(sender);
-        tracing::info!(channels = open.len(), "reverse channel accepted");
-        drop(open);
+        let channels = {
+            let mut open = self.open();
+            open.retain(|s| !s.is_closed());
+            open.push(sender);
+            open.len()
+        };
+        tracing::info!(channels, "reverse channel accepted");
         self.changed.send_modify(|n| *n += 1);
     }
 

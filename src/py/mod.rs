@@ -13,6 +13,8 @@
 //! - `extension`: extension handlers written in Python.
 //! - `stats`: `SessionStats`, `PathStats`, `Event`, `EventStream`.
 //! - `fault`: `FaultRelay`.
+//! - `logging`: Rust log records into Python's `logging`, queued to one
+//!   thread so no Rust thread ever waits for the GIL to log.
 //! - `nkn`: `NknClient`, `NknMessage`, `NknLocalNode` and identities
 //!   (`resi.nkn`).
 
@@ -22,15 +24,11 @@ mod errors;
 mod extension;
 mod fault;
 mod gateway;
+mod logging;
 mod nkn;
 mod stats;
 
-use std::sync::OnceLock;
-
 use pyo3::prelude::*;
-
-/// Clears pyo3-log's cache of Python loggers and levels.
-static LOG_RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
 
 /// Runs the `resi` command with `args` (without the program name) and
 /// returns its exit code. The GIL is released while it runs.
@@ -46,29 +44,24 @@ fn run_cli(py: Python<'_>, args: Vec<String>) -> i32 {
 /// after they were first used (levels are cached for speed).
 #[pyfunction]
 fn reset_log_cache() {
-    if let Some(h) = LOG_RESET.get() {
-        h.reset();
-    }
+    logging::reset_cache();
 }
 
-/// Routes the `log` records (and `tracing` events, through its `log`
-/// feature) of the Rust core to Python's `logging`: target `resi::gateway`
-/// becomes logger `resi.gateway`. Other crates only from warnings up.
-fn init_logging(py: Python<'_>) {
-    let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels).map(|l| {
-        l.filter(log::LevelFilter::Warn).filter_target("resi".to_string(), log::LevelFilter::Trace)
-    });
-    if let Ok(Ok(handle)) = logger.map(|l| l.install()) {
-        let _ = LOG_RESET.set(handle);
-    }
+/// Waits until every Rust log record so far has reached Python's
+/// `logging` (they are handed over by a background thread); false if that
+/// took more than 5 s.
+#[pyfunction]
+fn flush_logs(py: Python<'_>) -> bool {
+    logging::flush(py)
 }
 
 #[pymodule]
 fn _resi(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    init_logging(m.py());
+    logging::install(m.py());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_logs, m)?)?;
     errors::register(m)?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<client::Client>()?;

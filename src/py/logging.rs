@@ -1,0 +1,199 @@
+//! Rust log records into Python's `logging`, without ever making a Rust
+//! thread wait for the GIL.
+//!
+//! Why a queue: a logger that takes the GIL on the thread that logs (as
+//! pyo3-log does when installed directly) deadlocks the process when that
+//! thread holds a Rust lock which the Python thread, holding the GIL, is
+//! waiting for (a getter reading gateway state while a tokio thread logs
+//! under the same lock). It also makes every tokio worker contend with the
+//! asyncio thread for the GIL. So records are filtered without the GIL
+//! (pyo3-log's cache of Python levels), copied into an owned record and
+//! handed to one `resi-log` thread, which takes the GIL once per batch and
+//! passes them, in order, to pyo3-log and so to Python's `logging`.
+//!
+//! The queue is bounded: when Python cannot keep up, records are dropped and
+//! counted, and the next batch starts with a warning saying how many.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use pyo3::prelude::*;
+
+/// Records waiting for the Python side before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+/// Records handed to Python under one acquisition of the GIL.
+const BATCH: usize = 256;
+/// How long `flush` waits for the queue to drain.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// A record owned by the queue (a `log::Record` borrows its parts).
+struct OwnedRecord {
+    level: Level,
+    target: String,
+    message: String,
+    file: Option<String>,
+    line: Option<u32>,
+    module: Option<String>,
+}
+
+enum Item {
+    Record(OwnedRecord),
+    /// Answered once every item queued before it was handled.
+    Flush(mpsc::Sender<()>),
+}
+
+/// The installed `log::Log`: filters, copies, queues.
+struct QueuedLogger {
+    /// pyo3-log's logger: its `enabled` reads a cache (no GIL); its `log`
+    /// runs only on the `resi-log` thread.
+    python: &'static pyo3_log::Logger,
+    queue: SyncSender<Item>,
+    dropped: &'static AtomicU64,
+}
+
+static QUEUE_TX: OnceLock<SyncSender<Item>> = OnceLock::new();
+static RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
+
+impl Log for QueuedLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.python.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.python.enabled(record.metadata()) {
+            return;
+        }
+        let owned = OwnedRecord {
+            level: record.level(),
+            target: record.target().to_string(),
+            message: record.args().to_string(),
+            file: record.file().map(str::to_string),
+            line: record.line(),
+            module: record.module_path().map(str::to_string),
+        };
+        match self.queue.try_send(Item::Record(owned)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the bridge: records of targets under `resi` from `trace` up,
+/// other crates' from warnings up, as far as Python's levels let them.
+pub(crate) fn install(py: Python<'_>) {
+    let Ok(python) = pyo3_log::Logger::new(py, pyo3_log::Caching::LoggersAndLevels) else {
+        return;
+    };
+    let python = python
+        .filter(LevelFilter::Warn)
+        .filter_target("resi".to_string(), LevelFilter::Trace);
+    let _ = RESET.set(python.reset_handle());
+    let python: &'static pyo3_log::Logger = Box::leak(Box::new(python));
+    let dropped: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let logger = QueuedLogger {
+        python,
+        queue: tx.clone(),
+        dropped,
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_err() {
+        return; // another logger was installed first; leave it
+    }
+    log::set_max_level(LevelFilter::Trace);
+    let _ = QUEUE_TX.set(tx);
+    let spawned = std::thread::Builder::new()
+        .name("resi-log".into())
+        .spawn(move || drain(rx, python, dropped));
+    if spawned.is_err() {
+        log::set_max_level(LevelFilter::Off);
+    }
+}
+
+/// Makes records follow changes of Python logging levels made after they
+/// were first used.
+pub(crate) fn reset_cache() {
+    if let Some(h) = RESET.get() {
+        h.reset();
+    }
+}
+
+/// Waits (without the GIL) until every record logged before the call has
+/// reached Python's `logging`; false if that took longer than 5 s.
+pub(crate) fn flush(py: Python<'_>) -> bool {
+    let Some(tx) = QUEUE_TX.get() else {
+        return true;
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    py.detach(move || {
+        if tx.send(Item::Flush(done_tx)).is_err() {
+            return true;
+        }
+        done_rx.recv_timeout(FLUSH_WAIT).is_ok()
+    })
+}
+
+/// The `resi-log` thread: waits for records without the GIL, then hands a
+/// batch of them to Python under one acquisition.
+fn drain(rx: Receiver<Item>, python: &'static pyo3_log::Logger, dropped: &'static AtomicU64) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        match rx.recv_timeout(Duration::from_secs(3600)) {
+            Ok(item) => batch.push(item),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        Python::attach(|_py| {
+            if lost > 0 {
+                emit_dropped(python, lost);
+            }
+            for item in batch.drain(..) {
+                match item {
+                    Item::Record(r) => emit(python, &r),
+                    Item::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn emit(python: &pyo3_log::Logger, r: &OwnedRecord) {
+    python.log(
+        &Record::builder()
+            .level(r.level)
+            .target(&r.target)
+            .args(format_args!("{}", r.message))
+            .file(r.file.as_deref())
+            .line(r.line)
+            .module_path(r.module.as_deref())
+            .build(),
+    );
+}
+
+fn emit_dropped(python: &pyo3_log::Logger, lost: u64) {
+    python.log(
+        &Record::builder()
+            .level(Level::Warn)
+            .target("resi::logging")
+            .args(format_args!(
+                "{lost} log records were dropped: Python's logging did not keep up"
+            ))
+            .build(),
+    );
+}
