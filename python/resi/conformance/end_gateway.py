@@ -36,9 +36,11 @@ class EndGatewayChecks:
     async def hello(self, body: bytes, session: Optional[Session], name: str, **kw):
         return await dial(self.host, self.port, body, session, name, **kw)
 
-    async def open(self, cookies: int = 2, mode: Optional[int] = None) -> Session:
-        """A new session with path 0 open (an Open in its HELLO)."""
+    async def open(self, cookies: int = 2, mode: Optional[int] = None, acks: bool = True) -> Session:
+        """A new session with path 0 open (an Open in its HELLO); with
+        `acks` False its paths never acknowledge (the peer keeps every byte)."""
         s = Session()
+        s.send_acks = acks
         deadline = time.monotonic() + 5
         while True:
             path, reply = await self.hello(wire.open_request(self.mode if mode is None else mode, cookies), s, "path 0")
@@ -121,20 +123,34 @@ class EndGatewayChecks:
     async def open_over_grpc(self) -> str:
         async with grpc.aio.insecure_channel(f"{self.host}:{self.port}") as ch:
             call = ch.unary_unary("/esi.Esi/Modify")
-            body = await call(wire.open_request(self.mode, 3), timeout=PROMPT)
-            reply = wire.modify_answer(body)
-            expect(reply.redundancy.WhichOneof("msg") == "opened", f"Open answered {reply}")
-            o = reply.redundancy.opened
-            expect(len(o.session_id) == 16, f"session_id of {len(o.session_id)} bytes")
-            expect(len(o.cookies) == 3, f"asked for 3 cookies, got {len(o.cookies)}")
+            seen = []
+            for asked, want in ((3, 3), (0, 1), (40, 16)):
+                reply = wire.modify_answer(await call(wire.open_request(self.mode, asked), timeout=PROMPT))
+                expect(reply.redundancy.WhichOneof("msg") == "opened", f"Open answered {reply}")
+                o = reply.redundancy.opened
+                expect(len(o.session_id) == 16, f"session_id of {len(o.session_id)} bytes")
+                expect(len(o.cookies) == want, f"asked for {asked} cookies, got {len(o.cookies)} (expected {want})")
+                seen.append(f"{asked}->{len(o.cookies)}")
+        return f"opened with a 16-byte session id; cookies asked->issued: {', '.join(seen)}"
+
+    async def merge_over_grpc(self) -> str:
+        async with grpc.aio.insecure_channel(f"{self.host}:{self.port}") as ch:
+            call = ch.unary_unary("/esi.Esi/Modify")
+            o = wire.modify_answer(await call(wire.open_request(self.mode, 1), timeout=PROMPT)).redundancy.opened
             merge = wire.modify(wire.resi_pb2.Redundancy(merge=wire.resi_pb2.MergeRequest(cookie=o.cookies[0], path_id=0)))
             try:
                 await call(merge, timeout=PROMPT)
                 raise CheckFailed("a merge sent as a gRPC call was answered OK")
             except grpc.aio.AioRpcError as e:
-                expect(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"a merge sent as a gRPC call got {e.code().name}")
-                merge_seen = e.code().name
-        return f"opened: 16-byte session id, 3 cookies, version {o.version}; a merge as a gRPC call: {merge_seen}"
+                expect(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"a merge sent as a gRPC call got {e.code().name} {e.details()!r}")
+                seen = f"{e.code().name} {e.details()!r}"
+        # The cookie was not spent: it still merges a path.
+        s = Session()
+        p, reply = await self.hello(wire.merge_request(o.cookies[0], 0), s, "path 0")
+        expect(p is not None, f"the cookie no longer merges after the refused gRPC merge: {reply}")
+        p.send(wire.close_frame(0))
+        p.stop()
+        return f"{seen}; the cookie still merges in a HELLO"
 
     async def bad_version(self) -> str:
         return await self.refused(wire.open_request(self.mode, 1, version=2), wire.FAILED_PRECONDITION, "")
@@ -288,17 +304,43 @@ class EndGatewayChecks:
     async def acks(self) -> str:
         s = await self.open(1)
         p = s.paths[0]
-        start, end = s.write(wire.H2_PREFACE)
+        _, end = s.write(wire.H2_PREFACE)
         got = await p.until(lambda: p.last_ack()[0] >= end, PROMPT)
         expect(got, f"ACK path_received {p.last_ack()[0]} for {end} bytes sent")
         got = await p.until(lambda: p.last_ack()[1] >= end, PROMPT)
         expect(got, f"one live path, yet ACK delivered stays at {p.last_ack()[1]}")
-        p.data(start, wire.H2_PREFACE)  # a duplicate: answered by an ACK
+        s.write(b"".join(wire.h2_ping(i) for i in range(5)))
+        expect(await p.until(lambda: p.last_ack()[1] >= len(s.out), PROMPT), "later bytes not acknowledged")
+        expect(not p.violations, "; ".join(p.violations))
+        return f"ACKs up to ({len(s.out)}, {len(s.out)}) for {len(s.out)} bytes, never decreasing"
+
+    async def duplicate_ack(self) -> str:
+        s = await self.open(1)
+        p = s.paths[0]
+        _, end = s.write(wire.H2_PREFACE)
+        expect(await p.until(lambda: p.last_ack()[1] >= end, PROMPT), "no ACK for the bytes sent")
+        await asyncio.sleep(0.1)
         n = len(p.acks)
+        p.data(0, wire.H2_PREFACE)  # a duplicate: the sender evidently missed an ACK
         got = await p.until(lambda: len(p.acks) > n, PROMPT)
         expect(got, "no ACK after a duplicate DATA frame")
-        expect(not p.violations, "; ".join(p.violations))
-        return f"ACK ({end}, {end}) for {end} bytes, and again after a duplicate; never decreasing"
+        return f"a duplicate DATA frame was answered by ACK {p.last_ack()}"
+
+    async def cookie_request(self) -> str:
+        s = await self.open(1)
+        p = s.paths[0]
+        req = wire.resi_pb2.Control(cookie_request=wire.resi_pb2.CookieRequest(count=3))
+        p.send(wire.encode(wire.CONTROL, req.SerializeToString()))
+        got = await p.until(lambda: any(c.WhichOneof("msg") == "cookie_grant" for c in p.controls), PROMPT)
+        expect(got, "no CookieGrant for a CookieRequest")
+        grant = next(c.cookie_grant for c in p.controls if c.WhichOneof("msg") == "cookie_grant")
+        expect(len(grant.cookies) == 3, f"asked for 3 cookies, granted {len(grant.cookies)}")
+        old = s.cookies[0]
+        p1, reply = await self.merge(s, 1, grant.cookies[0])
+        expect(p1 is not None, f"a granted cookie does not merge: {reply}")
+        p2, reply = await self.merge(s, 2, old)
+        expect(p2 is not None, f"a cookie issued before the grant no longer merges: {reply}")
+        return "CookieGrant of 3 cookies; a granted cookie merges, and so does one issued before the grant"
 
     async def peer_data_well_formed(self) -> str:
         s, p0, p1 = await self.two_paths()
@@ -310,9 +352,8 @@ class EndGatewayChecks:
         return f"{p0.received} bytes on each path, contiguous from 0, identical copies, no frame over 64 KiB"
 
     async def resend_on_admission(self) -> str:
-        s = await self.open(2)
+        s = await self.open(2, acks=False)  # the peer keeps every byte
         p0 = s.paths[0]
-        p0.send_acks = False  # nothing is acknowledged: the peer keeps it all
         s.write(wire.H2_PREFACE)
         expect(await p0.until(lambda: p0.received > 0, PROMPT), "no answer to the HTTP/2 preface")
         sent = p0.received
@@ -396,9 +437,8 @@ class EndGatewayChecks:
         return f"the silent path was closed after {took:.1f} s; path 0 lives on"
 
     async def outage_of_every_path(self) -> str:
-        s = await self.open(2)
+        s = await self.open(2, acks=False)
         p0 = s.paths[0]
-        p0.send_acks = False
         s.write(wire.H2_PREFACE)
         expect(await p0.until(lambda: p0.received > 0, PROMPT), "no answer to the HTTP/2 preface")
         sent = p0.received
@@ -422,38 +462,41 @@ class EndGatewayChecks:
 
 #: (requirement, title, method, modes it applies to; None = both)
 CHECKS = [
-    ("R-2-1", "a gRPC call crosses the session", "call_crosses_session", None),
+    ("R-2-2", "a hop answers its own extension: hop information over the session", "call_crosses_session", None),
     ("R-3.1-1", "Open with another version is refused", "bad_version", None),
     ("R-3.1-2", "opened.mode is the stricter of request and acceptor", "mode_in_force", None),
-    ("R-3.1-3", "Open over gRPC answers opened; merge over gRPC refused", "open_over_grpc", None),
-    ("R-3.1-4", "Open in a HELLO admits path 0", "open_in_hello", None),
+    ("R-3.1-4", "Open over gRPC: 16-byte id, cookies clamped to 1..16", "open_over_grpc", None),
+    ("R-3.1-5", "Open in a HELLO admits path 0 with one cookie more", "open_in_hello", None),
     ("R-3.2-1", "cookies have 128 bits or more and differ", "cookie_entropy", None),
-    ("R-3.2-2", "a forged cookie is refused", "forged_cookie", None),
-    ("R-3.2-3", "a reused cookie is refused", "reused_cookie", None),
-    ("R-3.2-4", "an expired cookie is refused", "expired_cookie", None),
-    ("R-3.2-5", "a cookie of an ended session is refused", "ended_session_cookie", None),
+    ("R-3.2-3", "a forged cookie is refused", "forged_cookie", None),
+    ("R-3.2-3", "a cookie of an ended session is refused", "ended_session_cookie", None),
+    ("R-3.2-4", "a reused cookie is refused", "reused_cookie", None),
+    ("R-3.2-5", "an expired cookie is refused (and remembered)", "expired_cookie", None),
     ("R-3.3-1", "each merge returns a next_cookie that merges", "next_cookie_chain", None),
     ("R-3.3-2", "a cookie joins its own session", "another_sessions_cookie", None),
     ("R-3.3-3", "re-admission replaces the path's connection", "readmission", None),
+    ("R-3.3-5", "a merge sent as a gRPC call is refused", "merge_over_grpc", None),
     ("R-5.1-1", "another frame format version is closed", "bad_preface", None),
     ("R-5.3-1", "a HELLO without open or merge is refused", "hello_without_redundancy", None),
-    ("R-5.2-1", "unknown IGNORABLE frame skipped", "ignorable_unknown", None),
     ("R-5.2-2", "unknown flag bits and reserved ignored", "flags_ignored", None),
-    ("R-5.2-3", "unknown type closes only that path", "unknown_type", None),
+    ("R-5.2-3", "unknown IGNORABLE frame skipped", "ignorable_unknown", None),
+    ("R-5.2-4", "unknown type closes only that path", "unknown_type", None),
     ("R-5.2-4", "wrong fixed length closes only that path", "bad_fixed_length", None),
-    ("R-5.2-5", "over the frame limit closes only that path", "oversized", None),
-    ("R-5.2-6", "CRC-32C mismatch closes only that TCP path", "bad_crc", None),
-    ("R-5.5-1", "PING answered with PONG on its path", "ping_pong", None),
-    ("R-5.5-2", "ACKs cumulative, also after a duplicate", "acks", None),
-    ("R-6-1", "peer's DATA: every byte on every path, <= 64 KiB", "peer_data_well_formed", None),
-    ("R-6-2", "an admitted path resends from acked", "resend_on_admission", None),
-    ("R-7-1", "strict: delivery waits for every live path", "strict_waits_for_every_path", None),
-    ("R-8.1-3", "strict: a path with no data stops holding delivery", "strict_drops_stalled_path", None),
-    ("R-7-2", "strict: an altered copy fails the session closed", "strict_altered_fails_closed", None),
+    ("R-5.2-4", "over the frame limit closes only that path", "oversized", None),
+    ("R-5.2-5", "CRC-32C mismatch closes only that TCP path", "bad_crc", None),
+    ("R-5.5-1", "ACKs cumulative and never decreasing", "acks", None),
+    ("R-5.5-2", "PING answered with PONG on its path", "ping_pong", None),
+    ("R-5.6-1", "CookieRequest answered by a CookieGrant; grants revoke nothing", "cookie_request", None),
+    ("R-5.6-2", "Close ends the session and revokes its cookies", "close_ends_session", None),
+    ("R-6-2", "every byte on every live path, <= 64 KiB a frame", "peer_data_well_formed", None),
+    ("R-6-4", "a duplicate DATA frame is answered by an ACK", "duplicate_ack", None),
+    ("R-7-2", "strict: delivery waits for every live path", "strict_waits_for_every_path", None),
     ("R-7-3", "permissive: the first copy is delivered", "permissive_first_copy", {wire.PERMISSIVE}),
-    ("R-7-4", "permissive: an altered late copy is dropped", "permissive_altered_late", {wire.PERMISSIVE}),
+    ("R-7-4", "permissive: an altered late copy is dropped, its path advances", "permissive_altered_late", {wire.PERMISSIVE}),
+    ("R-7-5", "strict: an altered copy fails the session closed", "strict_altered_fails_closed", None),
     ("R-8.1-1", "PINGs on every live path", "peer_heartbeats", None),
     ("R-8.1-2", "a silent path is closed after the dead timeout", "dead_timeout", None),
+    ("R-8.1-3", "strict: a path with no data stops holding delivery", "strict_drops_stalled_path", None),
+    ("R-8.3-3", "a re-admitted path resends from acked", "resend_on_admission", None),
     ("R-8.4-1", "the session survives an outage of every path", "outage_of_every_path", None),
-    ("R-8.5-1", "Close ends the session and revokes its cookies", "close_ends_session", None),
 ]

@@ -36,7 +36,7 @@ class Path:
         self.violations: list[str] = []
         self.auto_pong = True
         self.keepalive = True
-        self.send_acks = True
+        self.send_acks = session.send_acks if session else True
         self.closed = asyncio.Event()
         self.close_reason = ""
         self._changed = asyncio.Event()
@@ -199,6 +199,9 @@ class Session:
         self.session_id = b""
         self.mode = wire.UNSPECIFIED
         self.closes: list[int] = []
+        #: Whether new paths acknowledge what they receive (a check that
+        #: wants the peer to keep its bytes turns this off before dialling).
+        self.send_acks = True
         self._sink: Optional[asyncio.StreamWriter] = None
 
     @property
