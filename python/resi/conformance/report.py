@@ -62,3 +62,23 @@ class CheckFailed(Exception):
 def expect(cond: bool, seen: str) -> None:
     if not cond:
         raise CheckFailed(seen)
+
+
+class Inconclusive(Exception):
+    """The machine was too slow to tell (a timer of the peer's may rightly
+    have fired): the check is tried again."""
+
+
+#: A hold observed for less than this after the bytes were sent is
+#: conclusive: the peer's dead timeout (default 1 s) cannot have ended it.
+HOLD_WINDOW = 0.8
+
+
+async def retried(check, tries: int = 3):
+    """Runs `check()` again while it is inconclusive (at most `tries`)."""
+    for i in range(tries):
+        try:
+            return await check()
+        except Inconclusive as e:
+            if i == tries - 1:
+                raise CheckFailed(f"inconclusive {tries} times: {e}") from None
