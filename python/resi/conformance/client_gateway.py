@@ -69,6 +69,9 @@ class Acceptor:
         self.plain_connections = 0
         self.hello_versions: list[bytes] = []
         self.refuse_next_merge: Optional[tuple[int, str]] = None
+        #: Answer the next Open PERMISSIVE whatever was asked (a faulty
+        #: acceptor, for R-3.1-3).
+        self.answer_permissive_once = False
         self.echoes = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._grpc: Optional[grpc.aio.Server] = None
@@ -120,6 +123,8 @@ class Acceptor:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected Redundancy.open")
         o = red.open
         mode = wire.STRICT if wire.STRICT in (o.mode or wire.STRICT, self.mode) else wire.PERMISSIVE
+        if self.answer_permissive_once:
+            self.answer_permissive_once, mode = False, wire.PERMISSIVE
         s = Accepted(mode, self.ttl, self.by_cookie)
         s.session_id = os.urandom(16)
         cookies = [s.new_cookie() for _ in range(max(1, min(16, o.cookies)))]
@@ -409,6 +414,17 @@ class Acceptor:
         expect(await self.call() == b"conformance", "calls fail on the new session")
         return "the target closed every path, opened a new session and calls go on"
 
+    async def weaker_answer_ignored(self) -> str:
+        s = await self.all_paths()
+        n = len(self.sessions)
+        self.answer_permissive_once = True
+        s.close(0)
+        got = await self.until(lambda: len(self.sessions) > n, REDIAL)
+        expect(got, "no new Open after the session ended")
+        expect(self.current().mode == wire.PERMISSIVE, "the suite did not answer PERMISSIVE")
+        seen = await retried(self._strict_hold)
+        return f"opened.mode PERMISSIVE answered to a strict target, which still ran strict: {seen}"
+
     async def strict_altered(self) -> str:
         s, paths = await self.quiet_paths()
         bad = bytearray(wire.h2_ping(0xBAD))
@@ -438,5 +454,6 @@ CHECKS = [
     ("R-8.3-2", "a cookie refused as used is discarded", "used_cookie_discarded", None),
     ("R-8.3-1", "outage of every path: every path redialled, same session", "outage", None),
     ("R-5.6-2", "Close ends the session; the target opens anew", "close_ends", None),
+    ("R-3.1-3", "strict: a weaker opened.mode does not weaken the target", "weaker_answer_ignored", {wire.STRICT}),
     ("R-7-5", "strict: an altered copy fails the session closed", "strict_altered", {wire.STRICT}),
 ]
