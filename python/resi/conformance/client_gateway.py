@@ -93,6 +93,8 @@ class Acceptor:
             self._servers.append(await asyncio.start_server(self._on_conn, host, port))
 
     async def close(self) -> None:
+        for srv in self._servers:
+            srv.close()
         for s in self.sessions:
             s.close()
         await asyncio.sleep(0.05)
@@ -100,8 +102,6 @@ class Acceptor:
             s.stop()
             if s.pump:
                 s.pump.cancel()
-        for srv in self._servers:
-            srv.close()
         if self._grpc:
             await self._grpc.stop(0)
 
@@ -144,6 +144,9 @@ class Acceptor:
             else:
                 writer.close()
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, wire.WireError):
+            writer.close()
+        except asyncio.CancelledError:
+            # The run is over (the loop cancels what is left): end quietly.
             writer.close()
 
     async def _pipe_to_grpc(self, head: bytes, reader, writer) -> None:

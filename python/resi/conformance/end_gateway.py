@@ -396,6 +396,31 @@ class EndGatewayChecks:
         expect(got, "a path with heartbeats but no data held strict delivery for 10 s")
         return f"path 1 (heartbeats, no data) stopped holding delivery after {time.monotonic() - t0:.1f} s"
 
+    async def strict_majority(self) -> str:
+        s, p0, p1 = await self.two_paths(wire.STRICT)
+        p2, reply = await self.merge(s, 2)
+        expect(p2 is not None, f"merge of path 2 refused: {reply}")
+        expect(await p2.ping(), "path 2 does not answer PING after its merge")
+        _, end = s.write(wire.H2_PREFACE, [p0, p1])
+        p2.data(0, self._altered())
+        got = await p0.until(lambda: p2.closed.is_set() and p0.last_ack()[1] >= end, PROMPT)
+        expect(got, f"path 2 closed: {p2.closed.is_set()}, delivered {p0.last_ack()[1]} of {end}")
+        expect(not (p0.closed.is_set() or p1.closed.is_set()), "an agreeing path was closed")
+        expect(wire.DATA_LOSS not in s.closes, "the session failed closed although two of three paths agreed")
+        return "the odd path of three was closed, the majority's copy delivered, the session goes on"
+
+    async def fin_ends_normally(self) -> str:
+        s = await self.open(1)
+        p = s.paths[0]
+        _, end = s.write(wire.H2_PREFACE)
+        expect(await p.until(lambda: p.last_ack()[1] >= end, PROMPT), "bytes not delivered")
+        p.data(end, b"", fin=True)  # our side is closed; the HTTP/2 server then closes its own
+        fin = lambda: any(f.kind == wire.DATA and f.fin for f in p.frames)  # noqa: E731
+        expect(await p.until(fin, PROMPT), "no DATA with FIN from the peer after ours")
+        got = await p.until(lambda: 0 in s.closes and p.closed.is_set(), PROMPT + 2)
+        expect(got, f"after both FINs: Close codes {s.closes}, path closed {p.closed.is_set()}")
+        return "the peer closed its side with FIN, then sent Close with code 0 and closed the path"
+
     async def permissive_first_copy(self) -> str:
         s, p0, p1 = await self.two_paths(wire.PERMISSIVE)
         _, end = s.write(wire.H2_PREFACE, [p0])
@@ -506,6 +531,8 @@ CHECKS = [
     ("R-7-3", "permissive: the first copy is delivered", "permissive_first_copy", {wire.PERMISSIVE}),
     ("R-7-4", "permissive: an altered late copy is dropped, its path advances", "permissive_altered_late", {wire.PERMISSIVE}),
     ("R-7-5", "strict: an altered copy fails the session closed", "strict_altered_fails_closed", None),
+    ("R-7-6", "strict, three paths: the odd copy's path is closed", "strict_majority", None),
+    ("R-6-6", "FIN both ways ends the session with Close 0", "fin_ends_normally", None),
     ("R-8.1-1", "PINGs on every live path", "peer_heartbeats", None),
     ("R-8.1-2", "a silent path is closed after the dead timeout", "dead_timeout", None),
     ("R-8.1-3", "strict: a path with no data stops holding delivery", "strict_drops_stalled_path", None),
