@@ -497,13 +497,14 @@ class EndGatewayChecks:
         return f"both paths closed; a remaining cookie: {reply}"
 
 
-#: (requirement, title, method, modes it applies to; None = both)
+#: (requirement, title, method, modes it applies to; None = both), in the
+#: order of the specification (the checks are independent of each other).
 CHECKS = [
     ("R-2-2", "a hop answers its own extension: hop information over the session", "call_crosses_session", None),
     ("R-3.1-1", "Open with another version is refused", "bad_version", None),
     ("R-3.1-2", "opened.mode is the stricter of request and acceptor", "mode_in_force", None),
     ("R-3.1-4", "Open over gRPC: 16-byte id, cookies clamped to 1..16", "open_over_grpc", None),
-    ("R-3.1-5", "Open in a HELLO admits path 0 with one cookie more", "open_in_hello", None),
+    ("R-3.1-6", "Open in a HELLO admits path 0 with one cookie more", "open_in_hello", None),
     ("R-3.2-1", "cookies have 128 bits or more and differ", "cookie_entropy", None),
     ("R-3.2-3", "a forged cookie is refused", "forged_cookie", None),
     ("R-3.2-3", "a cookie of an ended session is refused", "ended_session_cookie", None),
@@ -526,13 +527,13 @@ CHECKS = [
     ("R-5.6-1", "CookieRequest answered by a CookieGrant; grants revoke nothing", "cookie_request", None),
     ("R-5.6-2", "Close ends the session and revokes its cookies", "close_ends_session", None),
     ("R-6-2", "every byte on every live path, <= 64 KiB a frame", "peer_data_well_formed", None),
-    ("R-6-4", "a duplicate DATA frame is answered by an ACK", "duplicate_ack", None),
-    ("R-7-2", "strict: delivery waits for every live path", "strict_waits_for_every_path", None),
-    ("R-7-3", "permissive: the first copy is delivered", "permissive_first_copy", {wire.PERMISSIVE}),
+    ("R-6-6", "a duplicate DATA frame is answered by an ACK", "duplicate_ack", None),
+    ("R-7-3", "strict: delivery waits for every live path", "strict_waits_for_every_path", None),
+    ("R-7-2", "permissive: the first copy is delivered", "permissive_first_copy", {wire.PERMISSIVE}),
     ("R-7-4", "permissive: an altered late copy is dropped, its path advances", "permissive_altered_late", {wire.PERMISSIVE}),
     ("R-7-5", "strict: an altered copy fails the session closed", "strict_altered_fails_closed", None),
     ("R-7-6", "strict, three paths: the odd copy's path is closed", "strict_majority", None),
-    ("R-6-6", "FIN both ways ends the session with Close 0", "fin_ends_normally", None),
+    ("R-6-5", "FIN both ways ends the session with Close 0", "fin_ends_normally", None),
     ("R-8.1-1", "PINGs on every live path", "peer_heartbeats", None),
     ("R-8.1-2", "a silent path is closed after the dead timeout", "dead_timeout", None),
     ("R-8.1-3", "strict: a path with no data stops holding delivery", "strict_drops_stalled_path", None),
