@@ -84,6 +84,7 @@ class EndGatewayChecks:
         expect(reply is not None, "no HELLO_REPLY (connection closed or silent)")
         seen = f"{reply}"
         expect(reply.code == code and reply.message.startswith(message), f"expected {code} {message!r}, got {seen}")
+        expect(not reply.stayed_open, f"{seen}: a refused HELLO must close its connection (R-3.3-4)")
         return seen
 
     async def path_closed(self, path: Path, what: str, survivor: Optional[Path] = None) -> str:

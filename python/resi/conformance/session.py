@@ -23,7 +23,7 @@ _tokens = itertools.count(1)
 class Path:
     """One established path: a TCP connection past its handshake."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, session: Optional["Session"] = None, leftover: bytes = b""):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, session: Optional["Session"] = None):
         self.reader, self.writer, self.name = reader, writer, name
         self.session = session
         self.decoder = wire.Decoder()
@@ -41,7 +41,7 @@ class Path:
         self.close_reason = ""
         self._changed = asyncio.Event()
         self._pongs: dict[int, asyncio.Event] = {}
-        self._tasks = [asyncio.ensure_future(self._read(leftover)), asyncio.ensure_future(self._beat())]
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._beat())]
 
     # --- sending ---------------------------------------------------------
 
@@ -99,10 +99,8 @@ class Path:
 
     # --- receiving -------------------------------------------------------
 
-    async def _read(self, leftover: bytes) -> None:
+    async def _read(self) -> None:
         try:
-            if leftover:
-                self._handle(self.decoder.feed(leftover))
             while True:
                 chunk = await self.reader.read(65536)
                 if not chunk:
@@ -289,17 +287,27 @@ async def dial(host: str, port: int, hello: bytes, session: Optional[Session], n
         raise wire.WireError(f"first frame is type {first.kind}, not HELLO_REPLY")
     reply = wire.hello_reply(first.body)
     if reply.redundancy is None:
-        # A refusal: the acceptor closes the connection.
-        try:
-            rest = await asyncio.wait_for(reader.read(65536), timeout)
-            reply.message += "" if not rest else " (and the connection stayed open)"
-        except asyncio.TimeoutError:
-            reply.message += " (and the connection stayed open)"
+        # A refusal: the acceptor closes the connection (R-3.3-4).
+        reply.stayed_open = not await _sees_eof(reader, timeout)
         writer.close()
         return None, reply
-    rest = bytes(decoder.buf)
-    path = Path(reader, writer, name, session, leftover=b"")
-    if frames[1:] or rest:
-        path._handle(frames[1:])
-        path._handle(path.decoder.feed(rest))
+    path = Path(reader, writer, name, session)
+    # Frames that came in the same read as the reply, before the reader runs.
+    path._handle(frames[1:])
+    path._handle(path.decoder.feed(bytes(decoder.buf)))
     return path, reply
+
+
+async def _sees_eof(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """Whether the peer closes the connection within `timeout` (bytes it
+    sends meanwhile are read and ignored)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not await asyncio.wait_for(reader.read(65536), max(0.0, deadline - time.monotonic())):
+                return True
+    except asyncio.TimeoutError:
+        return False
+    except (ConnectionError, OSError):
+        return True
+    return False

@@ -139,11 +139,13 @@ class Reply:
     redundancy: Optional[resi_pb2.Redundancy] = None
     code: int = OK
     message: str = ""
+    #: A refusal after which the acceptor kept the connection open.
+    stayed_open: bool = False
 
     def __str__(self) -> str:
         if self.redundancy is not None:
             return f"OK {self.redundancy.WhichOneof('msg')}"
-        return f"{self.code} {self.message!r}"
+        return f"{self.code} {self.message!r}" + (" (and the connection stayed open)" if self.stayed_open else "")
 
 
 def modify_answer(body: bytes) -> Reply:
