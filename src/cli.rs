@@ -7,6 +7,7 @@
 //! resi demo [OPTIONS]                              the one-command demo (run by the Python package)
 //! resi version                                     print the version
 //! resi sim ROLE... [--listen ADDR]                 simulated ESI roles (run by the Python package)
+//! resi conformance --target ADDR --role ROLE        the RESI conformance suite (run by the Python package)
 //! ```
 //!
 //! Exit codes: 0 success, 1 the gateway failed at run time (e.g. an address
@@ -89,6 +90,18 @@ enum Command {
     /// package's `resi` command.
     Sim {
         /// The roles and options, read by the Python side.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Check a RESI gateway against docs/protocol.md by playing the other
+    /// side on the wire (`resi conformance --help` for options; see
+    /// docs/conformance.md). Provided by the Python package's `resi` command.
+    Conformance {
+        /// Options of the suite (handled by the Python package).
         #[arg(
             trailing_var_arg = true,
             allow_hyphen_values = true,
@@ -198,6 +211,7 @@ pub fn run(args: Vec<String>) -> i32 {
         Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
         Command::Sim { .. } => python_only("sim"),
         Command::Demo { .. } => python_only("demo"),
+        Command::Conformance { .. } => python_only("conformance"),
     }
 }
 
@@ -473,6 +487,7 @@ mod tests {
         assert_eq!(r(&["no-such-command"]), EXIT_USAGE);
         assert_eq!(r(&["sim", "facility", "--listen", "127.0.0.1:0"]), EXIT_USAGE);
         assert_eq!(r(&["demo", "--duration", "5"]), EXIT_USAGE);
+        assert_eq!(r(&["conformance", "--target", "127.0.0.1:1"]), EXIT_USAGE);
         assert_eq!(
             r(&["check-config", "/nonexistent/gateway.toml"]),
             EXIT_USAGE

@@ -50,12 +50,16 @@ impl From<CookieError> for Status {
 struct Issued {
     session: SessionId,
     expires: Instant,
+    /// When even a refusal by name ("used", "expired") is no longer owed:
+    /// one lifetime after `expires`.
+    forget: Instant,
 }
 
 /// All cookies a gateway has issued and not yet seen redeemed or expire.
 #[derive(Default)]
 pub struct CookieJar {
     live: HashMap<Vec<u8>, Issued>,
+    /// Presented cookies, with when to forget them.
     used: HashMap<Vec<u8>, Instant>,
 }
 
@@ -65,17 +69,17 @@ impl CookieJar {
         self.purge(now);
         let mut cookie = vec![0u8; COOKIE_LEN];
         rand::rng().fill_bytes(&mut cookie);
-        self.live.insert(cookie.clone(), Issued { session, expires: now + ttl });
+        self.live.insert(cookie.clone(), Issued { session, expires: now + ttl, forget: now + 2 * ttl });
         cookie.into()
     }
 
     /// Redeems a cookie: it is consumed whatever the outcome.
     pub fn redeem(&mut self, cookie: &[u8], now: Instant) -> Result<SessionId, CookieError> {
         if let Some(issued) = self.live.remove(cookie) {
+            self.used.insert(cookie.to_vec(), issued.forget);
             if now >= issued.expires {
                 return Err(CookieError::Expired);
             }
-            self.used.insert(cookie.to_vec(), issued.expires);
             return Ok(issued.session);
         }
         match self.used.get(cookie) {
@@ -91,12 +95,15 @@ impl CookieJar {
 
     /// Cookies currently redeemable (for tests and statistics).
     pub fn live_count(&self) -> usize {
-        self.live.len()
+        self.live.values().filter(|i| i.expires > Instant::now()).count()
     }
 
+    /// Forgets what no longer needs a refusal by name. An expired cookie
+    /// that was never presented stays until `forget`, so presenting it
+    /// then is still answered "expired".
     fn purge(&mut self, now: Instant) {
-        self.live.retain(|_, i| i.expires > now);
-        self.used.retain(|_, expires| *expires > now);
+        self.live.retain(|_, i| i.forget > now);
+        self.used.retain(|_, forget| *forget > now);
     }
 }
 
@@ -116,9 +123,30 @@ mod tests {
         assert_eq!(jar.redeem(b"forged", now), Err(CookieError::Unknown));
         let late = jar.issue(s, Duration::from_secs(1), now);
         assert_eq!(jar.redeem(&late, now + Duration::from_secs(2)), Err(CookieError::Expired));
+        assert_eq!(jar.redeem(&late, now + Duration::from_secs(2)), Err(CookieError::Used));
         let revoked = jar.issue(s, Duration::from_secs(10), now);
         jar.revoke_session(&s);
         assert_eq!(jar.redeem(&revoked, now), Err(CookieError::Unknown));
+    }
+
+    #[test]
+    fn issuing_does_not_forget_used_or_expired_cookies_within_a_lifetime() {
+        let mut jar = CookieJar::default();
+        let now = Instant::now();
+        let s = new_session_id();
+        let ttl = Duration::from_secs(10);
+        let used = jar.issue(s, ttl, now);
+        assert_eq!(jar.redeem(&used, now), Ok(s));
+        let expired = jar.issue(s, ttl, now);
+        // Other sessions' cookies are issued after both expired.
+        let later = now + Duration::from_secs(15);
+        jar.issue(new_session_id(), ttl, later);
+        assert_eq!(jar.redeem(&used, later), Err(CookieError::Used));
+        assert_eq!(jar.redeem(&expired, later), Err(CookieError::Expired));
+        // Past one more lifetime they are forgotten: the jar stays bounded.
+        let much_later = now + Duration::from_secs(21);
+        jar.issue(new_session_id(), ttl, much_later);
+        assert_eq!(jar.redeem(&used, much_later), Err(CookieError::Unknown));
     }
 
     #[test]

@@ -19,6 +19,7 @@ from . import _resi
 PYTHON_COMMANDS = {
     "sim": "resi.sim.cli:main",
     "demo": "resi.demo:main",
+    "conformance": "resi.conformance:main",
 }
 
 
