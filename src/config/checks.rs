@@ -55,6 +55,9 @@ fn heartbeat_before_dead(c: &Config, given: &Table, p: &mut Problems) {
 /// The same listen address twice cannot be bound (port 0 picks a new free
 /// port each time, so it may repeat).
 fn listen_twice(listen: &[String], section: &str, p: &mut Problems) {
+    if p.has(&format!("[{section}] Listen")) {
+        return;
+    }
     for (i, a) in listen.iter().enumerate() {
         if !a.ends_with(":0") && listen[..i].contains(a) {
             p.add(Some(format!("[{section}] Listen[{i}]")), format!("{a:?} is listed twice"));

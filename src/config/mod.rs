@@ -93,6 +93,7 @@ mod names;
 mod summary;
 mod values;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -585,37 +586,69 @@ fn load(table: Table, origin: &str, base: Option<&Path>) -> Result<Config, Vec<C
 }
 
 /// Deserialises the canonical table; each bad value is reported, removed,
-/// and the rest deserialised again, so every bad value is found.
+/// and the rest deserialised again, so every bad value is found (a bad
+/// list entry is removed alone, so its siblings are checked too).
 fn deserialize(mut table: Table, p: &mut Problems) -> Sections {
+    // The original index of each entry still in a list, per `[Section] Key`.
+    let mut entries: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     loop {
         let e = match serde_path_to_error::deserialize::<_, Sections>(Value::Table(table.clone())) {
             Ok(sections) => return sections,
             Err(e) => e,
         };
-        let mut names = e.path().iter().filter_map(|s| match s {
-            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-            _ => None,
-        });
-        let (section, key) = (names.next(), names.next());
-        let mut shown = match (&section, &key) {
-            (Some(s), Some(k)) => format!("[{s}] {k}"),
-            (Some(s), None) => format!("[{s}]"),
-            _ => String::new(),
+        let at = ErrorAt::of(e.path());
+        let message = e.inner().message().to_string();
+        let (Some(section), key) = (at.section, at.key) else {
+            p.add(None, message);
+            return Sections::default();
         };
-        for s in e.path().iter().skip(2) {
-            if let serde_path_to_error::Segment::Seq { index } = s {
-                shown.push_str(&format!("[{index}]"));
+        let Some(key) = key else {
+            p.add(Some(format!("[{section}]")), message);
+            table.remove(&section);
+            continue;
+        };
+        let shown = format!("[{section}] {key}");
+        let Some(values) = table.get_mut(&section).and_then(Value::as_table_mut) else {
+            return Sections::default();
+        };
+        let list = values.get_mut(&key).and_then(Value::as_array_mut);
+        match (at.index, list) {
+            (Some(i), Some(list)) if list.len() > 1 && i < list.len() => {
+                let original = entries.entry(shown.clone()).or_insert_with(|| (0..list.len()).collect());
+                p.add(Some(format!("{shown}[{}]", original[i])), message);
+                original.remove(i);
+                list.remove(i);
+            }
+            (index, _) => {
+                let suffix = index.map(|i| format!("[{}]", entries.get(&shown).map_or(i, |o| o[i]))).unwrap_or_default();
+                p.add(Some(format!("{shown}{suffix}")), message);
+                values.remove(&key);
             }
         }
-        p.add((!shown.is_empty()).then_some(shown), e.inner().message().to_string());
-        let removed = match (section, key) {
-            (Some(s), Some(k)) => table.get_mut(&s).and_then(Value::as_table_mut).and_then(|t| t.remove(&k)),
-            (Some(s), None) => table.remove(&s),
-            _ => None,
-        };
-        if removed.is_none() {
-            return Sections::default();
+    }
+}
+
+/// Where in the table a deserialisation error is: section, key and list
+/// index (as the path serde walked).
+struct ErrorAt {
+    section: Option<String>,
+    key: Option<String>,
+    index: Option<usize>,
+}
+
+impl ErrorAt {
+    fn of(path: &serde_path_to_error::Path) -> ErrorAt {
+        use serde_path_to_error::Segment;
+        let mut at = ErrorAt { section: None, key: None, index: None };
+        for segment in path.iter() {
+            match segment {
+                Segment::Map { key } if at.section.is_none() => at.section = Some(key.clone()),
+                Segment::Map { key } if at.key.is_none() => at.key = Some(key.clone()),
+                Segment::Seq { index } if at.key.is_some() && at.index.is_none() => at.index = Some(*index),
+                _ => {}
+            }
         }
+        at
     }
 }
 
@@ -1012,5 +1045,146 @@ mod tests {
             Config::from_table(t, "<dict>").unwrap().resi.mode,
             Mode::Permissive
         );
+    }
+
+    /// Every error of `text`, as displayed.
+    fn all_errors(text: &str) -> Vec<String> {
+        let table = parse_toml(text, "gateway.toml").map_err(|e| e[0].to_string()).unwrap();
+        match super::load(table, "gateway.toml", None) {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn warnings_of(text: &str) -> Vec<String> {
+        load(text).unwrap().warnings()
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let mut got = all_errors(concat!(
+            "[Tcp]\nListen = [\"127.0.0.1:5\", \"127.0.0.1:5\"]\nAdress = \"127.0.0.1:1\"\n",
+            "[Resi]\nMode = \"fast\"\nHeartbeatInterval = \"soon\"\nMaxSessions = 0\n",
+            "[Nkn]\nSeed = \"abcd\"\nRpcServers = [\"ftp://a\", \"http://b:1\", 7]\n",
+            "[Resii]\n",
+        ));
+        got.sort();
+        let want = [
+            "gateway.toml: [Nkn] RpcServers[0]: expected an http:// URL, got \"ftp://a\"",
+            "gateway.toml: [Nkn] RpcServers[2]: expected a string, got an integer (7)",
+            "gateway.toml: [Nkn] Seed: expected a seed of 64 hex digits, got \"abcd\" (has 4 characters)",
+            "gateway.toml: [Resi] HeartbeatInterval: expected a duration such as \"250ms\", \"1.5s\" or \"2m\", got \"soon\"",
+            "gateway.toml: [Resi] MaxSessions: 0 is out of range (allowed: 1 to 1000000)",
+            "gateway.toml: [Resi] Mode: expected \"strict\" or \"permissive\", got \"fast\"",
+            "gateway.toml: [Resii]: unknown section (did you mean [Resi]?)",
+            "gateway.toml: [Tcp] Adress: unknown key (did you mean Address?)",
+            "gateway.toml: [Tcp] Listen[1]: \"127.0.0.1:5\" is listed twice",
+        ];
+        assert_eq!(got, want);
+        // Values are checked in file order; rules across keys come last.
+        // The first error is the one from_toml_str reports.
+        let text = "[Tcp]\nListen = 5\n[Resi]\nMode = 1\n";
+        let found = all_errors(text);
+        assert_eq!(
+            found,
+            [
+                "gateway.toml: [Tcp] Listen: expected \"host:port\" or a list of them, got an integer (5)",
+                "gateway.toml: [Resi] Mode: expected \"strict\" or \"permissive\", got an integer (1)",
+                "gateway.toml: [Tcp] Address: missing: a gateway needs an upstream to forward to ([Tcp] Address or [Nkn] Address)",
+            ]
+        );
+        assert_eq!(err(text), found[0]);
+    }
+
+    #[test]
+    fn no_missing_error_for_a_bad_or_misspelt_key() {
+        assert_eq!(
+            all_errors("[Tcp]\nListen = \"127.0.0.1:0\"\nAddress = \"nohost\"\n"),
+            ["gateway.toml: [Tcp] Address: expected \"host:port\", got \"nohost\" (no port)"]
+        );
+        assert_eq!(
+            all_errors("Tcp = 1\n"),
+            ["gateway.toml: [Tcp]: expected a section (table), got an integer (1)"]
+        );
+        assert_eq!(
+            all_errors("[Tcp]\nListen = [\"x\", \"127.0.0.1:1\", 2]\nAddress = \"127.0.0.1:1\"\n"),
+            [
+                "gateway.toml: [Tcp] Listen[0]: expected \"host:port\", got \"x\" (no port)",
+                "gateway.toml: [Tcp] Listen[2]: expected \"host:port\", got an integer (2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn dates_are_refused() {
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nName = 1979-05-27\n")),
+            "gateway.toml: [Resi] Name: got a date/time (1979-05-27), which no key takes"
+        );
+    }
+
+    #[test]
+    fn known_names_come_from_the_structs() {
+        let schema = schema();
+        let names: Vec<&str> = schema.iter().map(|(s, _)| *s).collect();
+        assert_eq!(names, ["Tcp", "Nkn", "Resi", "Reverse", "Tls"]);
+        let resi = schema.iter().find(|(s, _)| *s == "Resi").unwrap().1;
+        assert_eq!(&resi[..3], ["Mode", "Name", "HeartbeatInterval"]);
+        assert!(resi.contains(&"OpenRatePerPeer") && resi.contains(&"CookieTtl"));
+        let tls = schema.iter().find(|(s, _)| *s == "Tls").unwrap().1;
+        assert_eq!(tls, ["Cert", "Key", "ClientCa", "UpstreamCa", "ServerName", "PlainListen"]);
+    }
+
+    #[test]
+    fn default_config_for_code() {
+        let c = Config {
+            tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec!["127.0.0.1:1".into()] }),
+            ..Config::default()
+        };
+        assert_eq!(c.resi.name, "resi");
+        assert_eq!(c.listen(), ["127.0.0.1:0"]);
+        assert!(c.nkn.is_none() && c.tls.is_none() && c.reverse.is_none() && c.source.is_none());
+        assert_eq!(NknConfig::default().subclients, DEFAULT_NKN_SUBCLIENTS);
+        // The defaults of code and of an empty section agree.
+        let file = load("[Tcp]\nListen = \"127.0.0.1:0\"\nAddress = \"127.0.0.1:1\"\n[Resi]\n[Nkn]\nAddress = \"919c54b3a1d1e8f0ad64b0a6e3e86b7fa8d6d5d8b7cd7e6cfd1f4c6f4f0e3b2a\"\n").unwrap();
+        assert_eq!(format!("{:?}", file.resi), format!("{:?}", ResiConfig::default()));
+        assert_eq!(file.nkn.unwrap().subclients, DEFAULT_NKN_SUBCLIENTS);
+    }
+
+    #[test]
+    fn warns_about_forwarding_to_itself() {
+        let w = warnings_of("[Tcp]\nListen = \"0.0.0.0:4001\"\nAddress = \"127.0.0.1:4001\"\n");
+        assert!(w.iter().any(|m| m == "[Tcp] Address \"127.0.0.1:4001\" is this gateway's own [Tcp] Listen \"0.0.0.0:4001\": it would forward calls to itself"), "{w:?}");
+        for (listen, address) in [("localhost:4001", "127.0.0.1:4001"), ("[::1]:4001", "localhost:4001"), ("[::]:4001", "[::1]:4001"), ("127.0.0.1:4001", "0.0.0.0:4001"), ("GW.example:4001", "gw.EXAMPLE:4001")] {
+            let w = warnings_of(&format!("[Tcp]\nListen = \"{listen}\"\nAddress = \"{address}\"\n"));
+            assert!(w.iter().any(|m| m.contains("forward calls to itself")), "{listen} {address}: {w:?}");
+        }
+        for (listen, address) in [("127.0.0.1:4001", "127.0.0.1:4002"), ("127.0.0.1:0", "127.0.0.1:4001"), ("127.0.0.2:4001", "127.0.0.1:4001"), ("0.0.0.0:4001", "10.1.2.3:4001")] {
+            let w = warnings_of(&format!("[Tcp]\nListen = \"{listen}\"\nAddress = \"{address}\"\n"));
+            assert!(!w.iter().any(|m| m.contains("itself")), "{listen} {address}: {w:?}");
+        }
+        let w = warnings_of(&format!("{TCP}[Reverse]\nAddress = \"localhost:4001\"\n"));
+        assert!(w.iter().any(|m| m.starts_with("[Reverse] Address \"localhost:4001\" is this gateway's own [Tcp] Listen")), "{w:?}");
+        // Its own NKN identity as its NKN upstream.
+        let seed = "039e481266e5a05168c1d834a94db512dbc235877f150c5a3cc1e3903672c673";
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(seed, &mut bytes).unwrap();
+        let own = crate::nkn::Identity::from_seed(bytes).public_key_hex();
+        let w = warnings_of(&format!("{TCP}[Nkn]\nSeed = \"{seed}\"\nAddress = \"{own}\"\n"));
+        assert!(w.iter().any(|m| m.starts_with("[Nkn] Address") && m.contains("own NKN identity")), "{w:?}");
+        assert!(warnings_of(EXAMPLE).is_empty(), "{:?}", warnings_of(EXAMPLE));
+    }
+
+    #[test]
+    fn warns_about_duplicate_paths() {
+        let w = warnings_of("[Tcp]\nListen = \"127.0.0.1:0\"\nAddress = [\"127.0.0.1:9000\", \"127.0.0.1:9001\", \"localhost:9000\"]\n");
+        assert_eq!(w, ["[Tcp] Address \"localhost:9000\" is the same address as [Tcp] Address \"127.0.0.1:9000\": two paths over the same route add no redundancy"]);
+        let w = warnings_of("[Tcp]\nListen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nAddress = [\"127.0.0.1:9000\", \"127.0.0.1:9000\"]\n");
+        assert_eq!(w.len(), 1, "{w:?}");
+        let w = warnings_of(&format!("[Tcp]\nListen = [\"0.0.0.0:4001\", \"127.0.0.1:4001\"]\nAddress = \"127.0.0.1:9\"\n[Reverse]\nListen = \"localhost:4001\"\n"));
+        let same: Vec<_> = w.iter().filter(|m| m.contains("cannot be bound")).collect();
+        assert_eq!(same.len(), 2, "{w:?}");
+        assert!(same[0].starts_with("[Tcp] Listen \"127.0.0.1:4001\" is the same address as [Tcp] Listen \"0.0.0.0:4001\""), "{w:?}");
+        assert!(same[1].starts_with("[Reverse] Listen \"localhost:4001\""), "{w:?}");
     }
 }
