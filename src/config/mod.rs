@@ -620,7 +620,7 @@ fn deserialize(mut table: Table, p: &mut Problems) -> Sections {
                 list.remove(i);
             }
             (index, _) => {
-                let suffix = index.map(|i| format!("[{}]", entries.get(&shown).map_or(i, |o| o[i]))).unwrap_or_default();
+                let suffix = index.map(|i| format!("[{}]", entries.get(&shown).and_then(|o| o.get(i).copied()).unwrap_or(i))).unwrap_or_default();
                 p.add(Some(format!("{shown}{suffix}")), message);
                 values.remove(&key);
             }
