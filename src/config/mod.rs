@@ -74,14 +74,15 @@
 //! # How a file is read
 //!
 //! 1. TOML is parsed into a table (a syntax error names line and column).
-//! 2. [`names`] rewrites every section and key name to its canonical form
+//! 2. `names` rewrites every section and key name to its canonical form
 //!    and reports unknown or doubled names (with a "did you mean" hint).
 //! 3. Serde deserialises the canonical table into the section structs
-//!    below; every value goes through a deserialiser of [`values`] that
-//!    says precisely what was wrong. A bad key is reported and dropped,
-//!    and the rest deserialised again, so one pass finds every bad value.
-//! 4. [`checks`] applies the rules that span keys, then `[Tls]` files are
-//!    loaded.
+//!    below; every value goes through a deserialiser of `values` that
+//!    says precisely what was wrong. A bad value (or a bad list entry) is
+//!    reported and dropped and the rest deserialised again, so one load
+//!    finds every bad value.
+//! 4. `[Tls]` files are loaded, then `checks` applies the rules that span
+//!    keys (skipping keys that already have an error).
 //!
 //! [`Config::check_file`] returns every error found ([`Config::from_file`]
 //! the first). Adding a key is adding a field (with its `deserialize_with`
