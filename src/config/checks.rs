@@ -18,7 +18,7 @@ use super::{fmt_duration, Config, Problems};
 /// (canonical names) to tell defaults from values written.
 pub(super) fn errors(c: &Config, given: &Table, p: &mut Problems) {
     heartbeat_before_dead(c, given, p);
-    listen_twice(&c.listen(), "Tcp", p);
+    listen_twice(c.listen(), "Tcp", p);
     if let Some(r) = &c.reverse {
         listen_twice(&r.listen, "Reverse", p);
     }

@@ -1182,7 +1182,7 @@ mod tests {
         assert_eq!(w, ["[Tcp] Address \"localhost:9000\" is the same address as [Tcp] Address \"127.0.0.1:9000\": two paths over the same route add no redundancy"]);
         let w = warnings_of("[Tcp]\nListen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nAddress = [\"127.0.0.1:9000\", \"127.0.0.1:9000\"]\n");
         assert_eq!(w.len(), 1, "{w:?}");
-        let w = warnings_of(&format!("[Tcp]\nListen = [\"0.0.0.0:4001\", \"127.0.0.1:4001\"]\nAddress = \"127.0.0.1:9\"\n[Reverse]\nListen = \"localhost:4001\"\n"));
+        let w = warnings_of("[Tcp]\nListen = [\"0.0.0.0:4001\", \"127.0.0.1:4001\"]\nAddress = \"127.0.0.1:9\"\n[Reverse]\nListen = \"localhost:4001\"\n");
         let same: Vec<_> = w.iter().filter(|m| m.contains("cannot be bound")).collect();
         assert_eq!(same.len(), 2, "{w:?}");
         assert!(same[0].starts_with("[Tcp] Listen \"127.0.0.1:4001\" is the same address as [Tcp] Listen \"0.0.0.0:4001\""), "{w:?}");
