@@ -58,7 +58,8 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
-    /// Validate a configuration file and print a summary (exit 0 if valid, 2 if not).
+    /// Validate a configuration file: print a summary and warnings (exit 0),
+    /// or every error found (exit 2).
     CheckConfig {
         /// The TOML configuration file.
         #[arg(value_name = "FILE")]
@@ -194,18 +195,7 @@ pub fn run(args: Vec<String>) -> i32 {
             println!("resi {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Command::CheckConfig { file } => match Config::from_file(&file) {
-            Ok(cfg) => {
-                print!("{}", cfg.summary());
-                let _ = std::io::stdout().flush();
-                print_warnings(&cfg);
-                0
-            }
-            Err(e) => {
-                eprintln!("resi: error: {e}");
-                EXIT_USAGE
-            }
-        },
+        Command::CheckConfig { file } => check_config(&file),
         Command::Gateway { config } => gateway(config, cli.log_level),
         Command::NknIdentity { seed } => nkn_identity(seed),
         Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
@@ -282,6 +272,35 @@ fn nkn_node(rpc_listen: std::net::SocketAddr, ws_listen: std::net::SocketAddr, l
 
 /// The configuration's warnings on stderr, `resi: WARNING: ...`, whatever
 /// the log level (a gateway also logs them).
+/// `resi check-config FILE`: the summary and any warnings (exit 0), or
+/// every error found (exit 2).
+fn check_config(file: &std::path::Path) -> i32 {
+    match Config::check_file(file) {
+        Ok(cfg) => {
+            print!("{}", cfg.summary());
+            let _ = std::io::stdout().flush();
+            print_warnings(&cfg);
+            0
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            EXIT_USAGE
+        }
+    }
+}
+
+/// One `resi: error:` line per error, and how many there are.
+fn print_errors(errors: &[crate::config::ConfigError]) {
+    let mut err = std::io::stderr().lock();
+    for e in errors {
+        let _ = writeln!(err, "resi: error: {e}");
+    }
+    if errors.len() > 1 {
+        let _ = writeln!(err, "resi: {} errors", errors.len());
+    }
+    let _ = err.flush();
+}
+
 fn print_warnings(cfg: &Config) {
     let mut err = std::io::stderr().lock();
     for w in cfg.warnings() {
@@ -316,10 +335,10 @@ fn gateway(path: PathBuf, log_level: Option<String>) -> i32 {
         eprintln!("resi: error: {e}");
         return EXIT_USAGE;
     }
-    let cfg = match Config::from_file(&path) {
+    let cfg = match Config::check_file(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("resi: error: {e}");
+        Err(errors) => {
+            print_errors(&errors);
             return EXIT_USAGE;
         }
     };

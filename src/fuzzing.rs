@@ -273,13 +273,14 @@ pub fn nkn_node(data: &[u8]) {
 }
 
 /// The configuration file: TOML text (invalid UTF-8 replaced, as a file
-/// read would refuse it earlier). A config that loads must describe itself
-/// and give a session config; one that fails must name its origin.
+/// read would refuse it earlier). A config that loads must describe itself,
+/// list its warnings and give a session config; one that fails must name its origin.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     match crate::config::Config::from_toml_str(&text, "fuzz.toml") {
         Ok(cfg) => {
             let _ = cfg.summary();
+            let _ = cfg.warnings();
             let _ = cfg.session_config();
             let _ = (cfg.listen(), cfg.upstream_tcp(), cfg.upstream_nkn());
         }

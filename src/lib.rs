@@ -9,7 +9,8 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML configuration file (compatible with the original
-//!   RESI gateway) and its validation errors.
+//!   RESI gateway): serde-derived section structs behind a pre-pass that
+//!   matches names, the rules across keys, warnings, and every error found.
 //! - [`proto`]: generated protobuf messages (`esi.*`, `resi.*`, `nkn.*`, and the
 //!   SolarNetwork ESI dialect's `solarnetwork.esi.domain.*`).
 //! - [`grpc`]: small gRPC helpers: status codes, message framing, responses a

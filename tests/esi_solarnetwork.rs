@@ -153,12 +153,9 @@ async fn all_four_shapes_through_a_gateway() {
         );
         let resi = ResiConfig { name: "esi-sn".into(), connect_timeout: Duration::from_secs(1), ..ResiConfig::default() };
         let gw = Gateway::start(Config {
-            source: None,
             tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![upstream.to_string()] }),
-            nkn: None,
             resi,
-            reverse: None,
-            tls: None,
+            ..Config::default()
         })
         .expect("gateway starts");
         let mut client = DerFacilityServiceClient::connect(format!("http://{}", gw.local_addrs()[0])).await.unwrap();

@@ -36,12 +36,9 @@ fn config(name: &str, listen: &str, upstream: &[String], mode: Mode) -> Config {
         ..ResiConfig::default()
     };
     Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec![listen.into()], address: upstream.to_vec() }),
-        nkn: None,
         resi,
-        reverse: None,
-        tls: None,
+        ..Config::default()
     }
 }
 

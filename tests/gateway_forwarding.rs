@@ -32,12 +32,9 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
 fn config(upstream: &str) -> Config {
     let resi = ResiConfig { name: "gw-test".into(), connect_timeout: Duration::from_secs(1), ..ResiConfig::default() };
     Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![upstream.to_string()] }),
-        nkn: None,
         resi,
-        reverse: None,
-        tls: None,
+        ..Config::default()
     }
 }
 

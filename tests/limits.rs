@@ -39,12 +39,9 @@ fn config(upstream: &str, f: impl FnOnce(&mut ResiConfig)) -> Config {
     };
     f(&mut resi);
     Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![upstream.to_string()] }),
-        nkn: None,
         resi,
-        reverse: None,
-        tls: None,
+        ..Config::default()
     }
 }
 

@@ -45,12 +45,9 @@ fn resi_config(name: &str, mode: Mode) -> ResiConfig {
 
 fn gateway(name: &str, mode: Mode, listen: usize, upstream: Vec<String>) -> Gateway {
     let config = Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into(); listen], address: upstream }),
-        nkn: None,
         resi: resi_config(name, mode),
-        reverse: None,
-        tls: None,
+        ..Config::default()
     };
     Gateway::start(config).expect("gateway starts")
 }
@@ -390,12 +387,9 @@ async fn merge_cookies_expire() {
         let mut resi = resi_config("end", Mode::Strict);
         resi.cookie_ttl = Duration::from_millis(300);
         let config = Config {
-            source: None,
             tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
-            nkn: None,
             resi,
-            reverse: None,
-            tls: None,
+            ..Config::default()
         };
         let end = Gateway::start(config).unwrap();
         let gw = end.local_addrs()[0];

@@ -49,24 +49,20 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
     let rpc = vec![node.rpc_url()];
     let server = start_echo_esi(&[]).await;
     let end = Gateway::start(Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![server.addr.to_string()] }),
-        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone(), allowed_peers: vec![] }),
+        nkn: Some(NknConfig { seed: Some(seed_hex(1)), subclients: 2, rpc_servers: rpc.clone(), ..NknConfig::default() }),
         resi: resi_config("end", mode),
-        reverse: None,
-        tls: None,
+        ..Config::default()
     })
     .unwrap();
     let end_nkn = end.nkn_address().expect("end gateway joined NKN");
     assert_eq!(end_nkn, Identity::from_seed([1; 32]).public_key_hex());
     let tcp = FaultProxy::start(end.local_addrs()[0]).await;
     let client = Gateway::start(Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![tcp.addr().to_string()] }),
-        nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc, allowed_peers: vec![] }),
+        nkn: Some(NknConfig { address: Some(end_nkn), seed: Some(seed_hex(2)), subclients: 2, rpc_servers: rpc, ..NknConfig::default() }),
         resi: resi_config("client", mode),
-        reverse: None,
-        tls: None,
+        ..Config::default()
     })
     .unwrap();
     let s = Setup { _server: server, _end: end, client, tcp, node: Some(node) };
@@ -189,21 +185,17 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
     let rpc = vec![node.rpc_url()];
     let server = start_echo_esi(&[]).await;
     let end = Gateway::start(Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
-        nkn: Some(NknConfig { address: None, seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone(), allowed_peers: vec![] }),
+        nkn: Some(NknConfig { seed: Some(seed_hex(3)), subclients: 2, rpc_servers: rpc.clone(), ..NknConfig::default() }),
         resi: resi_config("end", mode),
-        reverse: None,
-        tls: None,
+        ..Config::default()
     })
     .unwrap();
     let client = Gateway::start(Config {
-        source: None,
         tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
-        nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc, allowed_peers: vec![] }),
+        nkn: Some(NknConfig { address: end.nkn_address(), seed: Some(seed_hex(4)), subclients: 2, rpc_servers: rpc, ..NknConfig::default() }),
         resi: resi_config("client", mode),
-        reverse: None,
-        tls: None,
+        ..Config::default()
     })
     .unwrap();
     wait_live(&client, 1).await;
@@ -257,22 +249,18 @@ async fn nkn_allowed_peers_drop_hellos_from_other_addresses() {
             allowed_peers,
         };
         let end = Gateway::start(Config {
-            source: None,
             tcp: Some(TcpConfig { listen: vec![], address: vec![server.addr.to_string()] }),
             nkn: Some(nkn(None, 5, vec![friend_address.to_uppercase()])),
             resi: resi_config("end", Mode::Strict),
-            reverse: None,
-            tls: None,
+            ..Config::default()
         })
         .unwrap();
         let client = |seed: u8| {
             Gateway::start(Config {
-                source: None,
                 tcp: Some(TcpConfig { listen: vec!["127.0.0.1:0".into()], address: vec![] }),
                 nkn: Some(nkn(end.nkn_address(), seed, vec![])),
                 resi: resi_config(&format!("client-{seed}"), Mode::Strict),
-                reverse: None,
-                tls: None,
+                ..Config::default()
             })
             .unwrap()
         };

@@ -146,6 +146,76 @@ def test_bad_config_exits_2_naming_file_key_and_problem(config_file, case, form)
     assert "listening on" not in err
 
 
+# Four bad values, a misspelt key and a rule across keys in one file.
+MANY_ERRORS = (
+    '[Tcp]\nListen = ["127.0.0.1:5", "127.0.0.1:5"]\nAdress = "127.0.0.1:1"\n'
+    '[Resi]\nMode = "fast"\nHeartbeatInterval = "soon"\n'
+    '[Nkn]\nSeed = "abcd"\nRpcServers = ["ftp://a", "http://b:1", 7]\n'
+)
+MANY_ERRORS_FOUND = [
+    "[Tcp] Adress: unknown key (did you mean Address?)",
+    '[Resi] Mode: expected "strict" or "permissive", got "fast"',
+    "[Resi] HeartbeatInterval: expected a duration",
+    "[Nkn] Seed: expected a seed of 64 hex digits",
+    '[Nkn] RpcServers[0]: expected an http:// URL, got "ftp://a"',
+    "[Nkn] RpcServers[2]: expected a string, got an integer (7)",
+    '[Tcp] Listen[1]: "127.0.0.1:5" is listed twice',
+]
+
+
+@pytest.mark.parametrize("form", ["check-config", "gateway --config"])
+def test_every_error_is_reported_at_once(config_file, form):
+    path = config_file(MANY_ERRORS)
+    r = run_resi(*form.split(), str(path), timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("resi: error: ")]
+    assert len(lines) == len(MANY_ERRORS_FOUND), r.stderr
+    for line, want in zip(lines, MANY_ERRORS_FOUND):
+        assert line.startswith(f"resi: error: {path}: {want}"), (line, want)
+    assert f"resi: {len(MANY_ERRORS_FOUND)} errors" in r.stderr
+    # A misspelt upstream is not also reported missing.
+    assert "missing" not in r.stderr
+    assert r.stdout == "" and "listening on" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "tcp, warning",
+    [
+        (
+            'Listen = "0.0.0.0:4001"\nAddress = "127.0.0.1:4001"\n',
+            '[Tcp] Address "127.0.0.1:4001" is this gateway\'s own [Tcp] Listen "0.0.0.0:4001": it would forward calls to itself',
+        ),
+        (
+            'Listen = "localhost:4001"\nAddress = ["127.0.0.1:9", "[::1]:4001"]\n',
+            '[Tcp] Address "[::1]:4001" is this gateway\'s own [Tcp] Listen "localhost:4001"',
+        ),
+        (
+            'Listen = "127.0.0.1:0"\nAddress = ["127.0.0.1:9000", "localhost:9000"]\n',
+            '[Tcp] Address "localhost:9000" is the same address as [Tcp] Address "127.0.0.1:9000": '
+            "two paths over the same route add no redundancy",
+        ),
+        (
+            'Listen = ["127.0.0.1:4001", "localhost:4001"]\nAddress = "127.0.0.1:9"\n',
+            '[Tcp] Listen "localhost:4001" is the same address as [Tcp] Listen "127.0.0.1:4001": both cannot be bound',
+        ),
+    ],
+    ids=["any-address", "localhost", "duplicate-path", "duplicate-listen"],
+)
+def test_check_config_warns_but_exits_0(config_file, tcp, warning):
+    path = config_file("[Tcp]\n" + tcp)
+    r = run_resi("check-config", str(path))
+    assert r.returncode == 0, r.stderr
+    assert f"{path}: OK" in r.stdout
+    assert f"resi: WARNING: {warning}" in r.stderr, r.stderr
+
+
+def test_check_config_has_no_warning_for_a_sound_pair(config_file):
+    path = config_file('[Tcp]\nListen = "127.0.0.1:4001"\nAddress = ["127.0.0.1:9000", "127.0.0.1:9001"]\n')
+    r = run_resi("check-config", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "WARNING" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("form", ["check-config", "gateway --config", "-config"])
 def test_missing_file_exits_2(tmp_path, form):
     path = tmp_path / "nope.toml"
