@@ -42,7 +42,7 @@
 //! | `[Tls] ServerName` | name checked in the upstream's certificate \[the host of each address\] |
 //! | `[Tls] PlainListen` | `true`: `Listen` stays plain, `Cert` only serves upstream \[false\] |
 //! | `[Resi] Mode` | `"strict"` or `"permissive"` \[strict\]; a floor: a session runs strict if either end is strict |
-//! | `[Resi] Name` | this gateway's name in logs and hop info \["resi"\] |
+//! | `[Resi] Name` | this gateway's name in logs, metrics and hop info \[the configuration file's name without `.toml`; else the first `[Tcp] Listen` address; else "resi"\] |
 //! | `[Resi] HeartbeatInterval` | duration \[200ms\] |
 //! | `[Resi] DeadTimeout` | duration, > HeartbeatInterval \[1s\] |
 //! | `[Resi] RedialMaxBackoff` | duration \[2s\] |
@@ -62,6 +62,7 @@
 //! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
+//! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
@@ -89,6 +90,15 @@ pub struct Config {
     pub reverse: Option<ReverseConfig>,
     /// `[Tls]`, loaded (None: plain TCP everywhere).
     pub tls: Option<TlsSettings>,
+    /// `[Metrics]` (None: no metrics endpoint).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[Metrics]`: the Prometheus endpoint (off unless configured).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// `Listen`: one `host:port` where `GET /metrics` is served (HTTP/1.1).
+    pub listen: String,
 }
 
 /// `[Reverse]`: calls in the other direction, over the reverse channel a
@@ -322,40 +332,27 @@ impl Config {
             source,
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let mut cfg = Config::parse(&text, &origin, base)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let mut cfg = Parser { origin: &origin, base, stem: stem.as_deref() }.config(parse_toml(&text, &origin)?)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
     /// Parses and validates TOML text; `origin` names it in messages.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, origin, None)
-    }
-
-    /// Parses TOML; `[Tls]` file names are relative to `base`.
-    fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Syntax {
-                origin: origin.to_string(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
-        Parser { origin, base }.config(table)
+        Parser { origin, base: None, stem: None }.config(parse_toml(text, origin)?)
     }
 
     /// Validates an already parsed table (e.g. built from a Python dict);
     /// `origin` names it in messages.
     pub fn from_table(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
-        Parser { origin, base: None }.config(table)
+        Parser { origin, base: None, stem: None }.config(table)
     }
 
     /// Validates a `[Tls]` table alone (for clients from Python); file
     /// names are relative to the working directory.
     pub fn tls_from_table(table: toml::Table, origin: &str) -> Result<TlsSettings, ConfigError> {
-        Parser { origin, base: None }.tls(table)
+        Parser { origin, base: None, stem: None }.tls(table)
     }
 
     /// Addresses to listen on (`[Tcp] Listen`).
@@ -648,10 +645,19 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Parses TOML text; a syntax error names `origin`, line and column.
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        ConfigError::Syntax { origin: origin.to_string(), line, column, message: e.message().trim().to_string() }
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Validation
 
-const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi", "Reverse", "Tls"];
+const SECTIONS: &[&str] = &["Tcp", "Nkn", "Resi", "Reverse", "Tls", "Metrics"];
+const METRICS_KEYS: &[&str] = &["Listen"];
 const TCP_KEYS: &[&str] = &["Listen", "Address"];
 const REVERSE_KEYS: &[&str] = &["Listen", "Address"];
 const NKN_KEYS: &[&str] = &["Address", "Seed", "Subclients", "RpcServers", "AllowedPeers"];
@@ -684,6 +690,7 @@ fn keys_of(section: &str) -> &'static [&'static str] {
         "Nkn" => NKN_KEYS,
         "Reverse" => REVERSE_KEYS,
         "Tls" => TLS_KEYS,
+        "Metrics" => METRICS_KEYS,
         _ => RESI_KEYS,
     }
 }
@@ -738,6 +745,9 @@ struct Parser<'a> {
     origin: &'a str,
     /// Folder `[Tls]` file names are relative to (None: the working directory).
     base: Option<&'a Path>,
+    /// The configuration file's name without extension: the default
+    /// `[Resi] Name` (None: not from a file).
+    stem: Option<&'a str>,
 }
 
 type Res<T> = Result<T, ConfigError>;
@@ -757,7 +767,7 @@ impl Parser<'_> {
 
     fn config(&self, table: toml::Table) -> Res<Config> {
         // Sort top-level entries into the known sections.
-        let mut sections: [Option<(String, toml::Table)>; 5] = Default::default();
+        let mut sections: [Option<(String, toml::Table)>; 6] = Default::default();
         for (name, value) in table {
             let Some(idx) = SECTIONS.iter().position(|s| norm(s) == norm(&name)) else {
                 // A key of a section written at top level?
@@ -767,13 +777,13 @@ impl Parser<'_> {
                 let msg = if !matches!(value, toml::Value::Table(_)) {
                     match owner {
                         Some(s) => format!("unknown top-level key; keys belong in a section (did you mean to put it under [{s}]?)"),
-                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn], [Resi], [Reverse] or [Tls]".to_string(),
+                        None => "unknown top-level key; keys belong in a section: [Tcp], [Nkn], [Resi], [Reverse], [Tls] or [Metrics]".to_string(),
                     }
                 } else {
                     match closest(&name, SECTIONS) {
                         Some(s) => format!("unknown section (did you mean [{s}]?)"),
                         None => {
-                            "unknown section (known sections: [Tcp], [Nkn], [Resi], [Reverse], [Tls])".to_string()
+                            "unknown section (known sections: [Tcp], [Nkn], [Resi], [Reverse], [Tls], [Metrics])".to_string()
                         }
                     }
                 };
@@ -799,7 +809,9 @@ impl Parser<'_> {
             }
             sections[idx] = Some((name, t));
         }
-        let [tcp, nkn, resi, reverse, tls] = sections;
+        let [tcp, nkn, resi, reverse, tls, metrics] = sections;
+        let name_given = resi.as_ref().is_some_and(|(_, t)| t.keys().any(|k| norm(k) == "name"));
+        let metrics = metrics.map(|(_, t)| self.metrics(t)).transpose()?;
         let tcp = tcp.map(|(_, t)| self.tcp(t)).transpose()?;
         let reverse = reverse.map(|(_, t)| self.reverse(t)).transpose()?;
         let nkn = nkn.map(|(_, t)| self.nkn(t)).transpose()?;
@@ -808,15 +820,19 @@ impl Parser<'_> {
             None => ResiConfig::default(),
         };
         let tls = tls.map(|(_, t)| self.tls(t)).transpose()?;
-        let cfg = Config {
+        let mut cfg = Config {
             source: None,
             tcp,
             nkn,
             resi,
             reverse,
             tls,
+            metrics,
         };
         self.gateway_checks(&cfg)?;
+        if !name_given {
+            cfg.resi.name = self.default_name(&cfg);
+        }
         Ok(cfg)
     }
 
@@ -1227,6 +1243,28 @@ impl Parser<'_> {
             return Err(self.key_err("Resi", key, msg));
         }
         Ok(c)
+    }
+
+    /// `[Metrics]`: `Listen` is required (the section's only key).
+    fn metrics(&self, table: toml::Table) -> Res<MetricsConfig> {
+        let mut listen = None;
+        for (k, v) in self.keys("Metrics", table)? {
+            let s = self.string("Metrics", k, v)?;
+            check_host_port(&s, true).map_err(|m| self.key_err("Metrics", k, m))?;
+            listen = Some(s);
+        }
+        let listen = listen.ok_or_else(|| {
+            self.key_err("Metrics", "Listen", "missing: [Metrics] needs the \"host:port\" to serve /metrics on")
+        })?;
+        Ok(MetricsConfig { listen })
+    }
+
+    /// `[Resi] Name` when not given: the file's name, else the first listen
+    /// address, else "resi".
+    fn default_name(&self, c: &Config) -> String {
+        let name = self.stem.map(str::to_string).or_else(|| c.listen().first().cloned());
+        name.filter(|n| !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control))
+            .unwrap_or_else(|| "resi".into())
     }
 
     fn gateway_checks(&self, c: &Config) -> Res<()> {

@@ -159,6 +159,7 @@ async fn all_four_shapes_through_a_gateway() {
             resi,
             reverse: None,
             tls: None,
+            metrics: None,
         })
         .expect("gateway starts");
         let mut client = DerFacilityServiceClient::connect(format!("http://{}", gw.local_addrs()[0])).await.unwrap();

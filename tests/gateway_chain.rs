@@ -42,6 +42,7 @@ fn config(name: &str, listen: &str, upstream: &[String], mode: Mode) -> Config {
         resi,
         reverse: None,
         tls: None,
+        metrics: None,
     }
 }
 

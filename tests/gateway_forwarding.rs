@@ -38,6 +38,7 @@ fn config(upstream: &str) -> Config {
         resi,
         reverse: None,
         tls: None,
+        metrics: None,
     }
 }
 

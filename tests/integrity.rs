@@ -43,7 +43,7 @@ fn resi_config(name: &str, mode: Mode) -> ResiConfig {
 
 fn gateway(resi: ResiConfig, listen: usize, upstream: Vec<String>) -> Gateway {
     let tcp = Some(TcpConfig { listen: vec!["127.0.0.1:0".into(); listen], address: upstream });
-    Gateway::start(Config { source: None, tcp, nkn: None, resi, reverse: None, tls: None }).expect("gateway starts")
+    Gateway::start(Config { source: None, tcp, nkn: None, resi, reverse: None, tls: None, metrics: None }).expect("gateway starts")
 }
 
 /// ESI server ← end gateway ⇐ two relayed TCP paths ⇐ client gateway.

@@ -45,6 +45,7 @@ fn config(upstream: &str, f: impl FnOnce(&mut ResiConfig)) -> Config {
         resi,
         reverse: None,
         tls: None,
+        metrics: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn gateway(name: &str, mode: Mode, listen: usize, upstream: Vec<String>) -> Gate
         resi: resi_config(name, mode),
         reverse: None,
         tls: None,
+        metrics: None,
     };
     Gateway::start(config).expect("gateway starts")
 }
@@ -396,6 +397,7 @@ async fn merge_cookies_expire() {
             resi,
             reverse: None,
             tls: None,
+            metrics: None,
         };
         let end = Gateway::start(config).unwrap();
         let gw = end.local_addrs()[0];

@@ -55,6 +55,7 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
         resi: resi_config("end", mode),
         reverse: None,
         tls: None,
+        metrics: None,
     })
     .unwrap();
     let end_nkn = end.nkn_address().expect("end gateway joined NKN");
@@ -67,6 +68,7 @@ async fn setup(mode: Mode, loss: f64) -> Setup {
         resi: resi_config("client", mode),
         reverse: None,
         tls: None,
+        metrics: None,
     })
     .unwrap();
     let s = Setup { _server: server, _end: end, client, tcp, node: Some(node) };
@@ -195,6 +197,7 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
         resi: resi_config("end", mode),
         reverse: None,
         tls: None,
+        metrics: None,
     })
     .unwrap();
     let client = Gateway::start(Config {
@@ -204,6 +207,7 @@ async fn nkn_only(mode: Mode, loss: f64) -> (TestServer, Gateway, Gateway, Local
         resi: resi_config("client", mode),
         reverse: None,
         tls: None,
+        metrics: None,
     })
     .unwrap();
     wait_live(&client, 1).await;
@@ -263,6 +267,7 @@ async fn nkn_allowed_peers_drop_hellos_from_other_addresses() {
             resi: resi_config("end", Mode::Strict),
             reverse: None,
             tls: None,
+            metrics: None,
         })
         .unwrap();
         let client = |seed: u8| {
@@ -273,6 +278,7 @@ async fn nkn_allowed_peers_drop_hellos_from_other_addresses() {
                 resi: resi_config(&format!("client-{seed}"), Mode::Strict),
                 reverse: None,
                 tls: None,
+                metrics: None,
             })
             .unwrap()
         };

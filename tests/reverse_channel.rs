@@ -41,7 +41,7 @@ fn resi_config(name: &str, mode: Mode) -> ResiConfig {
 }
 
 fn gateway(name: &str, mode: Mode, tcp: TcpConfig, reverse: ReverseConfig) -> Gateway {
-    let config = Config { source: None, tcp: Some(tcp), nkn: None, resi: resi_config(name, mode), reverse: Some(reverse), tls: None };
+    let config = Config { source: None, tcp: Some(tcp), nkn: None, resi: resi_config(name, mode), reverse: Some(reverse), tls: None, metrics: None };
     Gateway::start(config).expect("gateway starts")
 }
 
