@@ -35,6 +35,8 @@
 //! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
 //!   test aid, used by the Rust tests and the pytest plugin).
 //! - [`cli`]: the `resi` command.
+//! - [`logs`]: its log records: the gateway's name on each, text or JSON,
+//!   repeated warnings rate-limited.
 //! - `fuzzing` (hidden): the fuzz harnesses, one per decoder of network
 //!   or file input, shared by `fuzz/` and the corpus replay test.
 //! - `py` (feature `python`): the thin PyO3 bindings (type and error
@@ -51,6 +53,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod gateway;
 pub mod grpc;
+pub mod logs;
 pub mod nkn;
 pub mod path;
 pub mod proto;

@@ -229,3 +229,81 @@ async fn metrics_bind_error_names_the_key_and_address() {
     })
     .await;
 }
+
+/// A log sink the test reads back.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(str::to_string).collect()
+    }
+}
+
+fn log_options(format: resi::logs::LogFormat, window: Duration) -> resi::logs::LogOptions {
+    resi::logs::LogOptions { format, name: Some("end-gw".into()), repeat_window: window, ansi: false }
+}
+
+#[test]
+fn json_logs_carry_the_name_and_repeated_warnings_are_summarised() {
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let window = Duration::from_secs(2);
+    let sub = resi::logs::subscriber(
+        log_options(resi::logs::LogFormat::Json, window),
+        tracing_subscriber::EnvFilter::new("info"),
+        move || writer.clone(),
+    );
+    tracing::subscriber::with_default(sub, || {
+        tracing::info!(paths = 2, "session opened");
+        for _ in 0..10 {
+            tracing::warn!(peer = "127.0.0.1:9", "upstream unreachable");
+        }
+        tracing::debug!("not at this level");
+        // Past the window: the next repeat is written, with the count.
+        std::thread::sleep(window + Duration::from_millis(200));
+        tracing::warn!(peer = "127.0.0.1:9", "upstream unreachable");
+    });
+    let records: Vec<serde_json::Value> =
+        sink.lines().iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}"))).collect();
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for r in &records {
+        assert_eq!(r["gateway"], "end-gw");
+        assert!(r["timestamp"].is_string() && r["target"].is_string(), "{r}");
+    }
+    assert_eq!((&records[0]["level"], &records[0]["message"], &records[0]["paths"]), (&"INFO".into(), &"session opened".into(), &2.into()));
+    assert_eq!(records[1]["message"], "upstream unreachable");
+    assert_eq!(records[1]["peer"], "127.0.0.1:9");
+    assert!(records[1].get("more_like_this").is_none());
+    assert_eq!(records[2]["more_like_this"], 9, "the nine left out are counted");
+}
+
+#[test]
+fn text_logs_carry_the_name() {
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let sub = resi::logs::subscriber(
+        log_options(resi::logs::LogFormat::Text, Duration::from_secs(60)),
+        tracing_subscriber::EnvFilter::new("info"),
+        move || writer.clone(),
+    );
+    tracing::subscriber::with_default(sub, || {
+        tracing::warn!("path 1 is down");
+        tracing::warn!("path 1 is down");
+        tracing::error!("path 1 is down");
+    });
+    let lines = sink.lines();
+    assert_eq!(lines.len(), 2, "the repeated WARN is left out, the ERROR is another record: {lines:?}");
+    assert!(lines.iter().all(|l| l.ends_with(" gateway=end-gw") && l.contains("path 1 is down")), "{lines:?}");
+    assert!(lines[0].contains("WARN") && lines[1].contains("ERROR"));
+}
