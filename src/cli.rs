@@ -18,8 +18,8 @@
 //! TLS. `resi gateway` prints one line per bound address to stderr,
 //! `resi: listening on 127.0.0.1:40123`, once the gateway accepts
 //! connections (so a caller that configured port 0 can find the port),
-//! and one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
-//! address.
+//! one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
+//! address, and `resi: metrics on http://ADDR/metrics` with `[Metrics]`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -411,6 +411,9 @@ async fn serve(cfg: Config) -> i32 {
         }
         for a in gw.reverse_addrs() {
             let _ = writeln!(err, "resi: reverse listening on {a}");
+        }
+        if let Some(a) = gw.metrics_addr() {
+            let _ = writeln!(err, "resi: metrics on http://{a}/metrics");
         }
         let _ = err.flush();
     }

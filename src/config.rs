@@ -1404,11 +1404,39 @@ mod tests {
     }
 
     #[test]
+    fn metrics_section() {
+        let c = load(&format!("{TCP}[metrics]\nlisten = \"127.0.0.1:0\"\n")).unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:0");
+        let e = load(&format!("{TCP}[Metrics]\nListen = \"nowhere\"\n")).unwrap_err();
+        assert_eq!(e.key(), Some("[Metrics] Listen"));
+        assert!(e.to_string().starts_with("gateway.toml: [Metrics] Listen: expected \"host:port\""), "{e}");
+        let e = load(&format!("{TCP}[Metrics]\n")).unwrap_err();
+        assert!(e.to_string().contains("[Metrics] Listen: missing"), "{e}");
+        let e = load(&format!("{TCP}[Metrics]\nAddress = \"127.0.0.1:1\"\n")).unwrap_err();
+        assert!(e.to_string().contains("[Metrics] Address: unknown key"), "{e}");
+        let e = load(&format!("{TCP}[Metric]\nListen = \"127.0.0.1:1\"\n")).unwrap_err();
+        assert!(e.to_string().contains("did you mean [Metrics]"), "{e}");
+    }
+
+    #[test]
+    fn name_defaults_to_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("end-gw.toml");
+        std::fs::write(&path, TCP).unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().resi.name, "end-gw");
+        std::fs::write(&path, format!("{TCP}[Resi]\nname = \"given\"\n")).unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().resi.name, "given");
+        let nkn_only = format!("[Nkn]\nSeed = \"{HEX}\"\nAddress = \"{HEX}\"\n");
+        assert_eq!(load(&nkn_only).unwrap().resi.name, "resi", "no file, no listen address");
+    }
+
+    #[test]
     fn defaults() {
         let c = load(TCP).unwrap();
         assert!(c.nkn.is_none());
         assert_eq!(c.resi.mode, Mode::Strict);
-        assert_eq!(c.resi.name, "resi");
+        assert_eq!(c.resi.name, "localhost:4001", "no Name, no file: the first listen address");
+        assert!(c.metrics.is_none(), "metrics are off by default");
         assert!(c.resi.dead_timeout > c.resi.heartbeat_interval);
         assert_eq!(c.resi.max_message_size, 64 << 20);
         let n = load(&format!("{TCP}[Nkn]\nAddress = \"{HEX}\"\n")).unwrap();
