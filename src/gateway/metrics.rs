@@ -5,9 +5,9 @@
 //! session (read through [`SessionHandle::stats`]), so a scrape takes a
 //! snapshot of every session and writes it out; only the calls forwarded
 //! by status are counted here ([`CallCounts`]), because no other part of
-//! the gateway keeps them. The text is encoded by the `prometheus-client`
-//! crate (OpenMetrics text, which Prometheus scrapes natively). Names and
-//! labels are listed in `docs/protocol.md`, "Metrics".
+//! the gateway keeps them. The text is encoded by the `prometheus` crate
+//! (the Prometheus text exposition format, 0.0.4). Names and labels are
+//! listed in `docs/protocol.md`, "Operations: metrics".
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,12 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -38,8 +33,8 @@ use crate::session::driver::SessionStats;
 use crate::session::registry::SessionRegistry;
 use crate::session::SessionHandle;
 
-/// `content-type` of a scrape answer.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `content-type` of a scrape answer: the Prometheus text format 0.0.4.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A scrape that takes longer than this is cut (a stuck client).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that does not answer its stats within this is left out.
@@ -101,34 +96,32 @@ pub(crate) struct Sources {
     pub nkn: Option<Arc<NknEndpoint>>,
 }
 
-type Labels = Vec<(&'static str, String)>;
-
-/// One registered family per metric; filled from a snapshot, then encoded.
+/// The metrics of one scrape, registered as they are made.
 struct Families {
     registry: Registry,
 }
 
 impl Families {
     fn new() -> Families {
-        Families { registry: Registry::with_prefix("resi") }
+        Families { registry: Registry::new_custom(Some("resi".into()), None).expect("a valid prefix") }
     }
 
-    fn counter(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
-        let f = Family::<Labels, Counter>::default();
-        self.registry.register(name, help, f.clone());
-        f
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> M {
+        self.registry.register(Box::new(m.clone())).expect("each name registered once");
+        m
     }
 
-    fn gauge(&mut self, name: &str, help: &str) -> Family<Labels, Gauge> {
-        let f = Family::<Labels, Gauge>::default();
-        self.registry.register(name, help, f.clone());
-        f
+    /// A counter family; `name` ends in `_total`.
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric"))
     }
 
-    fn gauge_f64(&mut self, name: &str, help: &str) -> Family<Labels, Gauge<f64, AtomicU64>> {
-        let f = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        self.registry.register(name, help, f.clone());
-        f
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric"))
+    }
+
+    fn gauge_f64(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric"))
     }
 }
 
@@ -154,83 +147,91 @@ pub(crate) async fn render(src: &Sources) -> String {
     }
     let up = src.upstream.usable().await;
 
-    let mut f = Families::new();
-    let info = Info::new(vec![("name", src.name.clone()), ("version", env!("CARGO_PKG_VERSION").to_string())]);
-    f.registry.register("gateway", "This gateway: its [Resi] Name and the resi version", info);
-    gateway_metrics(&mut f, src, up, &sessions);
-    session_metrics(&mut f, &sessions);
+    let f = Families::new();
+    f.gauge("gateway_info", "This gateway: its [Resi] Name and the resi version", &["name", "version"])
+        .with_label_values(&[src.name.as_str(), env!("CARGO_PKG_VERSION")])
+        .set(1);
+    gateway_metrics(&f, src, up, &sessions);
+    session_metrics(&f, &sessions);
     let mut out = String::new();
-    encode(&mut out, &f.registry).expect("writing to a String cannot fail");
+    TextEncoder::new().encode_utf8(&f.registry.gather(), &mut out).expect("writing to a String cannot fail");
     out
 }
 
-fn gateway_metrics(f: &mut Families, src: &Sources, up: bool, sessions: &[Snapshot]) {
-    f.gauge("upstream_up", "1 while calls can reach the upstream (what the health service reports as SERVING)")
-        .get_or_create(&vec![])
-        .set(i64::from(up));
-    let open = f.gauge("sessions_open", "Redundant sessions open, by role (accepted from client gateways, dialled upstream)");
+fn gateway_metrics(f: &Families, src: &Sources, up: bool, sessions: &[Snapshot]) {
+    let one = |name: &str, help: &str, v: i64| f.gauge(name, help, &[]).with_label_values::<&str>(&[]).set(v);
+    one("upstream_up", "1 while calls can reach the upstream (what the health service reports as SERVING)", i64::from(up));
+    let open = f.gauge("sessions_open", "Redundant sessions open, by role (accepted from client gateways, dialled upstream)", &["role"]);
     for role in ["accepted", "dialled"] {
-        let n = sessions.iter().filter(|s| s.role == role).count();
-        open.get_or_create(&vec![("role", role.to_string())]).set(n as i64);
+        open.with_label_values(&[role]).set(sessions.iter().filter(|s| s.role == role).count() as i64);
     }
-    f.gauge("sessions_pending", "Sessions opened by a client gateway that no path has joined yet")
-        .get_or_create(&vec![])
-        .set(src.registry.pending_count() as i64);
+    one("sessions_pending", "Sessions opened by a client gateway that no path has joined yet", src.registry.pending_count() as i64);
     let c = &src.connections;
-    f.gauge("connections_open", "TCP connections the listeners serve now (ESI clients and RESI paths being set up)")
-        .get_or_create(&vec![])
-        .set(c.limit.saturating_sub(c.permits.available_permits()) as i64);
-    f.gauge("connections_limit", "[Resi] MaxConnections in force")
-        .get_or_create(&vec![])
-        .set(c.limit as i64);
-    f.gauge("reverse_channels_open", "Reverse channels client gateways keep open to this gateway")
-        .get_or_create(&vec![])
-        .set(src.reverse.as_ref().map_or(0, |r| r.count()) as i64);
-    f.counter("nkn_refused_hellos", "NKN HELLOs dropped: their sender is not in [Nkn] AllowedPeers")
-        .get_or_create(&vec![])
+    let busy = c.limit.saturating_sub(c.permits.available_permits());
+    one("connections_open", "TCP connections the listeners serve now (ESI clients and RESI paths being set up)", busy as i64);
+    one("connections_limit", "[Resi] MaxConnections in force", c.limit as i64);
+    let channels = src.reverse.as_ref().map_or(0, |r| r.count());
+    one("reverse_channels_open", "Reverse channels client gateways keep open to this gateway", channels as i64);
+    f.counter("nkn_refused_hellos_total", "NKN HELLOs dropped: their sender is not in [Nkn] AllowedPeers", &[])
+        .with_label_values::<&str>(&[])
         .inc_by(src.nkn.as_ref().map_or(0, |n| n.refused_hellos()));
-    let calls = f.counter("calls_forwarded", "Calls forwarded to the upstream or a reverse channel, by final gRPC status");
+    let calls = f.counter(
+        "calls_forwarded_total",
+        "Calls forwarded to the upstream or a reverse channel, by final gRPC status",
+        &["code"],
+    );
     for (i, name) in CODE_NAMES.iter().enumerate() {
-        calls.get_or_create(&vec![("code", name.to_string())]).inc_by(src.calls.get(i));
+        calls.with_label_values(&[*name]).inc_by(src.calls.get(i));
     }
 }
 
-fn session_metrics(f: &mut Families, sessions: &[Snapshot]) {
-    let delivered = f.counter("session_delivered_bytes", "Stream bytes a session delivered, once each");
-    let buffered = f.gauge("session_buffered_bytes", "Bytes a session holds: sent but not acknowledged, or waiting for copies");
-    let mode = f.gauge("session_strict", "1 if the session runs strict, 0 if permissive");
-    let path_up = f.gauge("path_up", "1 while the path is live (in the session's live set), 0 while down");
-    let rtt = f.gauge_f64("path_rtt_seconds", "Smoothed round-trip time of the path (absent before its first PONG)");
-    let counters: Vec<(Family<Labels, Counter>, fn(&crate::session::machine::PathStats) -> u64)> = vec![
-        (f.counter("path_sent_bytes", "Bytes the path sent (frames, headers included)"), |s| s.bytes_sent),
-        (f.counter("path_received_bytes", "Bytes the path received (frames, headers included)"), |s| s.bytes_received),
-        (f.counter("path_sent_frames", "Frames the path sent"), |s| s.frames_sent),
-        (f.counter("path_received_frames", "Frames the path received"), |s| s.frames_received),
-        (f.counter("path_data_sent_bytes", "Stream bytes the path sent in DATA frames"), |s| s.data_bytes_sent),
-        (f.counter("path_retransmitted_bytes", "Stream bytes the path sent again"), |s| s.retransmitted_bytes),
-        (f.counter("path_first_bytes", "PRP: stream bytes this path brought first"), |s| s.first_bytes),
-        (f.counter("path_duplicate_bytes", "PRP: stream bytes this path brought after another path"), |s| s.duplicate_bytes),
-        (f.counter("path_missed_bytes", "PRP: stream bytes this path never brought"), |s| s.missed_bytes),
-        (f.counter("path_mismatches", "Copies on this path that differed from the delivered bytes"), |s| s.mismatches),
-        (f.counter("path_corrupt_frames", "Frames that failed their CRC-32C (discarded)"), |s| s.corrupt_frames),
-        (f.counter("path_latent_errors", "Times the path was up but not carrying data"), |s| s.latent_errors),
-        (f.counter("path_admissions", "Times the path was admitted to the live set"), |s| s.admissions),
-    ];
+type PathCounter = (IntCounterVec, fn(&crate::session::machine::PathStats) -> u64);
+
+fn path_counters(f: &Families) -> Vec<PathCounter> {
+    let l = &["session", "role", "path"];
+    vec![
+        (f.counter("path_sent_bytes_total", "Bytes the path sent (frames, headers included)", l), |s| s.bytes_sent),
+        (f.counter("path_received_bytes_total", "Bytes the path received (frames, headers included)", l), |s| s.bytes_received),
+        (f.counter("path_sent_frames_total", "Frames the path sent", l), |s| s.frames_sent),
+        (f.counter("path_received_frames_total", "Frames the path received", l), |s| s.frames_received),
+        (f.counter("path_data_sent_bytes_total", "Stream bytes the path sent in DATA frames", l), |s| s.data_bytes_sent),
+        (f.counter("path_retransmitted_bytes_total", "Stream bytes the path sent again", l), |s| s.retransmitted_bytes),
+        (f.counter("path_first_bytes_total", "PRP: stream bytes this path brought first", l), |s| s.first_bytes),
+        (f.counter("path_duplicate_bytes_total", "PRP: stream bytes this path brought after another path", l), |s| {
+            s.duplicate_bytes
+        }),
+        (f.counter("path_missed_bytes_total", "PRP: stream bytes this path never brought", l), |s| s.missed_bytes),
+        (f.counter("path_mismatches_total", "Copies on this path that differed from the delivered bytes", l), |s| s.mismatches),
+        (f.counter("path_corrupt_frames_total", "Frames that failed their CRC-32C (discarded)", l), |s| s.corrupt_frames),
+        (f.counter("path_latent_errors_total", "Times the path was up but not carrying data", l), |s| s.latent_errors),
+        (f.counter("path_admissions_total", "Times the path was admitted to the live set", l), |s| s.admissions),
+    ]
+}
+
+fn session_metrics(f: &Families, sessions: &[Snapshot]) {
+    let sl = &["session", "role"];
+    let delivered = f.counter("session_delivered_bytes_total", "Stream bytes a session delivered, once each", sl);
+    let buffered = f.gauge("session_buffered_bytes", "Bytes a session holds: sent but not acknowledged, or waiting for copies", sl);
+    let strict = f.gauge("session_strict", "1 if the session runs strict, 0 if permissive", sl);
+    let pl = &["session", "role", "path"];
+    let path_up = f.gauge("path_up", "1 while the path is live (in the session's live set), 0 while down", pl);
+    let rtt = f.gauge_f64("path_rtt_seconds", "Smoothed round-trip time of the path (absent before its first PONG)", pl);
+    let counters = path_counters(f);
     for snap in sessions {
         let s = &snap.stats;
-        let session = vec![("session", s.session_id.clone()), ("role", snap.role.to_string())];
-        delivered.get_or_create(&session).inc_by(s.delivered);
-        buffered.get_or_create(&session).set(s.buffered as i64);
-        mode.get_or_create(&session).set(i64::from(s.mode == crate::session::Mode::Strict));
+        let session = [s.session_id.as_str(), snap.role];
+        delivered.with_label_values(&session).inc_by(s.delivered);
+        buffered.with_label_values(&session).set(s.buffered as i64);
+        strict.with_label_values(&session).set(i64::from(s.mode == crate::session::Mode::Strict));
         for p in &s.paths {
-            let mut labels = session.clone();
-            labels.push(("path", p.path.to_string()));
-            path_up.get_or_create(&labels).set(i64::from(p.live));
+            let id = p.path.to_string();
+            let labels = [session[0], session[1], id.as_str()];
+            path_up.with_label_values(&labels).set(i64::from(p.live));
             if let Some(r) = p.stats.rtt {
-                rtt.get_or_create(&labels).set(r.as_secs_f64());
+                rtt.with_label_values(&labels).set(r.as_secs_f64());
             }
             for (family, read) in &counters {
-                family.get_or_create(&labels).inc_by(read(&p.stats));
+                family.with_label_values(&labels).inc_by(read(&p.stats));
             }
         }
     }
