@@ -29,7 +29,9 @@
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), the reverse channel for
-//!   calls in the other direction (`reverse`), graceful shutdown.
+//!   calls in the other direction (`reverse`), the gRPC health service
+//!   ([`gateway::health`]) and the Prometheus endpoint (`metrics`),
+//!   graceful shutdown.
 //! - [`client`]: an in-process ESI client (plain h2c, or this process as a
 //!   client gateway over a redundant session); calls of any shape on bytes.
 //! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a

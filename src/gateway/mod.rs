@@ -11,6 +11,9 @@
 //!   gateway's side back to the client gateway's side over the same session.
 //! - [`body`]: request and response body types (with `MaxMessageSize`).
 //! - [`guard`]: handshake deadline, idle connections, connection limit.
+//! - [`health`]: `grpc.health.v1.Health`, answered by the gateway itself.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format
+//!   (`[Metrics] Listen`).
 //!
 //! A gateway runs on the tokio runtime it was started on. Every hop is
 //! generic, so gateways chain (client gateway → end gateway → ESI server,
