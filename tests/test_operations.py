@@ -160,3 +160,27 @@ def test_json_logs_name_every_record(resi: ResiFactory, esi_server: EsiServer):
         assert r["gateway"] == "edge-gw", r  # the file's name: no [Resi] Name given
         assert {"timestamp", "level", "target", "message"} <= r.keys(), r
     assert any(r["message"] == "gateway started" for r in records)
+
+
+def test_reverse_listener_health_follows_the_reverse_channel(resi: ResiFactory, esi_server: EsiServer):
+    exchange = EsiServer()
+    exchange.start()
+    try:
+        end = resi.start(
+            '[Tcp]\nListen = "127.0.0.1:0"\n'
+            f'Address = "{esi_server.addr}"\n[Reverse]\nListen = "127.0.0.1:0"\n[Resi]\nName = "end"\n',
+            name="end",
+        )
+        end_addr = end.wait_listening(1)[0]
+        line = r"^resi: reverse listening on (\S+)\s*$"
+        reverse = re.match(line, end.wait_for_line(line)).group(1)
+        assert check(reverse) == NOT_SERVING, "no client gateway has opened a reverse channel yet"
+        client = resi.gateway(
+            listen="127.0.0.1:0", address=end_addr, name="client", extra=f'[Reverse]\nAddress = "{exchange.addr}"\n'
+        )
+        wait_status(reverse, SERVING)
+        client.signal(signal.SIGTERM)
+        assert client.wait() == 0
+        wait_status(reverse, NOT_SERVING)
+    finally:
+        exchange.stop()
