@@ -99,7 +99,8 @@ pub(crate) async fn watch(shared: std::sync::Arc<Shared>, req: Request<Incoming>
     if SERVICES.contains(&service.as_str()) {
         tokio::spawn(watch_loop(shared, tx));
     } else {
-        // Not an error: the service may be registered later (not here).
+        // The protocol's answer for a name this server does not know:
+        // SERVICE_UNKNOWN on the stream, not a failed call.
         let _ = tx.try_send(Frame::data(message(ServingStatus::ServiceUnknown)));
         let _ = tx.try_send(Frame::trailers(grpc::status_trailers(&Status::new(Code::Ok, ""))));
     }
