@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let esi_domain = esi_protos("domain")?;
     let esi_service = esi_protos("service")?;
     let mut lib_protos: Vec<String> =
-        ["proto/esi.proto", "proto/resi.proto", "proto/nkn/client.proto", "proto/nkn/payloads.proto"]
+        ["proto/esi.proto", "proto/resi.proto", "proto/nkn/client.proto", "proto/nkn/payloads.proto", "proto/grpc/health/v1/health.proto"]
             .map(String::from)
             .into();
     lib_protos.extend(esi_domain);

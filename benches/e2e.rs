@@ -49,7 +49,7 @@ async fn l4_proxy(target: SocketAddr) -> SocketAddr {
 fn gateway(mode: Mode, listen: usize, upstream: Vec<String>) -> Gateway {
     let resi = ResiConfig { mode, ..ResiConfig::default() };
     let tcp = TcpConfig { listen: vec!["127.0.0.1:0".into(); listen], address: upstream };
-    Gateway::start(Config { source: None, tcp: Some(tcp), nkn: None, resi, reverse: None, tls: None }).unwrap()
+    Gateway::start(Config { source: None, tcp: Some(tcp), nkn: None, resi, reverse: None, tls: None, metrics: None }).unwrap()
 }
 
 struct Figures {

@@ -1,7 +1,8 @@
 //! The `resi` command.
 //!
 //! ```text
-//! resi gateway --config FILE [--log-level LEVEL]   run a gateway until SIGINT/SIGTERM
+//! resi gateway --config FILE [--log-level LEVEL] [--log-format text|json]
+//!                                                  run a gateway until SIGINT/SIGTERM
 //! resi -config FILE                                the original gateway's form
 //! resi check-config FILE                           validate a file and print a summary
 //! resi demo [OPTIONS]                              the one-command demo (run by the Python package)
@@ -18,8 +19,8 @@
 //! TLS. `resi gateway` prints one line per bound address to stderr,
 //! `resi: listening on 127.0.0.1:40123`, once the gateway accepts
 //! connections (so a caller that configured port 0 can find the port),
-//! and one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
-//! address.
+//! one `resi: reverse listening on ADDR` line per `[Reverse] Listen`
+//! address, and `resi: metrics on http://ADDR/metrics` with `[Metrics]`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ struct Cli {
     /// "resi=debug,hyper=warn"); overrides the RESI_LOG environment variable.
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
+
+    /// Log records as text lines or as JSON objects, one per line (each
+    /// with the gateway's name, `[Resi] Name`).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 
     #[command(subcommand)]
     command: Command,
@@ -158,7 +164,7 @@ fn normalize(args: Vec<String>) -> Vec<String> {
         let mut found = None;
         while i < out.len() {
             let a = &out[i];
-            if a == "--log-level" {
+            if a == "--log-level" || a == "--log-format" {
                 i += 2;
                 continue;
             }
@@ -196,9 +202,9 @@ pub fn run(args: Vec<String>) -> i32 {
             0
         }
         Command::CheckConfig { file } => check_config(&file),
-        Command::Gateway { config } => gateway(config, cli.log_level),
+        Command::Gateway { config } => gateway(config, logging(cli.log_level, &cli.log_format)),
         Command::NknIdentity { seed } => nkn_identity(seed),
-        Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, cli.log_level),
+        Command::NknNode { rpc_listen, ws_listen, loss } => nkn_node(rpc_listen, ws_listen, loss, logging(cli.log_level, &cli.log_format)),
         Command::Sim { .. } => python_only("sim"),
         Command::Demo { .. } => python_only("demo"),
         Command::Conformance { .. } => python_only("conformance"),
@@ -225,8 +231,8 @@ fn nkn_identity(seed: Option<String>) -> i32 {
     0
 }
 
-fn nkn_node(rpc_listen: std::net::SocketAddr, ws_listen: std::net::SocketAddr, loss: f64, log_level: Option<String>) -> i32 {
-    if let Err(e) = init_logging(log_level) {
+fn nkn_node(rpc_listen: std::net::SocketAddr, ws_listen: std::net::SocketAddr, loss: f64, log: Logging) -> i32 {
+    if let Err(e) = init_logging(log, None) {
         eprintln!("resi: error: {e}");
         return EXIT_USAGE;
     }
@@ -309,8 +315,20 @@ fn print_warnings(cfg: &Config) {
     let _ = err.flush();
 }
 
-fn init_logging(level: Option<String>) -> Result<(), String> {
-    let spec = level
+/// `--log-level` and `--log-format` as given.
+struct Logging {
+    level: Option<String>,
+    format: crate::logs::LogFormat,
+}
+
+fn logging(level: Option<String>, format: &str) -> Logging {
+    Logging { level, format: format.parse().unwrap_or_default() }
+}
+
+/// Installs the log subscriber; `name` goes on every record.
+fn init_logging(log: Logging, name: Option<String>) -> Result<(), String> {
+    let spec = log
+        .level
         .or_else(|| {
             std::env::var("RESI_LOG")
                 .ok()
@@ -320,21 +338,12 @@ fn init_logging(level: Option<String>) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .map_err(|e| format!("bad log level {spec:?}: {e}"))?;
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    // A second `run` in the same process (e.g. from Python) keeps the first
-    // subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
+    let options = crate::logs::LogOptions { format: log.format, name, ansi, ..Default::default() };
+    crate::logs::init(options, filter);
     Ok(())
 }
 
-fn gateway(path: PathBuf, log_level: Option<String>) -> i32 {
-    if let Err(e) = init_logging(log_level) {
-        eprintln!("resi: error: {e}");
-        return EXIT_USAGE;
-    }
+fn gateway(path: PathBuf, log: Logging) -> i32 {
     let cfg = match Config::check_file(&path) {
         Ok(c) => c,
         Err(errors) => {
@@ -342,6 +351,10 @@ fn gateway(path: PathBuf, log_level: Option<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Err(e) = init_logging(log, Some(cfg.resi.name.clone())) {
+        eprintln!("resi: error: {e}");
+        return EXIT_USAGE;
+    }
     print_warnings(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -431,6 +444,9 @@ async fn serve(cfg: Config) -> i32 {
         }
         for a in gw.reverse_addrs() {
             let _ = writeln!(err, "resi: reverse listening on {a}");
+        }
+        if let Some(a) = gw.metrics_addr() {
+            let _ = writeln!(err, "resi: metrics on http://{a}/metrics");
         }
         let _ = err.flush();
     }

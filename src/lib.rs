@@ -30,12 +30,16 @@
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), the reverse channel for
-//!   calls in the other direction (`reverse`), graceful shutdown.
+//!   calls in the other direction (`reverse`), the gRPC health service
+//!   ([`gateway::health`]) and the Prometheus endpoint (`metrics`),
+//!   graceful shutdown.
 //! - [`client`]: an in-process ESI client (plain h2c, or this process as a
 //!   client gateway over a redundant session); calls of any shape on bytes.
 //! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
 //!   test aid, used by the Rust tests and the pytest plugin).
 //! - [`cli`]: the `resi` command.
+//! - [`logs`]: its log records: the gateway's name on each, text or JSON,
+//!   repeated warnings rate-limited.
 //! - `fuzzing` (hidden): the fuzz harnesses, one per decoder of network
 //!   or file input, shared by `fuzz/` and the corpus replay test.
 //! - `py` (feature `python`): the thin PyO3 bindings (type and error
@@ -52,6 +56,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod gateway;
 pub mod grpc;
+pub mod logs;
 pub mod nkn;
 pub mod path;
 pub mod proto;

@@ -18,6 +18,12 @@ pub mod nkn {
     }
 }
 
+/// The standard gRPC health checking messages (`grpc.health.v1`), which a
+/// gateway answers itself ([`HEALTH_CHECK_PATH`], [`HEALTH_WATCH_PATH`]).
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/lib/grpc.health.v1.rs"));
+}
+
 /// The SolarNetwork ESI dialect (`proto/solarnetwork/esi`), wire-compatible
 /// with SolarNetwork's own files. Only the messages: resi forwards the
 /// services' calls as opaque gRPC, so the library needs no service code.
@@ -41,6 +47,11 @@ pub const HOP_INFO_EXTENSION_ID: u32 = 2;
 
 /// gRPC path of the Modify call.
 pub const MODIFY_PATH: &str = "/esi.Esi/Modify";
+
+/// gRPC paths of the standard health checking service, answered by every
+/// gateway on its listeners (`docs/protocol.md`, "Health checking").
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+pub const HEALTH_WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// Path of the reverse channel: one long-lived request, opened by a client
 /// gateway over its session, that carries an HTTP/2 connection the other

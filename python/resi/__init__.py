@@ -93,11 +93,12 @@ Messages = Union[Iterable[bytes], AsyncIterable[bytes]]
 
 # Which section a flat keyword belongs to (keys compared without case, `_`
 # and `-`, as in the file). `nkn_*` keywords go to [Nkn], `reverse_*` to
-# [Reverse], `tls_*` to [Tls] (`tls_client_ca` is `ClientCa`); anything
+# [Reverse], `tls_*` to [Tls] (`tls_client_ca` is `ClientCa`), `metrics_*`
+# to [Metrics] (`metrics_listen`); anything
 # unknown goes to [Resi], where it is reported with a "did you mean" hint.
 _TCP_KEYS = {"listen", "address"}
-_PREFIXES = {"nkn": "Nkn", "reverse": "Reverse", "tls": "Tls"}
-_SECTIONS = {"tcp": "Tcp", "nkn": "Nkn", "resi": "Resi", "reverse": "Reverse", "tls": "Tls"}
+_PREFIXES = {"nkn": "Nkn", "reverse": "Reverse", "tls": "Tls", "metrics": "Metrics"}
+_SECTIONS = {"tcp": "Tcp", "nkn": "Nkn", "resi": "Resi", "reverse": "Reverse", "tls": "Tls", "metrics": "Metrics"}
 
 
 def _norm(key: str) -> str:
@@ -156,7 +157,8 @@ class Gateway:
     ``nkn_address``/``nkn_seed``/``nkn_allowed_peers``/... to ``[Nkn]``,
     ``reverse_listen``/``reverse_address`` to ``[Reverse]``,
     ``tls_cert``/``tls_key``/``tls_client_ca``/``tls_upstream_ca``/
-    ``tls_server_name``/``tls_plain_listen`` to ``[Tls]``, the rest to ``[Resi]``;
+    ``tls_server_name``/``tls_plain_listen`` to ``[Tls]``, ``metrics_listen``
+    to ``[Metrics]``, the rest to ``[Resi]``;
     ``heartbeat_interval=`` is ``HeartbeatInterval``), from a
     dict of tables (:meth:`from_dict`) or from a TOML file
     (:meth:`from_file`). All three validate exactly like ``resi gateway``
@@ -237,7 +239,14 @@ class Gateway:
 
     @property
     def name(self) -> str:
+        """``[Resi] Name``: in log records, metrics and hop info."""
         return self._gw.name
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where ``GET /metrics`` is served (``"ip:port"``, ``[Metrics]
+        Listen`` with the real port); None when stopped or not configured."""
+        return self._gw.metrics_address
 
     @property
     def upstream_kind(self) -> str | None:

@@ -62,6 +62,7 @@
 //! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
+//! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
 //! `"1h"`, `"500us"`) or plain numbers meaning seconds. Byte sizes are
@@ -124,6 +125,23 @@ pub struct Config {
     pub reverse: Option<ReverseConfig>,
     /// `[Tls]`, loaded (None: plain TCP everywhere).
     pub tls: Option<TlsSettings>,
+    /// `[Metrics]` (None: no metrics endpoint).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[Metrics]`: the Prometheus endpoint (off unless configured).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// `Listen`: one `host:port` where `GET /metrics` is served (HTTP/1.1).
+    pub listen: String,
+}
+
+/// `[Metrics]` as written (`Listen` is required when the section is there).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase", deny_unknown_fields)]
+struct MetricsSection {
+    #[serde(deserialize_with = "values::one::<_, values::ListenAddr>")]
+    listen: Option<String>,
 }
 
 /// `[Reverse]`: calls in the other direction, over the reverse channel a
@@ -266,6 +284,7 @@ struct Sections {
     resi: Option<ResiConfig>,
     reverse: Option<ReverseConfig>,
     tls: Option<TlsSection>,
+    metrics: Option<MetricsSection>,
 }
 
 /// Every section with its keys, canonical names as serde knows them.
@@ -279,6 +298,7 @@ fn schema() -> Vec<(&'static str, &'static [&'static str])> {
                 "Resi" => names::field_names::<ResiConfig>(),
                 "Reverse" => names::field_names::<ReverseConfig>(),
                 "Tls" => names::field_names::<TlsSection>(),
+                "Metrics" => names::field_names::<MetricsSection>(),
                 _ => &[],
             };
             (*s, keys)
@@ -494,20 +514,21 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| vec![ConfigError::Read { origin: origin.clone(), source }])?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let mut cfg = load(parse_toml(&text, &origin)?, &origin, base)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let mut cfg = load(parse_toml(&text, &origin)?, &origin, base, stem.as_deref())?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
     /// Parses and validates TOML text; `origin` names it in messages.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        load(parse_toml(text, origin).map_err(first)?, origin, None).map_err(first)
+        load(parse_toml(text, origin).map_err(first)?, origin, None, None).map_err(first)
     }
 
     /// Validates an already parsed table (e.g. built from a Python dict),
     /// exactly as a file's; `origin` names it in messages.
     pub fn from_table(table: Table, origin: &str) -> Result<Config, ConfigError> {
-        load(table, origin, None).map_err(first)
+        load(table, origin, None, None).map_err(first)
     }
 
     /// Validates a `[Tls]` table alone (for clients from Python); file
@@ -568,22 +589,50 @@ fn parse_toml(text: &str, origin: &str) -> Result<Table, Vec<ConfigError>> {
 }
 
 /// The whole pipeline on a parsed table; `[Tls]` file names are relative
-/// to `base`.
-fn load(table: Table, origin: &str, base: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+/// to `base`; `stem` (the file's name without extension) is the default
+/// `[Resi] Name`.
+fn load(table: Table, origin: &str, base: Option<&Path>, stem: Option<&str>) -> Result<Config, Vec<ConfigError>> {
     let mut p = Problems::new(origin);
     let table = names::normalise(table, &schema(), &mut p);
     let sections: Sections = deserialize(table.clone(), &mut p);
     let tls = sections.tls.and_then(|t| load_tls(t, base, &mut p));
-    let cfg = Config {
+    let metrics = sections.metrics.and_then(|m| load_metrics(m, &mut p));
+    let mut cfg = Config {
         source: None,
         tcp: sections.tcp,
         nkn: sections.nkn,
         resi: sections.resi.unwrap_or_default(),
         reverse: sections.reverse,
         tls,
+        metrics,
     };
+    let name_given = table.get("Resi").and_then(Value::as_table).is_some_and(|t| t.contains_key("Name"));
+    if !name_given {
+        cfg.resi.name = default_name(stem, &cfg);
+    }
     checks::errors(&cfg, &table, &mut p);
     p.finish(cfg)
+}
+
+/// `[Metrics]`: `Listen` is the section's one key and is required.
+fn load_metrics(m: MetricsSection, p: &mut Problems) -> Option<MetricsConfig> {
+    match m.listen {
+        Some(listen) => Some(MetricsConfig { listen }),
+        None => {
+            if !p.has("[Metrics] Listen") {
+                p.add(Some("[Metrics] Listen".into()), "missing: [Metrics] needs the \"host:port\" to serve /metrics on");
+            }
+            None
+        }
+    }
+}
+
+/// `[Resi] Name` when not given: the file's name, else the first listen
+/// address, else "resi".
+fn default_name(stem: Option<&str>, c: &Config) -> String {
+    let name = stem.map(str::to_string).or_else(|| c.listen().first().cloned());
+    name.filter(|n| !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control))
+        .unwrap_or_else(|| "resi".into())
 }
 
 /// Deserialises the canonical table; each bad value is reported, removed,
@@ -725,11 +774,39 @@ mod tests {
     }
 
     #[test]
+    fn metrics_section() {
+        let c = load(&format!("{TCP}[metrics]\nlisten = \"127.0.0.1:0\"\n")).unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:0");
+        let e = load(&format!("{TCP}[Metrics]\nListen = \"nowhere\"\n")).unwrap_err();
+        assert_eq!(e.key(), Some("[Metrics] Listen"));
+        assert!(e.to_string().starts_with("gateway.toml: [Metrics] Listen: expected \"host:port\""), "{e}");
+        let e = load(&format!("{TCP}[Metrics]\n")).unwrap_err();
+        assert!(e.to_string().contains("[Metrics] Listen: missing"), "{e}");
+        let e = load(&format!("{TCP}[Metrics]\nAddress = \"127.0.0.1:1\"\n")).unwrap_err();
+        assert!(e.to_string().contains("[Metrics] Address: unknown key"), "{e}");
+        let e = load(&format!("{TCP}[Metric]\nListen = \"127.0.0.1:1\"\n")).unwrap_err();
+        assert!(e.to_string().contains("did you mean [Metrics]"), "{e}");
+    }
+
+    #[test]
+    fn name_defaults_to_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("end-gw.toml");
+        std::fs::write(&path, TCP).unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().resi.name, "end-gw");
+        std::fs::write(&path, format!("{TCP}[Resi]\nname = \"given\"\n")).unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().resi.name, "given");
+        let nkn_only = format!("[Nkn]\nSeed = \"{HEX}\"\nAddress = \"{HEX}\"\n");
+        assert_eq!(load(&nkn_only).unwrap().resi.name, "resi", "no file, no listen address");
+    }
+
+    #[test]
     fn defaults() {
         let c = load(TCP).unwrap();
         assert!(c.nkn.is_none());
         assert_eq!(c.resi.mode, Mode::Strict);
-        assert_eq!(c.resi.name, "resi");
+        assert_eq!(c.resi.name, "localhost:4001", "no Name, no file: the first listen address");
+        assert!(c.metrics.is_none(), "metrics are off by default");
         assert!(c.resi.dead_timeout > c.resi.heartbeat_interval);
         assert_eq!(c.resi.max_message_size, 64 << 20);
         let n = load(&format!("{TCP}[Nkn]\nAddress = \"{HEX}\"\n")).unwrap();
@@ -1051,7 +1128,7 @@ mod tests {
     /// Every error of `text`, as displayed.
     fn all_errors(text: &str) -> Vec<String> {
         let table = parse_toml(text, "gateway.toml").map_err(|e| e[0].to_string()).unwrap();
-        match super::load(table, "gateway.toml", None) {
+        match super::load(table, "gateway.toml", None, None) {
             Ok(c) => panic!("expected errors, got {c:?}"),
             Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
         }
@@ -1128,7 +1205,7 @@ mod tests {
     fn known_names_come_from_the_structs() {
         let schema = schema();
         let names: Vec<&str> = schema.iter().map(|(s, _)| *s).collect();
-        assert_eq!(names, ["Tcp", "Nkn", "Resi", "Reverse", "Tls"]);
+        assert_eq!(names, ["Tcp", "Nkn", "Resi", "Reverse", "Tls", "Metrics"]);
         let resi = schema.iter().find(|(s, _)| *s == "Resi").unwrap().1;
         assert_eq!(&resi[..3], ["Mode", "Name", "HeartbeatInterval"]);
         assert!(resi.contains(&"OpenRatePerPeer") && resi.contains(&"CookieTtl"));
@@ -1148,7 +1225,8 @@ mod tests {
         assert_eq!(NknConfig::default().subclients, DEFAULT_NKN_SUBCLIENTS);
         // The defaults of code and of an empty section agree.
         let file = load("[Tcp]\nListen = \"127.0.0.1:0\"\nAddress = \"127.0.0.1:1\"\n[Resi]\n[Nkn]\nAddress = \"919c54b3a1d1e8f0ad64b0a6e3e86b7fa8d6d5d8b7cd7e6cfd1f4c6f4f0e3b2a\"\n").unwrap();
-        assert_eq!(format!("{:?}", file.resi), format!("{:?}", ResiConfig::default()));
+        let named = ResiConfig { name: "127.0.0.1:0".into(), ..ResiConfig::default() };
+        assert_eq!(format!("{:?}", file.resi), format!("{:?}", named), "only the name differs: the listen address");
         assert_eq!(file.nkn.unwrap().subclients, DEFAULT_NKN_SUBCLIENTS);
     }
 

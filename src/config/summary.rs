@@ -74,6 +74,9 @@ impl Config {
             fmt_duration(r.idle_timeout),
             r.max_connections
         ));
+        if let Some(m) = &self.metrics {
+            s.push_str(&format!("  [Metrics] listen: http://{}/metrics\n", m.listen));
+        }
         s
     }
 }

@@ -18,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
+use super::metrics::CallCounts;
 use super::upstream::CallSession;
 use crate::grpc::{frame_bytes, status_trailers, Code, MessageTooLarge, MessageTracker, Status};
 
@@ -111,11 +113,25 @@ pub struct UpstreamBody {
     refused: Refusal,
     /// The session it came over decides the status should the body break.
     session: CallSession,
+    /// Where the call's final status is counted (taken when counted).
+    tally: Option<Arc<CallCounts>>,
 }
 
 impl UpstreamBody {
     pub fn new(body: Incoming, max: usize, refused: Refusal, session: CallSession) -> UpstreamBody {
-        UpstreamBody { body, tracker: MessageTracker::new(max), refused, session }
+        UpstreamBody { body, tracker: MessageTracker::new(max), refused, session, tally: None }
+    }
+
+    /// Counts the call's final status in `tally` when the body ends.
+    pub fn counted(mut self, tally: Arc<CallCounts>) -> UpstreamBody {
+        self.tally = Some(tally);
+        self
+    }
+
+    fn settle(&mut self, code: Code) {
+        if let Some(t) = self.tally.take() {
+            t.record(code);
+        }
     }
 }
 
@@ -174,6 +190,9 @@ pub enum ProxyBody {
     /// Raw bytes made by this hop as they come, no trailers: the reverse
     /// channel's response body; it ends when the sender is dropped.
     Raw(mpsc::Receiver<Bytes>),
+    /// Frames made by this hop as they come (data, then trailers): a
+    /// streaming answer of the gateway's own (health `Watch`).
+    Frames(mpsc::Receiver<Frame<Bytes>>),
 }
 
 impl Default for ProxyBody {
@@ -198,30 +217,43 @@ impl Body for ProxyBody {
         let up = match this {
             ProxyBody::Upstream(up) => up,
             ProxyBody::Raw(rx) => return rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Frames(rx) => return rx.poll_recv(cx).map(|f| f.map(Ok)),
             ProxyBody::Local { .. } => return this.poll_local(),
         };
         if !up.refused.is_terminated() {
             if let Poll::Ready(Ok(e)) = Pin::new(&mut up.refused).poll(cx) {
-                return this.end_with(&e.status("request"));
+                let st = e.status("request");
+                up.settle(st.code);
+                return this.end_with(&st);
             }
         }
         let frame = match ready!(Pin::new(&mut up.body).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
-            None => return Poll::Ready(None),
+            None => {
+                up.settle(Code::Unknown); // ended without a status
+                return Poll::Ready(None);
+            }
             Some(Err(e)) => {
                 // The upstream stream broke mid-response: end the call with
                 // a status instead of resetting it, so the client learns why
                 // (DATA_LOSS if the session's copies disagreed).
                 tracing::debug!("upstream response body failed: {e}");
                 let st = up.session.failure(Status::new(Code::Unavailable, format!("upstream stream failed: {e}")));
+                up.settle(st.code);
                 return this.end_with(&st);
             }
         };
-        let Some(data) = frame.data_ref() else { return Poll::Ready(Some(Ok(frame))) };
+        let Some(data) = frame.data_ref() else {
+            if let Some(trailers) = frame.trailers_ref() {
+                up.settle(Status::from_headers(trailers).map_or(Code::Unknown, |st| st.code));
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        };
         match up.tracker.feed(data) {
             Ok(()) => Poll::Ready(Some(Ok(frame))),
             Err(refused) => {
                 tracing::info!("response cut: {}", refused.error);
+                up.settle(refused.error.status("response").code);
                 // The whole messages before the refused one still go out.
                 let before = data.slice(..refused.valid);
                 let trailers = status_trailers(&refused.error.status("response"));
@@ -235,7 +267,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(up) => up.body.is_end_stream(),
             ProxyBody::Local { data, trailers } => data.is_none() && trailers.is_none(),
-            ProxyBody::Raw(_) => false,
+            ProxyBody::Raw(_) | ProxyBody::Frames(_) => false,
         }
     }
 
@@ -244,7 +276,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(up) => up.body.size_hint(),
             // Not exact on purpose: hyper would add a content-length, which
             // gRPC responses do not carry.
-            ProxyBody::Local { .. } | ProxyBody::Raw(_) => SizeHint::default(),
+            ProxyBody::Local { .. } | ProxyBody::Raw(_) | ProxyBody::Frames(_) => SizeHint::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{connection_limit, Activity, Greeting, Tracked};
+use super::guard::{Activity, Greeting, Tracked};
 use super::{proxy, GatewayError, Shared};
 use crate::extension::CallContext;
 use crate::path::tcp::PREFACE;
@@ -85,7 +85,9 @@ pub(crate) struct Supervisor {
     pub reverse_shared: Option<Arc<Shared>>,
     /// TLS on every accepted connection (`[Tls] Cert`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub max_connections: usize,
+    /// One per connection served (`[Resi] MaxConnections`); shared with
+    /// the metrics, which report how many are taken.
+    pub permits: Arc<Semaphore>,
 }
 
 /// A RESI path connection on its way to the session registry, with its
@@ -115,7 +117,7 @@ impl Supervisor {
         let mut reverse = JoinSet::new();
         let mut paths = JoinSet::new();
         let (path_tx, mut path_rx) = mpsc::unbounded_channel::<PathConn>();
-        let permits = Arc::new(Semaphore::new(connection_limit(self.max_connections)));
+        let permits = self.permits.clone();
         let mut next = 0usize;
         let mut next_reverse = 0usize;
         // Refusals so far, and when one was last logged (at most once a second).

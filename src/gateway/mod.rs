@@ -11,6 +11,9 @@
 //!   gateway's side back to the client gateway's side over the same session.
 //! - [`body`]: request and response body types (with `MaxMessageSize`).
 //! - [`guard`]: handshake deadline, idle connections, connection limit.
+//! - [`health`]: `grpc.health.v1.Health`, answered by the gateway itself.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format
+//!   (`[Metrics] Listen`).
 //!
 //! A gateway runs on the tokio runtime it was started on. Every hop is
 //! generic, so gateways chain (client gateway → end gateway → ESI server,
@@ -18,7 +21,9 @@
 
 pub(crate) mod body;
 mod guard;
+pub mod health;
 mod listener;
+mod metrics;
 mod proxy;
 pub(crate) mod reverse;
 pub(crate) mod upstream;
@@ -61,6 +66,12 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr} ([Metrics] Listen): {source}")]
+    MetricsBind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("nothing to listen on: the configuration has no [Tcp] Listen address and no [Nkn] Seed")]
     NoListenAddress,
     #[error("a gateway must be started inside a tokio runtime")]
@@ -95,6 +106,11 @@ pub(crate) struct Shared {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Cancelled when the gateway starts shutting down: ends the gateway's
+    /// own long-lived answers (health `Watch`).
+    pub closing: CancellationToken,
+    /// Forwarded calls by final status (for `/metrics`).
+    pub calls: Arc<metrics::CallCounts>,
 }
 
 impl Shared {
@@ -113,6 +129,8 @@ impl Shared {
             handshake_timeout: defaults.handshake_timeout,
             idle_timeout: defaults.idle_timeout,
             h2_server: h2_server_builder(),
+            closing: CancellationToken::new(),
+            calls: Arc::default(),
         }
     }
 
@@ -120,6 +138,14 @@ impl Shared {
     pub(crate) fn with_timeouts(mut self, resi: &crate::config::ResiConfig) -> Shared {
         self.handshake_timeout = resi.handshake_timeout;
         self.idle_timeout = resi.idle_timeout;
+        self
+    }
+
+    /// The gateway's shutdown signal (ends its own long-lived answers) and
+    /// its count of forwarded calls.
+    pub(crate) fn with_gateway(mut self, closing: CancellationToken, calls: Arc<metrics::CallCounts>) -> Shared {
+        self.closing = closing;
+        self.calls = calls;
         self
     }
 }
@@ -133,6 +159,7 @@ pub struct Gateway {
     upstream: Arc<upstream::Upstream>,
     registry: Arc<SessionRegistry>,
     nkn: Option<Arc<NknEndpoint>>,
+    metrics_addr: Option<SocketAddr>,
     stop_server: CancellationToken,
     stop_upstream: CancellationToken,
     tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
@@ -155,6 +182,10 @@ impl Gateway {
         let rev = config.reverse.clone().unwrap_or_default();
         let reverse_listeners = rev.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
         let reverse_addrs = reverse_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let metrics_listener = config.metrics.as_ref().map(|m| bind_metrics(&m.listen)).transpose()?;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let stop_server = CancellationToken::new();
+        let stop_upstream = CancellationToken::new();
 
         let resi = &config.resi;
         let session_cfg = resi.session_config();
@@ -172,15 +203,16 @@ impl Gateway {
         let channels = (!rev.listen.is_empty()).then(|| reverse::Channels::new(resi.connect_timeout));
         // Calls of the reverse listeners know no extensions: a `Modify` with
         // `pass = true` goes to the ESI server behind the other gateway.
+        let calls = Arc::new(metrics::CallCounts::default()); // both directions
         let reverse_shared = channels.clone().map(|c| {
             let none = Arc::new(ExtensionRegistry::new());
-            Arc::new(Shared::new(Target::Reverse(c), None, none, resi.max_message_size).with_timeouts(resi))
+            let shared = Shared::new(Target::Reverse(c), None, none, resi.max_message_size);
+            Arc::new(shared.with_timeouts(resi).with_gateway(stop_server.clone(), calls.clone()))
         });
-        let shared =
-            Arc::new(Shared::new(Target::Upstream(upstream.clone()), channels, extensions, resi.max_message_size).with_timeouts(resi));
-
-        let stop_server = CancellationToken::new();
-        let stop_upstream = CancellationToken::new();
+        let shared = Shared::new(Target::Upstream(upstream.clone()), channels.clone(), extensions, resi.max_message_size);
+        let shared = Arc::new(shared.with_timeouts(resi).with_gateway(stop_server.clone(), calls.clone()));
+        let limit = guard::connection_limit(resi.max_connections);
+        let connections = metrics::Connections { permits: Arc::new(tokio::sync::Semaphore::new(limit)), limit };
         let supervisor = listener::Supervisor {
             listeners,
             sessions,
@@ -191,10 +223,22 @@ impl Gateway {
             reverse_listeners,
             reverse_shared,
             tls: config.tls.as_ref().and_then(|t| t.listener.clone()).map(tokio_rustls::TlsAcceptor::from),
-            max_connections: resi.max_connections,
+            permits: connections.permits.clone(),
         };
         for warning in config.warnings() {
             tracing::warn!("{warning}");
+        }
+        if let Some(listener) = metrics_listener {
+            let sources = metrics::Sources {
+                name: resi.name.clone(),
+                upstream: upstream.clone(),
+                registry: registry.clone(),
+                calls,
+                connections,
+                reverse: channels,
+                nkn: nkn.clone(),
+            };
+            tokio::spawn(metrics::serve(listener, Arc::new(sources), stop_server.clone()));
         }
         let server = tokio::spawn(supervisor.run());
         let manager =
@@ -208,10 +252,17 @@ impl Gateway {
             upstream,
             registry,
             nkn,
+            metrics_addr,
             stop_server,
             stop_upstream,
             tasks: Some((server, manager)),
         })
+    }
+
+    /// Where `/metrics` is served (`[Metrics] Listen`, the real port when
+    /// the configuration said 0); None without `[Metrics]`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// This gateway's NKN address, when it has an NKN identity (`[Nkn] Seed`).
@@ -294,6 +345,14 @@ impl Drop for Gateway {
             nkn.close();
         }
     }
+}
+
+/// Binds `[Metrics] Listen`; the error names the key and the address.
+fn bind_metrics(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
+    listener::bind(addr).map_err(|e| match e {
+        GatewayError::Bind { addr, source } => GatewayError::MetricsBind { addr, source },
+        other => other,
+    })
 }
 
 /// Joins NKN with this gateway's identity (`[Nkn] Seed`), accepting RESI

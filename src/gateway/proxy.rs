@@ -20,11 +20,11 @@ use prost::Message;
 
 use super::body::{LimitedRequest, LocalBody, ProxyBody, Refusal, ReqBody, UpstreamBody};
 use super::upstream::CallSession;
-use super::Shared;
+use super::{health, Shared};
 use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
-use crate::proto::{MODIFY_PATH, REVERSE_PATH};
+use crate::proto::{HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, MODIFY_PATH, REVERSE_PATH};
 
 /// Serves one call that arrived on a connection described by `ctx`.
 pub(crate) async fn handle(
@@ -36,6 +36,8 @@ pub(crate) async fn handle(
         // Boxed: the rare, larger future stays out of every forwarded call.
         MODIFY_PATH => Ok(Box::pin(modify(&shared, &ctx, req)).await),
         REVERSE_PATH => Ok(reverse(&shared, req, ctx.over_session)),
+        HEALTH_CHECK_PATH => Ok(health::check(&shared, req).await),
+        HEALTH_WATCH_PATH => Ok(health::watch(shared, req).await),
         _ => {
             let (parts, body) = req.into_parts();
             let (body, refused) = LimitedRequest::new(body, shared.max_message_size);
@@ -64,16 +66,33 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
     tokio::pin!(send);
     let sent = tokio::select! {
         biased;
-        Ok(e) = &mut refused => return e.status("request").to_response(),
+        Ok(e) = &mut refused => {
+            let st = e.status("request");
+            shared.calls.record(st.code);
+            return st.to_response();
+        }
         sent = &mut send => sent,
     };
     match sent {
         Ok(rsp) => {
             let session = CallSession::of(&rsp);
-            rsp.map(|body| ProxyBody::Upstream(UpstreamBody::new(body, shared.max_message_size, refused, session)))
+            // Trailers-only: the status is in the headers; else it comes at the end.
+            let done = Status::from_headers(rsp.headers());
+            let tally = shared.calls.clone();
+            rsp.map(|body| {
+                let body = UpstreamBody::new(body, shared.max_message_size, refused, session);
+                match done {
+                    Some(st) => {
+                        tally.record(st.code);
+                        ProxyBody::Upstream(body)
+                    }
+                    None => ProxyBody::Upstream(body.counted(tally)),
+                }
+            })
         }
         Err(st) => {
             tracing::debug!("call not forwarded: {st}");
+            shared.calls.record(st.code);
             st.to_response()
         }
     }
@@ -105,7 +124,7 @@ async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> R
 
 /// Reads a whole unary request body (prefix included), refusing more than
 /// one maximum-size message.
-async fn read_unary(mut body: Incoming, max_message: usize) -> Result<Bytes, Status> {
+pub(super) async fn read_unary(mut body: Incoming, max_message: usize) -> Result<Bytes, Status> {
     let limit = max_message.saturating_add(grpc::FRAME_HEADER_LEN);
     let mut tracker = grpc::MessageTracker::new(max_message);
     let mut first: Option<Bytes> = None;

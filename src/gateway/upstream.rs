@@ -197,6 +197,18 @@ impl Upstream {
         }
     }
 
+    /// Whether a call sent now can reach the upstream: connected, and for a
+    /// resi upstream, its session has a live path (health checks).
+    pub(crate) async fn usable(&self) -> bool {
+        let Some((_, session)) = self.current() else { return false };
+        let Some(session) = session else { return true };
+        // Bounded: a busy session still answers within this, a stuck one is not usable.
+        match tokio::time::timeout(Duration::from_secs(1), session.stats()).await {
+            Ok(Some(stats)) => stats.paths.iter().any(|p| p.live),
+            _ => false,
+        }
+    }
+
     /// Sends one call upstream. A request the dying connection never took is
     /// retried once on the next connection, unless that connection's session
     /// failed because copies disagreed (`DATA_LOSS`). The response carries

@@ -119,6 +119,13 @@ impl Gateway {
         })
     }
 
+    /// Where ``/metrics`` is served (``"ip:port"``); None when not running
+    /// or without ``[Metrics]``.
+    #[getter]
+    fn metrics_address(&self) -> Option<String> {
+        self.running().as_ref().and_then(|g| g.metrics_addr()).map(|a| a.to_string())
+    }
+
     /// The configured name (``[Resi] Name``).
     #[getter]
     fn name(&self) -> String {
