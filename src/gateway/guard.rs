@@ -175,15 +175,16 @@ impl Drop for CallGuard {
     }
 }
 
-/// A response body that keeps its call open while it is being sent.
+/// A response body that keeps its call open while it is being sent (when
+/// its connection is idle-timed).
 #[derive(Debug)]
 pub(crate) struct Tracked<B> {
     body: B,
-    _call: CallGuard,
+    _call: Option<CallGuard>,
 }
 
 impl<B> Tracked<B> {
-    pub(crate) fn new(body: B, call: CallGuard) -> Tracked<B> {
+    pub(crate) fn new(body: B, call: Option<CallGuard>) -> Tracked<B> {
         Tracked { body, _call: call }
     }
 }
