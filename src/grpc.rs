@@ -1,4 +1,8 @@
-//! Small gRPC helpers shared by the gateway and the session handshake.
+//! Small gRPC helpers shared by the gateway, the in-process client and the
+//! session handshake. Each gRPC rule lives here once: the status of a
+//! response head ([`Status::from_response_head`]), the message prefix
+//! ([`Prefix`]), buffered decoding ([`Decoder`], [`read_single`]) and
+//! counting of bodies that stream past ([`MessageTracker`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderValue;
