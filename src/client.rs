@@ -27,7 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
@@ -200,28 +200,19 @@ impl Client {
             req.headers_mut().insert(grpc::GRPC_TIMEOUT, grpc::format_timeout(t));
         }
         grpc::metadata_to_headers(&opts.metadata, req.headers_mut())?;
-        let rsp = with_deadline(deadline, self.upstream.send(req)).await??;
-        let session = CallSession::of(&rsp);
+        let (rsp, session) = with_deadline(deadline, self.upstream.send(req)).await??;
         let (parts, body) = rsp.into_parts();
-        if let Some(st) = grpc::Status::from_headers(&parts.headers) {
+        if let Some(st) = Status::from_response_head(parts.status, &parts.headers) {
             // Trailers-only: no messages, the status is in the headers.
             if st.code != Code::Ok {
                 return Err(CallError { status: st, trailers: parts.headers });
             }
-        } else if parts.status != http::StatusCode::OK {
-            let code = match parts.status {
-                http::StatusCode::NOT_FOUND => Code::Unimplemented,
-                http::StatusCode::SERVICE_UNAVAILABLE | http::StatusCode::BAD_GATEWAY => Code::Unavailable,
-                _ => Code::Unknown,
-            };
-            return Err(CallError::new(code, format!("HTTP status {}", parts.status)));
         }
         Ok(Call {
             headers: parts.headers,
             body,
-            buf: BytesMut::new(),
+            decoder: grpc::Decoder::new(self.max_message_size),
             deadline,
-            max_message_size: self.max_message_size,
             trailers: None,
             session,
         })
@@ -275,9 +266,10 @@ impl CallOptions {
 pub struct Call {
     headers: HeaderMap,
     body: Incoming,
-    buf: BytesMut,
+    /// Splits the response body into messages (no copy of a message that
+    /// arrived in one DATA frame).
+    decoder: grpc::Decoder,
     deadline: Option<Instant>,
-    max_message_size: usize,
     trailers: Option<HeaderMap>,
     /// The session the call went over: a stream broken because its copies
     /// disagreed fails with `DATA_LOSS`.
@@ -317,7 +309,7 @@ impl Call {
                 Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
-                Ok(data) => self.buf.extend_from_slice(&data),
+                Ok(data) => self.decoder.push(data),
                 Err(frame) => {
                     let Ok(trailers) = frame.into_trailers() else { continue };
                     let st = Status::from_headers(&trailers)
@@ -325,30 +317,21 @@ impl Call {
                     if st.code != Code::Ok {
                         return Err(CallError { status: st, trailers });
                     }
-                    if !self.buf.is_empty() && self.take_message()?.is_none() {
-                        return Err(CallError::new(Code::Internal, "response ended inside a message"));
-                    }
                     self.trailers = Some(trailers);
                 }
             }
         }
     }
 
+    /// The next whole message already received; at the end of the body, an
+    /// error if it ended inside one.
     fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
-        let Some(grpc::Prefix { compressed, len }) = grpc::Prefix::peek(&self.buf) else {
-            return Ok(None);
-        };
-        if compressed {
-            return Err(CallError::new(Code::Internal, "compressed response messages are not supported"));
+        let refused = |e: grpc::DecodeError| CallError::from(e.status(grpc::Side::Response));
+        match self.decoder.next_message().map_err(refused)? {
+            Some(msg) => Ok(Some(msg)),
+            None if self.trailers.is_some() => self.decoder.finish().map(|()| None).map_err(refused),
+            None => Ok(None),
         }
-        if len > self.max_message_size {
-            return Err(grpc::MessageTooLarge { len, max: self.max_message_size }.status("response").into());
-        }
-        if self.buf.len() < grpc::FRAME_HEADER_LEN + len {
-            return Ok(None);
-        }
-        self.buf.advance(grpc::FRAME_HEADER_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
     }
 }
 

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 
 use crate::frame::{Frame, FrameError};
-use crate::grpc::{self, Code, MessageTooLarge, MessageTracker, Prefix};
+use crate::grpc::{self, Code, DecodeError, Decoder, MessageTooLarge, MessageTracker, Prefix};
 use crate::nkn::{client as nkn_client, crypto, node, payload, wire};
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 use crate::session::registry::SessionRegistry;
@@ -193,6 +193,8 @@ pub fn grpc_framing(data: &[u8]) {
         assert_eq!(tracker.in_message(), expect_partial);
     }
 
+    decoder_agrees(body, chunk, max);
+
     let unary = grpc::decode_unary_frame(Bytes::copy_from_slice(body));
     match Prefix::peek(body) {
         Some(p) if !p.compressed && body.len() == grpc::FRAME_HEADER_LEN + p.len => {
@@ -200,6 +202,49 @@ pub fn grpc_framing(data: &[u8]) {
         }
         _ => assert!(unary.is_err()),
     }
+}
+
+/// The buffering [`Decoder`], fed `body` in chunks of `chunk` bytes, yields
+/// the messages a plain walk finds, then the walk's verdict on the rest.
+fn decoder_agrees(body: &[u8], chunk: usize, max: usize) {
+    let mut want = Vec::new();
+    let mut at = 0;
+    let verdict = loop {
+        let Some(p) = Prefix::peek(&body[at..]) else {
+            break if at == body.len() { None } else { Some(DecodeError::Truncated { have: body.len() - at }) };
+        };
+        if p.compressed {
+            break Some(DecodeError::Compressed);
+        }
+        if p.len > max {
+            break Some(DecodeError::TooLarge(MessageTooLarge { len: p.len, max }));
+        }
+        let start = at + grpc::FRAME_HEADER_LEN;
+        if body.len() - start < p.len {
+            break Some(DecodeError::Truncated { have: body.len() - at });
+        }
+        want.push(&body[start..start + p.len]);
+        at = start + p.len;
+    };
+    let mut decoder = Decoder::new(max);
+    let mut got = Vec::new();
+    let mut refused = None;
+    'feed: for piece in body.chunks(chunk) {
+        decoder.push(Bytes::copy_from_slice(piece));
+        loop {
+            match decoder.next_message() {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => break,
+                Err(e) => {
+                    refused = Some(e);
+                    break 'feed;
+                }
+            }
+        }
+    }
+    let refused = refused.or_else(|| decoder.finish().err());
+    assert_eq!(got, want);
+    assert_eq!(refused, verdict);
 }
 
 fn fuzz_identity() -> &'static crate::nkn::Identity {

@@ -1,4 +1,8 @@
-//! Small gRPC helpers shared by the gateway and the session handshake.
+//! Small gRPC helpers shared by the gateway, the in-process client and the
+//! session handshake. Each gRPC rule lives here once: the status of a
+//! response head ([`Status::from_response_head`]), the message prefix
+//! ([`Prefix`]), buffered decoding ([`Decoder`], [`read_single`]) and
+//! counting of bodies that stream past ([`MessageTracker`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderValue;
@@ -98,6 +102,34 @@ impl Status {
             .map(|v| percent_encoding::percent_decode(v.as_bytes()).decode_utf8_lossy().into_owned())
             .unwrap_or_default();
         Some(Status::new(Code::from_i32(code), message))
+    }
+}
+
+impl Status {
+    /// The gRPC status for a response whose HTTP status is not 200 (the
+    /// mapping of the gRPC spec, "HTTP to gRPC Status Code Mapping").
+    pub fn from_http(status: http::StatusCode) -> Status {
+        use http::StatusCode as H;
+        let code = match status {
+            H::BAD_REQUEST => Code::Internal,
+            H::UNAUTHORIZED => Code::Unauthenticated,
+            H::FORBIDDEN => Code::PermissionDenied,
+            H::NOT_FOUND => Code::Unimplemented,
+            H::TOO_MANY_REQUESTS | H::BAD_GATEWAY | H::SERVICE_UNAVAILABLE | H::GATEWAY_TIMEOUT => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        Status::new(code, format!("HTTP status {status}"))
+    }
+
+    /// What a response's head says about the call, the one reading of it in
+    /// this crate: `Some(status)` for a trailers-only response (or one that
+    /// is not HTTP 200), `None` when messages and trailers follow.
+    pub fn from_response_head(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Status> {
+        match Status::from_headers(headers) {
+            Some(st) => Some(st),
+            None if status != http::StatusCode::OK => Some(Status::from_http(status)),
+            None => None,
+        }
     }
 }
 
@@ -244,29 +276,177 @@ impl MessageTracker {
     }
 }
 
+/// Which way a message travels, for the status a [`DecodeError`] becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A request message, refused by the hop or server that reads it.
+    Request,
+    /// A response message, refused by the client that reads it.
+    Response,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+/// Why [`Decoder`] refused a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("compressed gRPC message (this hop does not inflate)")]
+    Compressed,
+    #[error(transparent)]
+    TooLarge(#[from] MessageTooLarge),
+    /// The body ended `have` bytes into a message (or its prefix).
+    #[error("body ended {have} bytes into a gRPC message")]
+    Truncated { have: usize },
+}
+
+impl DecodeError {
+    /// The status the reader answers (a server, for a request) or reports
+    /// (a client, for a response): `UNIMPLEMENTED` / `INTERNAL` for a
+    /// compressed message, `RESOURCE_EXHAUSTED` for one over the limit,
+    /// `INVALID_ARGUMENT` / `INTERNAL` for a cut one.
+    pub fn status(&self, side: Side) -> Status {
+        let what = side.name();
+        match (self, side) {
+            (DecodeError::TooLarge(e), _) => e.status(what),
+            (DecodeError::Compressed, Side::Request) => {
+                Status::new(Code::Unimplemented, "compressed messages are not supported by this hop; send them uncompressed")
+            }
+            (DecodeError::Compressed, Side::Response) => {
+                Status::new(Code::Internal, "compressed response messages are not supported")
+            }
+            (DecodeError::Truncated { have }, Side::Request) => {
+                Status::new(Code::InvalidArgument, format!("request ended {have} bytes into a gRPC message"))
+            }
+            (DecodeError::Truncated { have }, Side::Response) => {
+                Status::new(Code::Internal, format!("response ended {have} bytes into a gRPC message"))
+            }
+        }
+    }
+}
+
+/// Splits a body that arrives in chunks into its gRPC messages: the one
+/// buffering message decoder of this crate (forwarded bodies are only
+/// counted, by [`MessageTracker`]). A message that lies whole inside one
+/// chunk is handed out as a slice of that chunk, not copied; only a message
+/// split across chunks is gathered into a buffer. A message is refused as
+/// soon as its prefix announces more than `max` bytes.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    max: usize,
+    /// The unread bytes, as the chunk they came in (no copy) ...
+    chunk: Bytes,
+    /// ... or, once a message spans chunks, gathered here (then `chunk` is
+    /// empty).
+    gathered: BytesMut,
+}
+
+impl Decoder {
+    pub fn new(max: usize) -> Decoder {
+        Decoder { max, chunk: Bytes::new(), gathered: BytesMut::new() }
+    }
+
+    /// Adds the next chunk of the body.
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.chunk.is_empty() && self.gathered.is_empty() {
+            self.chunk = chunk;
+            return;
+        }
+        if !self.chunk.is_empty() {
+            self.gathered.extend_from_slice(&std::mem::take(&mut self.chunk));
+        }
+        self.gathered.extend_from_slice(&chunk);
+    }
+
+    /// The next whole message, `Ok(None)` until one is complete.
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        let unread: &[u8] = if self.gathered.is_empty() { &self.chunk } else { &self.gathered };
+        let Some(Prefix { compressed, len }) = Prefix::peek(unread) else { return Ok(None) };
+        if compressed {
+            return Err(DecodeError::Compressed);
+        }
+        if len > self.max {
+            return Err(MessageTooLarge { len, max: self.max }.into());
+        }
+        if unread.len() < FRAME_HEADER_LEN + len {
+            return Ok(None);
+        }
+        if self.gathered.is_empty() {
+            self.chunk.advance(FRAME_HEADER_LEN);
+            return Ok(Some(self.chunk.split_to(len)));
+        }
+        self.gathered.advance(FRAME_HEADER_LEN);
+        Ok(Some(self.gathered.split_to(len).freeze()))
+    }
+
+    /// At the end of the body: an error if it ended inside a message.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        match self.chunk.len() + self.gathered.len() {
+            0 => Ok(()),
+            have => Err(DecodeError::Truncated { have }),
+        }
+    }
+}
+
+/// Reads a whole body that must carry one gRPC message at most (a unary
+/// request or response): the message, if any, and the trailers, if any.
+/// Refused: a second message, one over `max` bytes (at its prefix), a
+/// compressed or cut one, a body that fails (`CANCELLED` for a request,
+/// `UNAVAILABLE` for a response).
+pub async fn read_single<B>(mut body: B, max: usize, side: Side) -> Result<(Option<Bytes>, Option<http::HeaderMap>), Status>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
+    let (broken, extra) = match side {
+        Side::Request => (Code::Cancelled, Code::InvalidArgument),
+        Side::Response => (Code::Unavailable, Code::Internal),
+    };
+    let mut decoder = Decoder::new(max);
+    let (mut message, mut trailers) = (None, None);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::new(broken, format!("{} body failed: {e}", side.name())))?;
+        match frame.into_data() {
+            Ok(data) => decoder.push(data),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+        while let Some(m) = decoder.next_message().map_err(|e| e.status(side))? {
+            if message.replace(m).is_some() {
+                return Err(Status::new(extra, format!("a unary {} carries one message, this one more", side.name())));
+            }
+        }
+    }
+    decoder.finish().map_err(|e| e.status(side))?;
+    Ok((message, trailers))
+}
+
 /// Extracts the single message of a unary gRPC body (the whole body,
 /// buffered). Compressed messages are refused: this hop does not inflate.
-pub fn decode_unary_frame(mut body: Bytes) -> Result<Bytes, Status> {
-    let Some(Prefix { compressed, len }) = Prefix::peek(&body) else {
+pub fn decode_unary_frame(body: Bytes) -> Result<Bytes, Status> {
+    let total = body.len();
+    let mut decoder = Decoder::new(usize::MAX);
+    decoder.push(body);
+    let msg = decoder.next_message().map_err(|e| e.status(Side::Request))?;
+    let Some(msg) = msg else {
         return Err(Status::new(
             Code::InvalidArgument,
-            format!("request body of {} bytes holds no gRPC message", body.len()),
+            format!("request body of {total} bytes holds no whole gRPC message"),
         ));
     };
-    body.advance(FRAME_HEADER_LEN);
-    if compressed {
-        return Err(Status::new(
-            Code::Unimplemented,
-            "compressed messages are not supported by this hop; send Modify uncompressed",
-        ));
-    }
-    if body.len() != len {
+    if decoder.finish().is_err() {
         return Err(Status::new(
             Code::InvalidArgument,
-            format!("gRPC message prefix says {len} bytes, body carries {}", body.len()),
+            format!("gRPC message of {} bytes, body carries {total}: one message expected", msg.len()),
         ));
     }
-    Ok(body)
+    Ok(msg)
 }
 
 /// A gRPC response trailer block carrying `status`.
@@ -433,6 +613,57 @@ mod tests {
         let st = refused.error.status("request");
         assert_eq!(st.code, Code::ResourceExhausted);
         assert_eq!(st.message, "request message of 11 bytes exceeds MaxMessageSize (10 bytes)");
+    }
+
+    #[test]
+    fn decoder_slices_whole_messages_and_gathers_split_ones() {
+        let mut body = frame_bytes(b"one").to_vec();
+        body.extend_from_slice(&frame_bytes(b"two"));
+        let body = Bytes::from(body);
+        let mut d = Decoder::new(10);
+        d.push(body.clone());
+        let first = d.next_message().unwrap().unwrap();
+        assert_eq!(first, &b"one"[..]);
+        // Sliced out of the chunk, not copied.
+        assert_eq!(first.as_ptr(), body[FRAME_HEADER_LEN..].as_ptr());
+        assert_eq!(d.next_message().unwrap().unwrap(), &b"two"[..]);
+        assert_eq!(d.next_message().unwrap(), None);
+        d.finish().unwrap();
+
+        // Split across chunks: gathered.
+        let framed = frame_bytes(b"split");
+        d.push(framed.slice(..3));
+        assert_eq!(d.next_message().unwrap(), None);
+        assert_eq!(d.finish(), Err(DecodeError::Truncated { have: 3 }));
+        d.push(framed.slice(3..));
+        assert_eq!(d.next_message().unwrap().unwrap(), &b"split"[..]);
+        d.finish().unwrap();
+
+        // Refused at the prefix: too large, or compressed.
+        d.push(Bytes::from_static(&[0, 0, 0, 0, 11]));
+        let e = d.next_message().unwrap_err();
+        assert_eq!(e, DecodeError::TooLarge(MessageTooLarge { len: 11, max: 10 }));
+        assert_eq!(e.status(Side::Response).code, Code::ResourceExhausted);
+        let mut d = Decoder::new(10);
+        d.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
+        let e = d.next_message().unwrap_err();
+        assert_eq!((e.status(Side::Request).code, e.status(Side::Response).code), (Code::Unimplemented, Code::Internal));
+    }
+
+    #[test]
+    fn response_heads_map_to_one_status() {
+        use http::StatusCode as H;
+        let ok = http::HeaderMap::new();
+        assert_eq!(Status::from_response_head(H::OK, &ok), None);
+        assert_eq!(Status::from_response_head(H::NOT_FOUND, &ok).unwrap().code, Code::Unimplemented);
+        assert_eq!(Status::from_response_head(H::SERVICE_UNAVAILABLE, &ok).unwrap().code, Code::Unavailable);
+        assert_eq!(Status::from_response_head(H::UNAUTHORIZED, &ok).unwrap().code, Code::Unauthenticated);
+        assert_eq!(Status::from_response_head(H::IM_A_TEAPOT, &ok).unwrap().code, Code::Unknown);
+        // A grpc-status in the head wins over the HTTP status.
+        let st = Status::new(Code::NotFound, "gone");
+        let head = status_trailers(&st);
+        assert_eq!(Status::from_response_head(H::OK, &head), Some(st.clone()));
+        assert_eq!(Status::from_response_head(H::BAD_GATEWAY, &head), Some(st));
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!   matches names, the rules across keys, warnings, and every error found.
 //! - [`proto`]: generated protobuf messages (`esi.*`, `resi.*`, `nkn.*`, and the
 //!   SolarNetwork ESI dialect's `solarnetwork.esi.domain.*`).
-//! - [`grpc`]: small gRPC helpers: status codes, message framing, responses a
-//!   gateway answers by itself.
+//! - [`grpc`]: small gRPC helpers: status codes and the one reading of a
+//!   response's status, message framing (the one buffering decoder,
+//!   [`grpc::Decoder`], and the non-buffering counter of forwarded bodies,
+//!   [`grpc::MessageTracker`]), responses a gateway answers by itself.
 //! - [`frame`]: path frames and their codec — the wire format on one path.
 //! - [`session`]: the redundant session. [`session::machine`] is the protocol
 //!   state machine (no sockets, no clock of its own); [`session::driver`]

@@ -17,7 +17,8 @@
 //!   below the process's open-file limit.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -109,33 +110,41 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Greeting<I> {
     }
 }
 
-/// Calls open on one connection, and since when it has had none.
+/// Calls open on one connection, and since when it has had none. Atomics,
+/// not a lock: every call of the connection passes here twice.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    state: Mutex<(usize, Instant)>,
+    open: AtomicUsize,
+    /// When the last call ended (or the connection started), in
+    /// microseconds since `epoch`; it only moves forward.
+    idle_since: AtomicU64,
+    epoch: Instant,
     idle: Notify,
 }
 
 impl Activity {
     pub(crate) fn new() -> Arc<Activity> {
-        Arc::new(Activity { state: Mutex::new((0, Instant::now())), idle: Notify::new() })
+        Arc::new(Activity { open: AtomicUsize::new(0), idle_since: AtomicU64::new(0), epoch: Instant::now(), idle: Notify::new() })
     }
 
     /// Marks a call open until the returned guard is dropped.
     pub(crate) fn call(self: &Arc<Self>) -> CallGuard {
-        self.lock().0 += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
         CallGuard(self.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn since(&self) -> Instant {
+        self.epoch + Duration::from_micros(self.idle_since.load(Ordering::Acquire))
     }
 
     /// Returns once the connection has had no open call for `timeout`.
     pub(crate) async fn idle_for(&self, timeout: Duration) {
         loop {
+            // Registered before the state is read, so an end of the last
+            // call in between still wakes it.
             let changed = self.idle.notified();
-            let (open, since) = *self.lock();
+            let open = self.open.load(Ordering::Acquire);
+            let since = self.since();
             if open > 0 {
                 changed.await;
             } else if since + timeout <= Instant::now() {
@@ -156,25 +165,26 @@ pub(crate) struct CallGuard(Arc<Activity>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.0 -= 1;
-        if state.0 == 0 {
-            state.1 = Instant::now();
-            drop(state);
-            self.0.idle.notify_waiters();
+        let a = &self.0;
+        // The time first: whoever then reads `open == 0` sees it.
+        let now = Instant::now().saturating_duration_since(a.epoch).as_micros() as u64;
+        a.idle_since.fetch_max(now, Ordering::AcqRel);
+        if a.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.idle.notify_waiters();
         }
     }
 }
 
-/// A response body that keeps its call open while it is being sent.
+/// A response body that keeps its call open while it is being sent (when
+/// its connection is idle-timed).
 #[derive(Debug)]
 pub(crate) struct Tracked<B> {
     body: B,
-    _call: CallGuard,
+    _call: Option<CallGuard>,
 }
 
 impl<B> Tracked<B> {
-    pub(crate) fn new(body: B, call: CallGuard) -> Tracked<B> {
+    pub(crate) fn new(body: B, call: Option<CallGuard>) -> Tracked<B> {
         Tracked { body, _call: call }
     }
 }

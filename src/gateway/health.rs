@@ -59,8 +59,7 @@ fn status_of(up: bool) -> ServingStatus {
 
 /// Reads the request's service name (a malformed request is refused).
 async fn service_name(req: Request<Incoming>, max_message: usize) -> Result<String, Status> {
-    let raw = read_unary(req.into_body(), max_message).await?;
-    let msg = grpc::decode_unary_frame(raw)?;
+    let msg = read_unary(req.into_body(), max_message).await?;
     let req = HealthCheckRequest::decode(msg)
         .map_err(|e| Status::new(Code::InvalidArgument, format!("bad HealthCheckRequest: {e}")))?;
     Ok(req.service)

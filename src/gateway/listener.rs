@@ -437,14 +437,17 @@ where
 {
     let activity = Activity::new();
     let svc_shared = shared.clone();
-    let svc_activity = activity.clone();
+    // Only an ESI client's connection is idle-timed: a session's calls
+    // skip the bookkeeping.
+    let svc_activity = client.is_some().then(|| activity.clone());
+    let h2 = if ctx.over_session { shared.h2_session.clone() } else { shared.h2_server.clone() };
     let ctx = Arc::new(ctx);
     let svc = service_fn(move |req| {
-        let call = svc_activity.call();
+        let call = svc_activity.as_ref().map(Activity::call);
         let rsp = proxy::handle(svc_shared.clone(), ctx.clone(), req);
         async move { rsp.await.map(|r| r.map(|body| Tracked::new(body, call))) }
     });
-    let conn = shared.h2_server.serve_connection(TokioIo::new(io), svc);
+    let conn = h2.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let watch = watch_client(client, &activity, shared.idle_timeout);
     let close = tokio::select! {

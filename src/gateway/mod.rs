@@ -87,7 +87,10 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    async fn send(&self, req: http::Request<body::ReqBody>) -> Result<http::Response<hyper::body::Incoming>, Status> {
+    async fn send(
+        &self,
+        req: http::Request<body::ReqBody>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, upstream::CallSession), Status> {
         match self {
             Target::Upstream(u) => u.send(req).await,
             Target::Reverse(c) => c.send(req).await,
@@ -105,7 +108,11 @@ pub(crate) struct Shared {
     pub max_message_size: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/2 for connections from ESI clients over TCP (pinged).
     pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTP/2 for connections carried by a session (not pinged: the paths'
+    /// heartbeats watch the peer, and a failed session ends the connection).
+    pub h2_session: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Cancelled when the gateway starts shutting down: ends the gateway's
     /// own long-lived answers (health `Watch`).
     pub closing: CancellationToken,
@@ -128,7 +135,8 @@ impl Shared {
             max_message_size,
             handshake_timeout: defaults.handshake_timeout,
             idle_timeout: defaults.idle_timeout,
-            h2_server: h2_server_builder(),
+            h2_server: h2_server_builder(true),
+            h2_session: h2_server_builder(false),
             closing: CancellationToken::new(),
             calls: Arc::default(),
         }
@@ -380,9 +388,10 @@ fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<Nkn
 /// - rapid reset (CVE-2023-44487): at most 64 streams reset by the client
 ///   before the service saw them, and 256 streams this side had to reset
 ///   for errors, before the connection is closed with GOAWAY;
-/// - keep-alive: a PING every 30 s; a peer that does not answer within
-///   20 s (dead, or not reading) loses the connection.
-fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+/// - keep-alive (`ping`, connections over TCP): a PING every 30 s; a peer
+///   that does not answer within 20 s (dead, or not reading) loses the
+///   connection. Without it hyper takes no lock per received frame.
+fn h2_server_builder(ping: bool) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .initial_stream_window_size(FLOW_STREAM_WINDOW)
@@ -393,7 +402,7 @@ fn h2_server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_interval(ping.then_some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);
     b

@@ -12,14 +12,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Either};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use prost::Message;
 
 use super::body::{LimitedRequest, LocalBody, ProxyBody, Refusal, ReqBody, UpstreamBody};
-use super::upstream::CallSession;
 use super::{health, Shared};
 use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, Status};
@@ -74,8 +73,7 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
         sent = &mut send => sent,
     };
     match sent {
-        Ok(rsp) => {
-            let session = CallSession::of(&rsp);
+        Ok((rsp, session)) => {
             // Trailers-only: the status is in the headers; else it comes at the end.
             let done = Status::from_headers(rsp.headers());
             let tally = shared.calls.clone();
@@ -100,11 +98,11 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
 
 async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
-    let raw = match read_unary(body, shared.max_message_size).await {
-        Ok(raw) => raw,
+    let msg = match read_unary(body, shared.max_message_size).await {
+        Ok(msg) => msg,
         Err(st) => return st.to_response(),
     };
-    let ext = match decode_modify(&raw) {
+    let ext = match decode_modify(msg.clone()) {
         Ok(ext) => ext,
         Err(st) => return st.to_response(),
     };
@@ -115,46 +113,21 @@ async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> R
             Err(st) => st.to_response(),
         },
         None if pass => {
-            let body = Either::Right(LocalBody::full(raw));
+            let body = Either::Right(LocalBody::full(grpc::frame_bytes(&msg)));
             forward(shared, Request::from_parts(parts, body), Refusal::terminated()).await
         }
         None => not_implemented(id).to_response(),
     }
 }
 
-/// Reads a whole unary request body (prefix included), refusing more than
-/// one maximum-size message.
-pub(super) async fn read_unary(mut body: Incoming, max_message: usize) -> Result<Bytes, Status> {
-    let limit = max_message.saturating_add(grpc::FRAME_HEADER_LEN);
-    let mut tracker = grpc::MessageTracker::new(max_message);
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Status::new(Code::Cancelled, format!("request body failed: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
-        tracker.feed(&data).map_err(|r| r.error.status("Modify request"))?;
-        let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();
-        if total > limit {
-            return Err(Status::new(
-                Code::ResourceExhausted,
-                format!("Modify request of more than one message exceeds MaxMessageSize ({max_message} bytes)"),
-            ));
-        }
-        match &first {
-            None => first = Some(data),
-            Some(f) => {
-                if rest.is_empty() {
-                    rest.extend_from_slice(f);
-                }
-                rest.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(if rest.is_empty() { first.unwrap_or_default() } else { rest.freeze() })
+/// Reads the one message of a unary request body, refusing one over
+/// `max_message` bytes (at its prefix), a second one, or a cut one.
+pub(super) async fn read_unary(body: Incoming, max_message: usize) -> Result<Bytes, Status> {
+    let (message, _) = grpc::read_single(body, max_message, grpc::Side::Request).await?;
+    message.ok_or_else(|| Status::new(Code::InvalidArgument, "the request holds no gRPC message"))
 }
 
-fn decode_modify(raw: &Bytes) -> Result<Extension, Status> {
-    let msg = grpc::decode_unary_frame(raw.clone())?;
+fn decode_modify(msg: Bytes) -> Result<Extension, Status> {
     let req = ModifyRequest::decode(msg)
         .map_err(|e| Status::new(Code::InvalidArgument, format!("bad ModifyRequest: {e}")))?;
     req.ext.ok_or_else(|| Status::new(Code::InvalidArgument, "ModifyRequest without ext: nothing to modify"))

@@ -41,7 +41,7 @@ use tokio_util::io::StreamReader;
 use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
-use super::upstream::{complete_uri, h2_client, send_on, CallSession, Connections, Manager, Upstream};
+use super::upstream::{complete_uri, h2_client, send_on, CallSession, Connections, Manager, Ping, Upstream};
 use super::{proxy, Shared, Target};
 use crate::extension::{CallContext, ExtensionRegistry};
 use crate::grpc::{Code, Status};
@@ -173,18 +173,15 @@ impl Opener {
             .map_err(|e| e.to_string())?;
         outer.ready().await.map_err(|e| format!("session connection: {e}"))?;
         let rsp = outer.send_request(req).await.map_err(|e| format!("cannot open: {e}"))?;
-        if let Some(st) = Status::from_headers(rsp.headers()) {
+        if let Some(st) = Status::from_response_head(rsp.status(), rsp.headers()) {
             return Err(format!("refused by the end gateway: {st}"));
-        }
-        if rsp.status() != http::StatusCode::OK {
-            return Err(format!("refused by the end gateway: HTTP status {}", rsp.status()));
         }
         tracing::info!(local = ?self.local.kind(), "reverse channel open");
         let io = TokioIo::new(pipe(rsp.into_body(), tx, self.stop.clone()));
         let shared = self.shared.clone();
         let ctx = Arc::new(CallContext::default());
         let svc = service_fn(move |req| proxy::handle(shared.clone(), ctx.clone(), req));
-        self.shared.h2_server.serve_connection(io, svc).await.map_err(|e| format!("inner HTTP/2 connection: {e}"))
+        self.shared.h2_session.serve_connection(io, svc).await.map_err(|e| format!("inner HTTP/2 connection: {e}"))
     }
 
     /// Ends the inner connection and stops the local ESI server's
@@ -234,7 +231,7 @@ impl Channels {
         let io = pipe(req.into_body(), tx, self.closing.clone());
         let channels = self.clone();
         tokio::spawn(async move {
-            match h2_client(io).await {
+            match h2_client(io, Ping::Off).await {
                 Ok((sender, driver)) => {
                     channels.add(sender);
                     let _ = driver.await;
@@ -275,7 +272,7 @@ impl Channels {
 
     /// Sends one call over the most recent channel, waiting up to the
     /// connect timeout (or the caller's deadline) for one to open.
-    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Status> {
+    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, CallSession), Status> {
         complete_uri(&mut req, &self.authority);
         send_on(self, req).await
     }

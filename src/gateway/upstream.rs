@@ -23,10 +23,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Either};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -60,9 +60,9 @@ const MIN_ATTEMPT_GAP: Duration = Duration::from_millis(100);
 const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The session a forwarded call went over (empty for a plain upstream),
-/// put in the response's extensions: a call broken because its session
-/// failed with copies that disagreed ends with `DATA_LOSS`, not the
-/// `UNAVAILABLE` of a lost connection.
+/// returned with its response: a call broken because its session failed
+/// with copies that disagreed ends with `DATA_LOSS`, not the `UNAVAILABLE`
+/// of a lost connection.
 #[derive(Clone, Default)]
 pub(crate) struct CallSession(Option<SessionHandle>);
 
@@ -82,11 +82,6 @@ impl CallSession {
 
     fn data_loss(&self) -> Option<Status> {
         self.0.as_ref().and_then(SessionHandle::close_reason).and_then(|r| r.data_loss_status())
-    }
-
-    /// The session of a response this hop received from upstream.
-    pub(crate) fn of<B>(rsp: &Response<B>) -> CallSession {
-        rsp.extensions().get::<CallSession>().cloned().unwrap_or_default()
     }
 }
 
@@ -211,9 +206,9 @@ impl Upstream {
 
     /// Sends one call upstream. A request the dying connection never took is
     /// retried once on the next connection, unless that connection's session
-    /// failed because copies disagreed (`DATA_LOSS`). The response carries
-    /// its [`CallSession`] in its extensions.
-    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Status> {
+    /// failed because copies disagreed (`DATA_LOSS`). The response comes
+    /// with the [`CallSession`] it went over.
+    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, CallSession), Status> {
         complete_uri(&mut req, &self.authority);
         send_on(self, req).await
     }
@@ -416,7 +411,7 @@ impl Upstream {
                     let _ = tcp.set_nodelay(true);
                     let (tx, driver) = match &self.tls {
                         Some(tls) => self.h2_over_tls(tls, tcp, addr).await?,
-                        None => h2_client(tcp).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
+                        None => h2_client(tcp, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
                     };
                     let kind = UpstreamKind::Plain { addr: addr.clone() };
                     return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
@@ -440,7 +435,7 @@ impl Upstream {
         let setup = async {
             let stream = tls.connect(tcp, addr, Alpn::H2).await.map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
             let (stream, first_read) = FirstRead::new(stream);
-            let (tx, driver) = h2_client(stream).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+            let (tx, driver) = h2_client(stream, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
             match first_read.await {
                 Ok(Ok(())) => Ok((tx, driver)),
                 Ok(Err(e)) => {
@@ -501,7 +496,7 @@ impl Upstream {
             .await
             .map_err(|e| format!("opening a session over NKN: {e}"))?;
         let session_id = Bytes::copy_from_slice(&handle.id());
-        match h2_client(stream).await {
+        match h2_client(stream, Ping::Off).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -525,7 +520,7 @@ impl Upstream {
             Ok(Err(e)) => return Err(format!("joining the session: {e}")),
             Ok(Ok(pair)) => pair,
         };
-        match h2_client(stream).await {
+        match h2_client(stream, Ping::Off).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -577,7 +572,7 @@ pub(crate) trait Connections {
 pub(crate) async fn send_on<C: Connections + Sync>(
     conns: &C,
     mut req: Request<ReqBody>,
-) -> Result<Response<Incoming>, Status> {
+) -> Result<(Response<Incoming>, CallSession), Status> {
     let mut retried = false;
     loop {
         let (mut tx, session) = match conns.current() {
@@ -589,12 +584,9 @@ pub(crate) async fn send_on<C: Connections + Sync>(
             }
         };
         match tx.try_send_request(req).await {
-            Ok(mut rsp) => {
-                // Kept with the response, so a body that breaks later can
-                // tell a failed-closed session (DATA_LOSS).
-                rsp.extensions_mut().insert(session);
-                return Ok(rsp);
-            }
+            // Kept with the response, so a body that breaks later can tell
+            // a failed-closed session (DATA_LOSS).
+            Ok(rsp) => return Ok((rsp, session)),
             Err(mut e) => {
                 if let Some(st) = session.data_loss() {
                     return Err(st);
@@ -705,12 +697,23 @@ pub(crate) fn complete_uri(req: &mut Request<ReqBody>, authority: &http::uri::Au
     }
 }
 
+/// Whether an HTTP/2 client connection pings its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ping {
+    /// Over TCP: a PING every 20 s, a peer silent for 10 s more is gone.
+    On,
+    /// Over a session: its paths' heartbeats watch the peer, and a failed
+    /// session ends the connection; hyper then takes no lock per frame.
+    Off,
+}
+
 /// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
 /// own task.
-pub(crate) async fn h2_client<I>(io: I) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
+pub(crate) async fn h2_client<I>(io: I, ping: Ping) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let interval = (ping == Ping::On).then_some(Duration::from_secs(20));
     let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(FLOW_STREAM_WINDOW)
@@ -718,7 +721,7 @@ where
         .max_frame_size(MAX_FRAME_SIZE)
         .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
         .max_header_list_size(1 << 20)
-        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_interval(interval)
         .keep_alive_timeout(Duration::from_secs(10))
         .handshake(TokioIo::new(io))
         .await?;
@@ -732,29 +735,14 @@ where
 
 /// The message of a unary gRPC response, or its status.
 async fn unary_result(rsp: Response<Incoming>) -> Result<Bytes, Status> {
-    if let Some(st) = grpc::Status::from_headers(rsp.headers()) {
+    if let Some(st) = Status::from_response_head(rsp.status(), rsp.headers()) {
         return Err(if st.code == Code::Ok { Status::new(Code::Internal, "OK status without a message") } else { st });
     }
-    if rsp.status() != http::StatusCode::OK {
-        let code = if rsp.status() == http::StatusCode::NOT_FOUND { Code::Unimplemented } else { Code::Unknown };
-        return Err(Status::new(code, format!("HTTP status {}", rsp.status())));
+    let (message, trailers) = grpc::read_single(rsp.into_body(), usize::MAX, grpc::Side::Response).await?;
+    match trailers.as_ref().and_then(Status::from_headers) {
+        Some(st) if st.code != Code::Ok => Err(st),
+        _ => message.ok_or_else(|| Status::new(Code::Internal, "unary response without a message")),
     }
-    let mut body = rsp.into_body();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
-        match frame.into_data() {
-            Ok(d) => buf.extend_from_slice(&d),
-            Err(frame) => {
-                if let Some(st) = frame.trailers_ref().and_then(Status::from_headers) {
-                    if st.code != Code::Ok {
-                        return Err(st);
-                    }
-                }
-            }
-        }
-    }
-    grpc::decode_unary_frame(buf.freeze())
 }
 
 fn decode_opened(msg: Bytes) -> Result<resi::OpenResponse, String> {
