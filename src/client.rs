@@ -229,14 +229,19 @@ impl Client {
 
     /// A unary call: one message each way.
     pub async fn unary(&self, path: &str, msg: Bytes, opts: &CallOptions) -> Result<Bytes, CallError> {
+        self.unary_reply(path, msg, opts).await.map(|r| r.message)
+    }
+
+    /// A unary call, answered with the response's metadata too.
+    pub async fn unary_reply(&self, path: &str, msg: Bytes, opts: &CallOptions) -> Result<UnaryReply, CallError> {
         let mut call = self.call(path, CallBody::Unary(msg), opts).await?;
-        let Some(reply) = call.message().await? else {
+        let Some(message) = call.message().await? else {
             return Err(CallError::new(Code::Internal, "unary call answered OK without a message"));
         };
         if call.message().await?.is_some() {
             return Err(CallError::new(Code::Internal, "unary call answered with more than one message"));
         }
-        Ok(reply)
+        Ok(UnaryReply { message, trailers: call.trailers.take().unwrap_or_default(), headers: call.headers })
     }
 
     /// `Modify` with extension `id`: answered by a handler registered here,
@@ -269,6 +274,13 @@ impl CallOptions {
     fn deadline(&self) -> Option<Instant> {
         self.timeout.map(|t| Instant::now() + t)
     }
+}
+
+/// The answer of a unary call: its one message and its metadata.
+pub struct UnaryReply {
+    pub headers: HeaderMap,
+    pub message: Bytes,
+    pub trailers: HeaderMap,
 }
 
 /// An answered call: response headers, then messages, then the status.
@@ -317,6 +329,11 @@ impl Call {
                 Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
+                // The common case, a frame holding exactly one message, is
+                // handed on without a copy.
+                Ok(data) if self.buf.is_empty() && self.whole_message(&data)? => {
+                    return Ok(Some(data.slice(grpc::FRAME_HEADER_LEN..)));
+                }
                 Ok(data) => self.buf.extend_from_slice(&data),
                 Err(frame) => {
                     let Ok(trailers) = frame.into_trailers() else { continue };
@@ -334,8 +351,10 @@ impl Call {
         }
     }
 
-    fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
-        let Some(grpc::Prefix { compressed, len }) = grpc::Prefix::peek(&self.buf) else {
+    /// The length of the message `buf` starts with, once its prefix is
+    /// complete; a compressed or oversized message is an error.
+    fn message_len(&self, buf: &[u8]) -> Result<Option<usize>, CallError> {
+        let Some(grpc::Prefix { compressed, len }) = grpc::Prefix::peek(buf) else {
             return Ok(None);
         };
         if compressed {
@@ -344,6 +363,18 @@ impl Call {
         if len > self.max_message_size {
             return Err(grpc::MessageTooLarge { len, max: self.max_message_size }.status("response").into());
         }
+        Ok(Some(len))
+    }
+
+    /// Whether `data` is exactly one whole message.
+    fn whole_message(&self, data: &[u8]) -> Result<bool, CallError> {
+        Ok(self.message_len(data)?.is_some_and(|len| data.len() == grpc::FRAME_HEADER_LEN + len))
+    }
+
+    fn take_message(&mut self) -> Result<Option<Bytes>, CallError> {
+        let Some(len) = self.message_len(&self.buf)? else {
+            return Ok(None);
+        };
         if self.buf.len() < grpc::FRAME_HEADER_LEN + len {
             return Ok(None);
         }
