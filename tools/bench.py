@@ -113,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-build", action="store_true", help="do not (re)install the Python package")
     args = ap.parse_args(argv)
     started = time.monotonic()
-    status = 0
-    if args.only != "clients":
-        status |= rust_part(args, find_haproxy(args.haproxy))
-    if args.only != "gateways":
-        status |= python_part(args)
-    log(f"done in {time.monotonic() - started:.0f} s" + ("" if status == 0 else " (FAILED)"))
-    return 0 if status == 0 else 1
+    failed = []
+    if args.only != "clients" and (rc := rust_part(args, find_haproxy(args.haproxy))) != 0:
+        failed.append(f"gateways part exited with status {rc}")
+    if args.only != "gateways" and (rc := python_part(args)) != 0:
+        failed.append(f"clients part exited with status {rc}")
+    log(f"done in {time.monotonic() - started:.0f} s" + (f" (FAILED: {'; '.join(failed)})" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

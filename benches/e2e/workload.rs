@@ -1,6 +1,8 @@
 //! The measured workloads, each driven by one tonic client over one
 //! HTTP/2 connection, every answer checked against what was asked.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -119,18 +121,27 @@ pub struct Cut {
     pub cut_p99_us: f64,
 }
 
-/// Callers making 64-byte unary calls for `2 × secs`; `kill` runs after
-/// `secs`. Failed calls are counted, not fatal.
+/// Waits (10 s at most) until `done` exceeds `seen`.
+async fn more_than(done: &AtomicUsize, seen: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.load(Ordering::Relaxed) <= seen && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Callers making 64-byte unary calls; `kill` runs after `secs` (once a
+/// call has ended: a slow machine still gets a steady sample), and the
+/// callers stop `secs` later (once a call has ended after the cut).
+/// Failed calls are counted, not fatal.
 pub async fn cut(c: &Client, secs: f64, concurrency: usize, kill: impl FnOnce()) -> Result<Cut, String> {
     let start = Instant::now();
-    let at = Duration::from_secs_f64(secs);
-    let until = start + 2 * at;
+    let (done, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
-        let (mut c, m) = (c.clone(), msg(SMALL));
+        let (mut c, m, done, stop) = (c.clone(), msg(SMALL), done.clone(), stop.clone());
         tasks.spawn(async move {
             let mut calls = Vec::new();
-            while Instant::now() < until {
+            while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let ok = unary_checked(&mut c, &m).await;
                 if let Err(e) = &ok {
@@ -139,22 +150,30 @@ pub async fn cut(c: &Client, secs: f64, concurrency: usize, kill: impl FnOnce())
                     }
                 }
                 calls.push((t - start, t.elapsed(), ok.is_ok()));
+                done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, String>(calls)
         });
     }
-    tokio::time::sleep(at).await;
+    let half = Duration::from_secs_f64(secs);
+    tokio::time::sleep(half).await;
+    more_than(&done, 0).await;
     kill();
+    let at = start.elapsed();
+    let seen = done.load(Ordering::Relaxed);
+    tokio::time::sleep(half).await;
+    more_than(&done, seen).await;
+    stop.store(true, Ordering::Relaxed);
     let mut calls = Vec::new();
     while let Some(r) = tasks.join_next().await {
         calls.extend(r.map_err(|e| format!("caller task: {e}"))??);
     }
-    let window = at + Duration::from_secs(1).min(at);
+    let window = at + Duration::from_secs(1).min(half);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let mut steady: Vec<f64> = calls.iter().filter(|(s, l, _)| *s + *l < at).map(|c| us(c.1)).collect();
     let mut over: Vec<f64> = calls.iter().filter(|(s, l, _)| *s + *l >= at && *s < window).map(|c| us(c.1)).collect();
     if steady.is_empty() || over.is_empty() {
-        return Err("too few calls around the cut to measure it".into());
+        return Err("no call ended before or after the cut within 10 s".into());
     }
     Ok(Cut {
         calls: calls.len(),
