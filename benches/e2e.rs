@@ -1,194 +1,108 @@
-//! End-to-end benchmark: the same tonic client and server, compared in one
-//! run over
+//! End-to-end benchmark: one tonic node behind each of
 //!
-//! - `direct`: client → server;
-//! - `l4x2`: client → L4 proxy → L4 proxy → server (the floor a gateway
-//!   pair is held to: two plain TCP relay hops on the same machine);
-//! - `resi-permissive` / `resi-strict`: client → client gateway ⇒ two TCP
-//!   paths ⇒ end gateway → server.
+//! - `direct`: client → node;
+//! - two plain L4 hops: client → HAProxy → HAProxy → node (TCP mode; the
+//!   floor a gateway pair is held to);
+//! - a resi pair, permissive and strict: client → client gateway ⇒ two TCP
+//!   paths ⇒ end gateway → node;
+//! - a resi pair joined by one TCP path and NKN through a local node;
 //!
-//! Reported per setup, median of `RUNS` runs: latency of one unary call
-//! (median of sequential calls), unary throughput with 64 calls in flight,
-//! and server-streaming throughput. Run with `cargo bench --bench e2e`;
-//! `E2E_RUNS`, `E2E_SECS` tune it.
+//! in interleaved rounds: unary 64 B at concurrency 1 (p50, p99) and 64
+//! (calls/s), unary 16 KiB at concurrency 16, server-streamed 64 KiB
+//! chunks (MB/s); then a path killed mid-run, and the end gateway's memory
+//! per idle session. Prints a markdown table (medians, min–max, paired
+//! ratios) for docs/performance.md. Usually run by `tools/bench.py`,
+//! which also compares resi's Python client with grpc.aio:
+//! `cargo bench --bench e2e -- --help`.
 
 #[path = "../tests/common/echo.rs"]
 #[allow(dead_code)]
 mod echo;
+#[path = "e2e/bench.rs"]
+mod bench;
+#[path = "e2e/hops.rs"]
+mod hops;
+#[path = "e2e/memory.rs"]
+mod memory;
+#[path = "e2e/workload.rs"]
+mod workload;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::path::PathBuf;
 
-use echo::{echo_client, start_echo, Msg};
-use resi::config::{Config, ResiConfig, TcpConfig};
-use resi::gateway::Gateway;
-use resi::session::Mode;
-use tokio::net::{TcpListener, TcpStream};
+use clap::Parser;
 
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+#[derive(Parser)]
+#[command(about = "resi end-to-end benchmark (see docs/performance.md)")]
+struct Args {
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds per figure.
+    #[arg(long, default_value_t = 1.0)]
+    secs: f64,
+    /// HAProxy executable for the two L4 hops (without: two tokio relays).
+    #[arg(long)]
+    haproxy: Option<PathBuf>,
+    /// Leave out the TCP + NKN pair.
+    #[arg(long)]
+    no_nkn: bool,
+    /// Idle sessions opened for the memory figure.
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
+    /// Only start the tonic node, print its address, run until stdin closes.
+    #[arg(long)]
+    serve: bool,
+    /// Internal: run as the child end gateway of the memory figure.
+    #[arg(long = "end-gateway", value_name = "UPSTREAM", hide = true)]
+    end_gateway: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-/// A plain L4 relay: every accepted connection is copied to `target`.
-async fn l4_proxy(target: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            inbound.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let mut outbound = TcpStream::connect(target).await.unwrap();
-                outbound.set_nodelay(true).unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!("{cpus} CPUs ({model}), load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+fn serve() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        let server = echo::start_echo().await;
+        println!("{}", server.addr);
+        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await.ok();
+        server.stop().await;
     });
-    addr
-}
-
-fn gateway(mode: Mode, listen: usize, upstream: Vec<String>) -> Gateway {
-    let resi = ResiConfig { mode, ..ResiConfig::default() };
-    let tcp = TcpConfig { listen: vec!["127.0.0.1:0".into(); listen], address: upstream };
-    Gateway::start(Config { source: None, tcp: Some(tcp), nkn: None, resi, reverse: None, tls: None, metrics: None }).unwrap()
-}
-
-struct Figures {
-    latency_us: f64,
-    unary_per_s: f64,
-    stream_mib_s: f64,
-}
-
-async fn measure(addr: SocketAddr, secs: f64) -> Figures {
-    let mut c = echo_client(addr).await;
-    let small = Msg { body: vec![1u8; 100].into(), count: 0, note: String::new() };
-    for _ in 0..200 {
-        c.unary(small.clone()).await.unwrap();
-    }
-    // Latency: sequential calls.
-    let mut lat = vec![];
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    while Instant::now() < until {
-        let t = Instant::now();
-        c.unary(small.clone()).await.unwrap();
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let latency_us = lat[lat.len() / 2];
-    // Throughput: 64 calls in flight.
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = vec![];
-    for _ in 0..64 {
-        let mut c = c.clone();
-        let m = small.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < until {
-                c.unary(m.clone()).await.unwrap();
-                n += 1;
-            }
-            n
-        }));
-    }
-    let start = Instant::now();
-    let mut calls = 0;
-    for t in tasks {
-        calls += t.await.unwrap();
-    }
-    let unary_per_s = calls as f64 / start.elapsed().as_secs_f64();
-    // Streaming: server-streamed 64 KiB messages.
-    let body: bytes::Bytes = vec![7u8; 64 * 1024].into();
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let mut bytes = 0u64;
-    while Instant::now() < until {
-        let req = Msg { body: body.clone(), count: 256, note: String::new() };
-        let mut s = c.server_stream(req).await.unwrap().into_inner();
-        while let Some(m) = s.message().await.unwrap() {
-            bytes += m.body.len() as u64;
-        }
-    }
-    let stream_mib_s = bytes as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64();
-    Figures { latency_us, unary_per_s, stream_mib_s }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
-    let runs = env_num("E2E_RUNS", 3) as usize;
-    let secs = env_num("E2E_SECS", 2) as f64;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let server = start_echo().await;
-        let p2 = l4_proxy(server.addr).await;
-        let p1 = l4_proxy(p2).await;
-        let mut setups: Vec<(&str, SocketAddr, Vec<Gateway>)> = vec![("direct", server.addr, vec![]), ("l4x2", p1, vec![])];
-        if std::env::var("E2E_PLAIN_HOP").is_ok() {
-            let hop = gateway(Mode::Strict, 1, vec![server.addr.to_string()]);
-            setups.push(("gw-plain-hop", hop.local_addrs()[0], vec![hop]));
+    let args = Args::parse();
+    if let Some(upstream) = &args.end_gateway {
+        return memory::child_main(upstream);
+    }
+    if args.serve {
+        return serve();
+    }
+    let opts = bench::Opts {
+        rounds: args.rounds.max(1),
+        secs: args.secs,
+        haproxy: args.haproxy,
+        nkn: !args.no_nkn,
+        sessions: args.sessions.max(1),
+    };
+    eprintln!("machine: {}", machine());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(bench::run(&opts, |line| eprintln!("{line}"))) {
+        Ok(report) => println!("{}", bench::table(&report)),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
         }
-        for (name, mode) in [("resi-permissive", Mode::Permissive), ("resi-strict", Mode::Strict)] {
-            let end = gateway(mode, 2, vec![server.addr.to_string()]);
-            let up = end.local_addrs().iter().map(|a| a.to_string()).collect();
-            let client = gateway(mode, 1, up);
-            let addr = client.local_addrs()[0];
-            // Wait until the session is up with both paths.
-            for _ in 0..200 {
-                if let Some(s) = client.upstream_session() {
-                    if s.stats().await.is_some_and(|st| st.paths.iter().filter(|p| p.live).count() == 2) {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            setups.push((name, addr, vec![end, client]));
-        }
-        println!("machine: {} cores, {}", num_cpus(), cpu_model());
-        println!("runs: {runs} x {secs}s per figure; medians");
-        println!("{:<16} {:>12} {:>14} {:>14}", "setup", "latency µs", "unary/s @64", "stream MiB/s");
-        let mut results = vec![];
-        for (name, addr, _) in &setups {
-            let mut figs = vec![];
-            for _ in 0..runs {
-                figs.push(measure(*addr, secs).await);
-            }
-            let f = Figures {
-                latency_us: median(figs.iter().map(|f| f.latency_us).collect()),
-                unary_per_s: median(figs.iter().map(|f| f.unary_per_s).collect()),
-                stream_mib_s: median(figs.iter().map(|f| f.stream_mib_s).collect()),
-            };
-            println!("{:<16} {:>12.1} {:>14.0} {:>14.1}", name, f.latency_us, f.unary_per_s, f.stream_mib_s);
-            results.push((name.to_string(), f));
-        }
-        let floor = &results[1].1;
-        for (name, f) in results.iter().skip(2) {
-            println!(
-                "{name}: latency {:.2}x floor (target ≤ 1.25), unary@64 {:.2}x (≥ 0.75), stream {:.2}x (≥ 0.75)",
-                f.latency_us / floor.latency_us,
-                f.unary_per_s / floor.unary_per_s,
-                f.stream_mib_s / floor.stream_mib_s
-            );
-        }
-        let n = results.len();
-        let (perm, strict) = (&results[n - 2].1, &results[n - 1].1);
-        println!("strict/permissive latency {:.2}x (target ≤ 1.2)", strict.latency_us / perm.latency_us);
-        for (_, _, gws) in setups {
-            for gw in gws {
-                gw.shutdown().await;
-            }
-        }
-    });
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown cpu".into())
+    }
 }

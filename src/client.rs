@@ -220,14 +220,19 @@ impl Client {
 
     /// A unary call: one message each way.
     pub async fn unary(&self, path: &str, msg: Bytes, opts: &CallOptions) -> Result<Bytes, CallError> {
+        self.unary_reply(path, msg, opts).await.map(|r| r.message)
+    }
+
+    /// A unary call, answered with the response's metadata too.
+    pub async fn unary_reply(&self, path: &str, msg: Bytes, opts: &CallOptions) -> Result<UnaryReply, CallError> {
         let mut call = self.call(path, CallBody::Unary(msg), opts).await?;
-        let Some(reply) = call.message().await? else {
+        let Some(message) = call.message().await? else {
             return Err(CallError::new(Code::Internal, "unary call answered OK without a message"));
         };
         if call.message().await?.is_some() {
             return Err(CallError::new(Code::Internal, "unary call answered with more than one message"));
         }
-        Ok(reply)
+        Ok(UnaryReply { message, trailers: call.trailers.take().unwrap_or_default(), headers: call.headers })
     }
 
     /// `Modify` with extension `id`: answered by a handler registered here,
@@ -260,6 +265,13 @@ impl CallOptions {
     fn deadline(&self) -> Option<Instant> {
         self.timeout.map(|t| Instant::now() + t)
     }
+}
+
+/// The answer of a unary call: its one message and its metadata.
+pub struct UnaryReply {
+    pub headers: HeaderMap,
+    pub message: Bytes,
+    pub trailers: HeaderMap,
 }
 
 /// An answered call: response headers, then messages, then the status.

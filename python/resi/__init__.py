@@ -393,7 +393,12 @@ class Client:
         self, path: str, request: bytes, *, metadata: Metadata | None = None, timeout: float | None = None
     ) -> bytes:
         """A unary call on ``path`` (``/package.Service/Method``)."""
-        return await self._c.unary(path, request, _md(metadata), timeout)
+        reply, abort = self._c.unary(path, request, None if metadata is None else _md(metadata), timeout)
+        try:
+            return await reply
+        except asyncio.CancelledError:
+            abort.abort()
+            raise
 
     def server_stream(
         self, path: str, request: bytes, *, metadata: Metadata | None = None, timeout: float | None = None

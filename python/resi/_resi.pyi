@@ -4,9 +4,10 @@ Checked against the module by ``mypy.stubtest`` in the test suite. The
 public API is ``resi`` (``python/resi/__init__.py``); import from there.
 """
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Union, final
+from typing import Any, Literal, Union, final, overload
 
 __version__: str
 
@@ -152,6 +153,18 @@ class Gateway:
     def events(self) -> EventStream: ...
 
 @final
+class Abort:
+    def abort(self) -> None: ...
+    def __call__(self, fut: asyncio.Future[Any]) -> None: ...
+
+@final
+class UnaryReply:
+    @property
+    def message(self) -> bytes: ...
+    def initial_metadata(self) -> _MetaOut: ...
+    def trailing_metadata(self) -> _MetaOut: ...
+
+@final
 class Call:
     def send(self, message: _Buffer) -> Awaitable[bool]: ...
     def close_send(self) -> None: ...
@@ -174,9 +187,20 @@ class Client:
     def ready(self) -> Awaitable[None]: ...
     @property
     def upstream_kind(self) -> str | None: ...
+    @overload
     def unary(
-        self, path: str, request: _Buffer, metadata: _Meta | None = None, timeout: float | None = None
-    ) -> Awaitable[bytes]: ...
+        self, path: str, request: _Buffer, metadata: _Meta | None = None, timeout: float | None = None,
+        with_metadata: Literal[False] = False,
+    ) -> tuple[asyncio.Future[bytes], Abort]: ...
+    @overload
+    def unary(
+        self, path: str, request: _Buffer, metadata: _Meta | None, timeout: float | None, with_metadata: Literal[True]
+    ) -> tuple[asyncio.Future[UnaryReply], Abort]: ...
+    @overload
+    def unary(
+        self, path: str, request: _Buffer, metadata: _Meta | None = None, timeout: float | None = None, *,
+        with_metadata: Literal[True],
+    ) -> tuple[asyncio.Future[UnaryReply], Abort]: ...
     def modify(
         self,
         ext_id: int,

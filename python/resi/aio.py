@@ -255,8 +255,124 @@ class _Writer(_Call[Req, Resp]):
         self._raw.close_send()
 
 
-class UnaryUnaryCall(_UnaryResponse[Req, Resp], aio.UnaryUnaryCall[Req, Resp]):
-    """A unary call: ``await`` it for the response."""
+class UnaryUnaryCall(_Call[Req, Resp], aio.UnaryUnaryCall[Req, Resp]):
+    """A unary call: ``await`` it for the response.
+
+    No task and no call object per call: the call is one future that the
+    Rust side resolves (in a batch with others) to the response and its
+    metadata; the outcome is read from it when first asked for.
+    """
+
+    _response: Resp
+
+    def __init__(
+        self, channel: Channel, reply: asyncio.Future[_resi.UnaryReply], abort: _resi.Abort,
+        deserializer: Callable[[bytes], Resp] | None, timeout: float | None,
+    ) -> None:
+        self._reply, self._abort = reply, abort
+        self._deserialize = deserializer or _identity
+        self._deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        self._code = None
+        self._initial = None
+        self._locally_cancelled = False
+        self._callbacks = []
+        channel._track(self)
+
+    def _settle(self) -> None:
+        """Reads the outcome of the finished reply future (once)."""
+        if self._code is not None:
+            return
+        if self._reply.cancelled():
+            self._locally_cancelled = True
+            self._abort.abort()
+            self._finish(grpc.StatusCode.CANCELLED, _CANCELLED_DETAILS, aio.Metadata())
+            return
+        error = self._reply.exception()
+        if isinstance(error, CallError):
+            self._initial = aio.Metadata()
+            self._finish(_STATUS.get(int(error.code), grpc.StatusCode.UNKNOWN), error.details, _incoming(error.trailers))
+            return
+        if error is not None:
+            self._finish(grpc.StatusCode.UNKNOWN, repr(error), aio.Metadata())
+            return
+        reply = self._reply.result()
+        self._initial = _incoming(reply.initial_metadata())
+        try:
+            self._response = self._deserialize(reply.message)
+        except Exception as e:
+            self._finish(grpc.StatusCode.INTERNAL, f"Exception deserializing response! {e!r}", aio.Metadata())
+            return
+        self._finish(grpc.StatusCode.OK, "", _incoming(reply.trailing_metadata()))
+
+    def _finish(self, code: grpc.StatusCode, details: str, trailing: aio.Metadata) -> None:
+        if self._code is not None:
+            return
+        self._code, self._details, self._trailing = code, details, trailing
+        for callback in self._callbacks:
+            callback(self)
+
+    async def _outcome(self) -> None:
+        """Waits for the outcome without cancelling the call if the wait is."""
+        if self._code is None:
+            if not self._reply.done():
+                await asyncio.wait((self._reply,))
+            self._settle()
+
+    def __await__(self) -> Generator[Any, None, Resp]:
+        if self._code is None:
+            try:
+                yield from self._reply.__await__()
+            except asyncio.CancelledError:
+                if not self._reply.cancelled():  # the awaiting task was cancelled after the reply came
+                    raise
+            except BaseException:
+                if not self._reply.done():
+                    raise
+            self._settle()
+        if self._code is not grpc.StatusCode.OK:
+            self._raise()
+        return self._response
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._abort.abort()
+        self._reply.cancel()
+        self._settle()
+        return True
+
+    def cancelled(self) -> bool:
+        return self.done() and self._code is grpc.StatusCode.CANCELLED
+
+    def done(self) -> bool:
+        if self._code is None and self._reply.done():
+            self._settle()
+        return self._code is not None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self.done():
+            callback(self)
+            return
+        if not self._callbacks:
+            self._reply.add_done_callback(lambda _: self._settle())
+        self._callbacks.append(callback)
+
+    async def initial_metadata(self) -> aio.Metadata:
+        await self._outcome()
+        return self._initial or aio.Metadata()
+
+    async def trailing_metadata(self) -> aio.Metadata:
+        await self._outcome()
+        return self._trailing
+
+    async def code(self) -> grpc.StatusCode:
+        await self._outcome()
+        assert self._code is not None
+        return self._code
+
+    async def details(self) -> str:
+        await self._outcome()
+        return self._details
 
 
 class UnaryStreamCall(_StreamResponse[Req, Resp], aio.UnaryStreamCall[Req, Resp]):
@@ -291,8 +407,9 @@ class _UnaryUnary(_MultiCallable, aio.UnaryUnaryMultiCallable[Any, Any]):
         credentials: grpc.CallCredentials | None = None, wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> UnaryUnaryCall[Any, Any]:
-        raw = self._channel._start(self._method, self._serialize(request), metadata, timeout)
-        return UnaryUnaryCall(self._channel, raw, self._deserializer, timeout)
+        channel = self._channel
+        reply, abort = channel._start_unary(self._method, self._serialize(request), metadata, timeout)
+        return UnaryUnaryCall(channel, reply, abort, self._deserializer, timeout)
 
 
 class _UnaryStream(_MultiCallable, aio.UnaryStreamMultiCallable[Any, Any]):
@@ -353,6 +470,13 @@ class Channel(aio.Channel):
         if self._closed.is_set():
             raise aio.UsageError("Channel is closed.")
         return self._client.call(method, request, metadata=_outgoing(metadata), timeout=timeout)
+
+    def _start_unary(
+        self, method: str, request: bytes, metadata: MetadataArg, timeout: float | None
+    ) -> tuple[asyncio.Future[_resi.UnaryReply], _resi.Abort]:
+        if self._closed.is_set():
+            raise aio.UsageError("Channel is closed.")
+        return self._client._c.unary(method, request, _outgoing(metadata), timeout, with_metadata=True)
 
     def unary_unary(
         self, method: str, request_serializer: Callable[[Any], bytes] | None = None,

@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::convert::{self, bytes_of, py_bytes};
-use super::errors::{call_error_nogil, metadata_list, session_error};
+use super::complete::{self, Abort, Outcome};
+use super::errors::{call_error, call_error_nogil, metadata_list, session_error};
 use super::extension::PyHandler;
 use super::stats::{stats_of, EventStream};
-use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient};
+use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient, UnaryReply as CoreUnaryReply};
 use crate::gateway::UpstreamKind;
 use crate::grpc::Code;
 
@@ -91,8 +92,11 @@ impl Client {
         })
     }
 
-    /// A unary call: ``request`` bytes in, response bytes out.
-    #[pyo3(signature = (path, request, metadata = None, timeout = None))]
+    /// A unary call: ``request`` bytes in; returns ``(future, abort)``, the
+    /// future resolving to the response bytes, or with ``with_metadata``
+    /// to a ``UnaryReply`` (the bytes and the response's metadata). Abort
+    /// the call if the wait for the future is cancelled.
+    #[pyo3(signature = (path, request, metadata = None, timeout = None, with_metadata = false))]
     fn unary<'py>(
         &self,
         py: Python<'py>,
@@ -100,11 +104,15 @@ impl Client {
         request: &Bound<'py, PyAny>,
         metadata: Option<Vec<(String, Bound<'py, PyAny>)>>,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        with_metadata: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Abort)> {
         let (inner, msg, opts) = (self.inner.clone(), bytes_of(request)?, options(metadata, timeout)?);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let reply = inner.unary(&path, msg, &opts).await.map_err(call_error_nogil)?;
-            Ok(py_bytes(&reply))
+        complete::start(py, async move {
+            match inner.unary_reply(&path, msg, &opts).await {
+                Ok(reply) if with_metadata => Box::new(move |py: Python<'_>| UnaryReply::of(py, reply)),
+                Ok(reply) => bytes_outcome(Ok(reply.message)),
+                Err(e) => error_outcome(e),
+            }
         })
     }
 
@@ -197,6 +205,49 @@ impl Client {
     }
 }
 
+/// Response bytes, or the call's error, as a future's outcome.
+fn bytes_outcome(result: Result<Bytes, CallError>) -> Outcome {
+    match result {
+        Ok(msg) => Box::new(move |py: Python<'_>| Ok(PyBytes::new(py, &msg).into_any().unbind())),
+        Err(e) => error_outcome(e),
+    }
+}
+
+/// A failed call as a future's outcome (``CallError``).
+fn error_outcome(e: CallError) -> Outcome {
+    Box::new(move |py: Python<'_>| Err(call_error(py, e)))
+}
+
+/// The answer of ``Client.unary_reply``: ``message`` (bytes) and the
+/// response's metadata, converted when asked for.
+#[pyclass(module = "resi._resi", frozen)]
+pub(crate) struct UnaryReply {
+    #[pyo3(get)]
+    message: Py<PyBytes>,
+    headers: http::HeaderMap,
+    trailers: http::HeaderMap,
+}
+
+impl UnaryReply {
+    fn of(py: Python<'_>, reply: CoreUnaryReply) -> PyResult<Py<PyAny>> {
+        let message = PyBytes::new(py, &reply.message).unbind();
+        Ok(Py::new(py, UnaryReply { message, headers: reply.headers, trailers: reply.trailers })?.into_any())
+    }
+}
+
+#[pymethods]
+impl UnaryReply {
+    /// Response headers as ``(key, value)`` pairs.
+    fn initial_metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        metadata_list(py, &self.headers)
+    }
+
+    /// Trailers as ``(key, value)`` pairs.
+    fn trailing_metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        metadata_list(py, &self.trailers)
+    }
+}
+
 enum State {
     Starting(JoinHandle<Result<CoreCall, CallError>>),
     Open(Box<CoreCall>),
@@ -266,7 +317,7 @@ impl Call {
     /// raises ``CallError`` if it failed.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (state, cancel) = (self.state.clone(), self.cancel.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        complete::future(py, async move {
             let mut st = state.lock().await;
             let next = async {
                 match st.open().await? {
@@ -282,13 +333,13 @@ impl Call {
                 r = next => r,
             };
             match result {
-                Ok(Some(msg)) => Ok(Some(py_bytes(&msg))),
+                Ok(Some(msg)) => bytes_outcome(Ok(msg)),
                 // Kept open: the trailers stay readable.
-                Ok(None) => Ok(None),
+                Ok(None) => Box::new(|py: Python<'_>| Ok(py.None())),
                 Err(e) => {
                     // Dropping the call resets its stream.
                     *st = State::Done;
-                    Err(call_error_nogil(e))
+                    error_outcome(e)
                 }
             }
         })

@@ -116,17 +116,50 @@ pub(crate) fn timeout(secs: Option<f64>) -> PyResult<Option<Duration>> {
     .transpose()
 }
 
-/// Bytes-like Python value (bytes, bytearray, memoryview) to `Bytes`.
+/// Messages from this size on are lent to Rust rather than copied (below
+/// it, a copy costs less than handing the object back to Python's
+/// reference counting later).
+const LEND_FROM: usize = 4096;
+
+/// A Python `bytes` object read by Rust in place: `bytes` are immutable,
+/// and the reference keeps the buffer alive (dropped without the GIL, it
+/// goes to PyO3's pool of deferred reference decrements).
+struct Lent {
+    _owner: Py<PyBytes>,
+    data: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer of a `bytes` object never changes and lives as long
+// as the object, which `_owner` keeps alive; reading it needs no GIL.
+unsafe impl Send for Lent {}
+unsafe impl Sync for Lent {}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `Lent`; `data` and `len` come from the object's buffer.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+/// Bytes-like Python value (bytes, bytearray, memoryview) to `Bytes`; a
+/// large `bytes` is lent, not copied.
 pub(crate) fn bytes_of(v: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
     if let Ok(b) = v.cast::<PyBytes>() {
-        return Ok(bytes::Bytes::copy_from_slice(b.as_bytes()));
+        let data = b.as_bytes();
+        if data.len() < LEND_FROM {
+            return Ok(bytes::Bytes::copy_from_slice(data));
+        }
+        let (ptr, len) = (data.as_ptr(), data.len());
+        return Ok(bytes::Bytes::from_owner(Lent { _owner: b.clone().unbind(), data: ptr, len }));
     }
     if !(v.is_instance_of::<PyByteArray>() || v.is_instance_of::<PyMemoryView>()) {
         let ty = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         return Err(PyTypeError::new_err(format!("expected bytes, bytearray or memoryview, got {ty}")));
     }
+    // A mutable buffer could change under Rust: copied once, into a `bytes`.
     let b = v.py().import("builtins")?.getattr("bytes")?.call1((v,))?;
-    Ok(bytes::Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()))
+    bytes_of(&b)
 }
 
 /// `Bytes` to a Python `bytes` object (taking the GIL).

@@ -9,7 +9,8 @@
 //! - `errors`: the exception hierarchy (one place) and conversions.
 //! - `convert`: configuration dicts, metadata, timeouts, bytes.
 //! - `gateway`: `Gateway`.
-//! - `client`: `Client` and `Call`.
+//! - `client`: `Client`, `Call` and `UnaryReply`.
+//! - `complete`: futures' results handed to the asyncio loop in batches.
 //! - `extension`: extension handlers written in Python.
 //! - `stats`: `SessionStats`, `PathStats`, `Event`, `EventStream`.
 //! - `fault`: `FaultRelay`.
@@ -19,6 +20,7 @@
 //!   (`resi.nkn`).
 
 mod client;
+mod complete;
 mod convert;
 mod errors;
 mod extension;
@@ -66,6 +68,8 @@ fn _resi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Call>()?;
+    m.add_class::<client::UnaryReply>()?;
+    m.add_class::<complete::Abort>()?;
     m.add_class::<stats::SessionStats>()?;
     m.add_class::<stats::PathStats>()?;
     m.add_class::<stats::Event>()?;
