@@ -24,6 +24,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +110,8 @@ pub struct Client {
     hop: bool,
     max_message_size: usize,
     manager: Manager,
+    /// Set by [`Client::close`]: later calls fail at once.
+    closed: AtomicBool,
 }
 
 impl Client {
@@ -159,12 +162,14 @@ impl Client {
             hop,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             manager,
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Waits until the upstream is connected (for a redundant client: the
     /// session has at least one path), or the attempt failed.
     pub async fn ready(&self) -> Result<(), Status> {
+        self.check_open()?;
         self.upstream.ready().await
     }
 
@@ -186,6 +191,31 @@ impl Client {
     /// Starts a call of any shape on `path` (`/package.Service/Method`) and
     /// returns once the response headers arrived.
     pub async fn call(&self, path: &str, body: CallBody, opts: &CallOptions) -> Result<Call, CallError> {
+        self.check_open()?;
+        let session = self.session();
+        match self.start_call(path, body, opts).await {
+            Err(e) => Err(explain(session.as_ref(), e).await),
+            Ok(mut call) => {
+                call.live = session;
+                Ok(call)
+            }
+        }
+    }
+
+    /// Whether [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// `UNAVAILABLE` once the client is closed.
+    fn check_open(&self) -> Result<(), Status> {
+        match self.closed.load(Ordering::Acquire) {
+            true => Err(Status::new(Code::Unavailable, "the client is closed")),
+            false => Ok(()),
+        }
+    }
+
+    async fn start_call(&self, path: &str, body: CallBody, opts: &CallOptions) -> Result<Call, CallError> {
         let deadline = opts.timeout.map(|t| Instant::now() + t);
         let mut req = Request::post(path)
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
@@ -224,6 +254,7 @@ impl Client {
             max_message_size: self.max_message_size,
             trailers: None,
             session,
+            live: None,
         })
     }
 
@@ -261,6 +292,7 @@ impl Client {
     /// Stops the upstream manager and closes the connection (or session).
     /// In-flight calls fail with `UNAVAILABLE`.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.manager.stop().await;
     }
 }
@@ -282,6 +314,8 @@ pub struct Call {
     /// The session the call went over: a stream broken because its copies
     /// disagreed fails with `DATA_LOSS`.
     session: CallSession,
+    /// The redundant session, to say so when a call failed with no live path.
+    live: Option<SessionHandle>,
 }
 
 impl Call {
@@ -298,6 +332,13 @@ impl Call {
     /// The next response message; `Ok(None)` once the call ended with OK;
     /// the status (with trailers) if it failed.
     pub async fn message(&mut self) -> Result<Option<Bytes>, CallError> {
+        match self.next_message().await {
+            Err(e) => Err(explain(self.live.as_ref(), e).await),
+            ok => ok,
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<Option<Bytes>, CallError> {
         loop {
             if let Some(msg) = self.take_message()? {
                 return Ok(Some(msg));
@@ -350,6 +391,28 @@ impl Call {
         self.buf.advance(grpc::FRAME_HEADER_LEN);
         Ok(Some(self.buf.split_to(len).freeze()))
     }
+}
+
+/// A call that failed `UNAVAILABLE` or `DEADLINE_EXCEEDED` while its
+/// session had no live path (or after the session ended because none came
+/// back) says so, instead of only naming the HTTP/2 symptom.
+async fn explain(session: Option<&SessionHandle>, mut e: CallError) -> CallError {
+    if !matches!(e.status.code, Code::Unavailable | Code::DeadlineExceeded) {
+        return e;
+    }
+    let Some(session) = session else { return e };
+    let why = match session.close_reason() {
+        Some(reason @ crate::session::SessionError::ResumeTimeout(_)) => format!("no live path: {reason}"),
+        Some(_) => return e,
+        None => match session.stats().await {
+            Some(s) if !s.paths.iter().any(|p| p.live) => {
+                format!("no live path: every path of the session is down ({} known)", s.paths.len())
+            }
+            _ => return e,
+        },
+    };
+    e.status.message = format!("{why} ({})", e.status.message);
+    e
 }
 
 /// Runs `fut` until `deadline`; past it, `DEADLINE_EXCEEDED`.

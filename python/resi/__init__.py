@@ -20,9 +20,10 @@ remove the duplicates, with a thin asyncio API over the Rust core::
   ``async def handler(data: bytes) -> bytes``.
 - Statistics and events: ``stats()`` and ``events()`` of a client or
   gateway (:class:`SessionStats`, :class:`PathStats`, :class:`Event`).
-- Errors: :class:`ResiError` and its subclasses :class:`ConfigError`,
-  :class:`CallError` (``.code``, ``.details``, ``.trailers``) and
-  :class:`SessionError`.
+- Errors (:mod:`resi.errors`): :class:`ResiError` and its subclasses
+  :class:`ConfigError` (``.origin``, ``.key``), :class:`CallError`
+  (``.code``, ``.details``, ``.trailers``), :class:`SessionError` (and
+  :class:`NotEndGatewayError`) and :class:`BindError` (an ``OSError``).
 - Rust logs go to the ``resi`` logger of :mod:`logging`.
 - :mod:`resi.nkn` — NKN directly: identities, ``NknClient`` (an asyncio
   MultiClient) and ``LocalNode`` (the embedded NKN node for offline tests).
@@ -45,24 +46,21 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _resi
 from ._resi import (
-    CallError,
-    ConfigError,
     Event,
     EventStream,
     FaultRelay,
     PathStats,
-    ResiError,
-    SessionError,
     SessionStats,
-    StatusCode,
     __version__,
     run_cli,
 )
+from .errors import BindError, CallError, ConfigError, NotEndGatewayError, ResiError, SessionError, StatusCode
 
 if TYPE_CHECKING:
     import resi.aio
 
 __all__ = [
+    "BindError",
     "CallError",
     "Client",
     "ConfigError",
@@ -72,6 +70,7 @@ __all__ = [
     "Gateway",
     "Handler",
     "Metadata",
+    "NotEndGatewayError",
     "PathStats",
     "ResiError",
     "SessionError",
@@ -320,6 +319,7 @@ class Client:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
+        allow_plain: bool = False,
         **resi: Any,
     ) -> Client:
         """Opens a redundant session to the end gateway reachable at each of
@@ -331,7 +331,11 @@ class Client:
         list: the first that connects), this client also opens the reverse
         channel, like a gateway with ``[Reverse] Address``: calls made at
         the end gateway's ``[Reverse] Listen`` are served by that server.
-        Raises :class:`SessionError` if no path could join."""
+        Raises :class:`SessionError` if no path could join, and
+        :class:`NotEndGatewayError` (a :class:`SessionError`) if the peer is
+        not a resi end gateway (a plain gRPC or ESI server: there would be
+        no redundancy) unless ``allow_plain=True``, which then uses it over
+        plain gRPC (``upstream_kind == "plain"``)."""
         # Validated as a gateway's file; nothing listens ("Listen" only
         # satisfies the check).
         config: dict[str, Any] = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
@@ -343,6 +347,13 @@ class Client:
             config["Tls"] = tls
         client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
         await client._ready()
+        if client.upstream_kind == "plain" and not allow_plain:
+            await client.close()
+            raise NotEndGatewayError(
+                f"{paths[0]} is not a resi end gateway (it answered as a plain gRPC server, so there would be "
+                "no redundancy); pass allow_plain=True to use it over plain gRPC",
+                address=paths[0],
+            )
         return client
 
     async def _ready(self) -> None:
@@ -353,7 +364,9 @@ class Client:
             raise
 
     async def close(self) -> None:
-        """Closes the connection or session; in-flight calls fail UNAVAILABLE."""
+        """Closes the connection or session; in-flight calls fail
+        UNAVAILABLE, later calls fail UNAVAILABLE at once, and the
+        :meth:`events` streams end."""
         await self._c.close()
 
     async def __aenter__(self) -> Client:

@@ -60,7 +60,7 @@ impl Client {
         let cfg = convert::config_from_dict(config, origin)?;
         let paths = cfg.upstream_tcp().to_vec();
         if paths.is_empty() {
-            return Err(super::errors::config_error(py, format!("{origin}: [Tcp] Address: at least one path is needed")));
+            return Err(super::errors::config_key_error(py, origin, "[Tcp] Address", "at least one path is needed"));
         }
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
         let reverse = cfg.reverse.as_ref().map(|r| r.address.clone()).unwrap_or_default();
@@ -183,7 +183,10 @@ impl Client {
     /// Events of the redundant session (across reconnections).
     fn events(&self) -> EventStream {
         let inner = Arc::downgrade(&self.inner);
-        EventStream::new(Arc::new(move || inner.upgrade().and_then(|c| c.session()).into_iter().collect()))
+        EventStream::new(Arc::new(move || {
+            let client = inner.upgrade().filter(|c| !c.is_closed())?;
+            Some(client.session().into_iter().collect())
+        }))
     }
 
     /// Closes the connection (or session); in-flight calls fail with
