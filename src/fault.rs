@@ -33,6 +33,7 @@
 //! RESI preface is relayed frame by frame (whole frames, unchanged unless
 //! tampered with), so tampering can start and stop at any time.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +42,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -110,7 +111,7 @@ impl Shape {
 
     /// Largest piece written at once (a bandwidth limit paces small pieces).
     fn piece(&self) -> usize {
-        self.rate.map_or(usize::MAX, |r| (r / 50).clamp(512, 16 * 1024) as usize)
+        self.rate.map_or(64 * 1024, |r| (r / 50).clamp(512, 16 * 1024) as usize)
     }
 }
 
@@ -330,28 +331,15 @@ async fn accept_loop(
 }
 
 /// Chunks read but not yet written, per direction (with a delay they wait
-/// here until their release time).
+/// until their release time); reading pauses while this many wait.
 const QUEUED_CHUNKS: usize = 1024;
 
-/// One direction of a relayed connection: a reader that applies the fault
-/// and stamps each chunk with its release time, and a writer that sends it
-/// then, at the allowed rate.
+/// One direction of a relayed connection: reads, applies the fault, and
+/// writes each chunk at once — or, while a delay or bandwidth limit is set,
+/// queues it until its release time and writes it at the allowed rate.
 async fn pump(
-    from: tokio::net::tcp::OwnedReadHalf,
-    to: tokio::net::tcp::OwnedWriteHalf,
-    fault: watch::Receiver<Fault>,
-    shape: watch::Receiver<Shape>,
-    forward: bool,
-) {
-    let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
-    let reader = read_side(from, tx, fault.clone(), shape.clone(), forward);
-    let writer = write_side(to, rx, fault, shape);
-    tokio::join!(reader, writer);
-}
-
-async fn read_side(
     mut from: tokio::net::tcp::OwnedReadHalf,
-    tx: mpsc::Sender<(Instant, Vec<u8>)>,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
     shape: watch::Receiver<Shape>,
     forward: bool,
@@ -359,58 +347,78 @@ async fn read_side(
     let mut buf = vec![0u8; 64 * 1024];
     // The dialler's side of a RESI path is relayed in whole frames.
     let mut framer = forward.then(Framer::default);
-    let mut last = Instant::now();
+    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut pacer = Pacer::default();
     loop {
-        if fault.wait_for(Fault::relays).await.is_err() {
-            return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let Ok(now) = fault.wait_for(Fault::relays).await.map(|f| *f) else { return };
-        let mut out = match framer.as_mut() {
-            Some(f) => f.push(&buf[..n], now),
-            None => buf[..n].to_vec(),
-        };
-        if let Fault::Corrupt { per_million, direction } = now {
-            if direction.includes(forward) {
-                flip_bits(&mut out, per_million);
+        let now = *fault.borrow_and_update();
+        let due = queue.front().map(|(at, _)| *at);
+        tokio::select! {
+            biased;
+            changed = fault.changed() => if changed.is_err() { return },
+            _ = sleep_past(due.unwrap_or_else(Instant::now)), if now.relays() && due.is_some() => {
+                let Some((_, chunk)) = queue.pop_front() else { continue };
+                let shaping = *shape.borrow();
+                if pacer.write(&mut to, &chunk, shaping).await.is_err() {
+                    return;
+                }
+            }
+            read = from.read(&mut buf), if now.relays() && queue.len() < QUEUED_CHUNKS => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let mut out = match framer.as_mut() {
+                    Some(f) => f.push(&buf[..n], now),
+                    None => buf[..n].to_vec(),
+                };
+                if let Fault::Corrupt { per_million, direction } = now {
+                    if direction.includes(forward) {
+                        flip_bits(&mut out, per_million);
+                    }
+                }
+                let shaping = *shape.borrow();
+                if queue.is_empty() && shaping == Shape::default() {
+                    if to.write_all(&out).await.is_err() {
+                        return;
+                    }
+                } else {
+                    let last = queue.back().map_or_else(Instant::now, |(at, _)| *at);
+                    queue.push_back((shaping.release(last), out));
+                }
             }
         }
-        last = shape.borrow().release(last);
-        if tx.send((last, out)).await.is_err() {
+    }
+    // The sender finished: what is still queued goes out on time.
+    while let Some((at, chunk)) = queue.pop_front() {
+        sleep_past(at).await;
+        let shaping = *shape.borrow();
+        if pacer.write(&mut to, &chunk, shaping).await.is_err() {
             return;
         }
     }
 }
 
-async fn write_side(
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
-    mut fault: watch::Receiver<Fault>,
-    shape: watch::Receiver<Shape>,
-) {
-    // When the rate limit lets the next byte go.
-    let mut free_at = Instant::now();
-    while let Some((release, chunk)) = rx.recv().await {
-        sleep_past(release).await;
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            if fault.wait_for(Fault::relays).await.is_err() {
-                return;
-            }
-            let now_shape = *shape.borrow();
-            let piece = &rest[..rest.len().min(now_shape.piece())];
-            if let Some(rate) = now_shape.rate {
-                sleep_past(free_at).await;
-                free_at = free_at.max(Instant::now()) + Duration::from_secs_f64(piece.len() as f64 / rate as f64);
-            }
-            if to.write_all(piece).await.is_err() {
-                return;
-            }
-            rest = &rest[piece.len()..];
+/// Writes at the bandwidth limit: in small pieces, each after the previous
+/// one's share of the second.
+#[derive(Default)]
+struct Pacer {
+    /// When the limit lets the next byte go (None: no limit in force yet).
+    free_at: Option<Instant>,
+}
+
+impl Pacer {
+    async fn write(&mut self, to: &mut tokio::net::tcp::OwnedWriteHalf, chunk: &[u8], shape: Shape) -> std::io::Result<()> {
+        let Some(rate) = shape.rate else {
+            self.free_at = None;
+            return to.write_all(chunk).await;
+        };
+        for piece in chunk.chunks(shape.piece()) {
+            let at = self.free_at.unwrap_or_else(Instant::now);
+            sleep_past(at).await;
+            self.free_at = Some(at.max(Instant::now()) + Duration::from_secs_f64(piece.len() as f64 / rate as f64));
+            to.write_all(piece).await?;
         }
+        Ok(())
     }
 }
 
