@@ -183,6 +183,12 @@ impl Client {
         self.upstream.kind()
     }
 
+    /// Every configured path and why it is down (None for a plain client
+    /// and before the first attempt).
+    pub fn path_book(&self) -> Option<crate::session::paths::PathBook> {
+        self.upstream.path_book()
+    }
+
     /// The redundant session, while connected (None for a plain client).
     pub fn session(&self) -> Option<SessionHandle> {
         self.upstream.session()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import inspect
+import logging
 import socket
 import time
 
@@ -16,6 +17,7 @@ import pytest
 
 import resi
 import resi.errors
+import resi.nkn
 from resi.testing import FAST_TIMERS, EsiNode
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,3 +165,64 @@ async def test_events_have_timestamps_a_closed_event_and_end(resi_pair) -> None:
     await pair.end.stop()
     end_tail = await asyncio.wait_for(rest(end_events), 10)
     assert end_tail and end_tail[-1].kind == "session_closed", end_tail
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return "127.0.0.1:%d" % s.getsockname()[1]
+
+
+async def test_every_configured_path_is_in_the_stats(esi_node: EsiNode) -> None:
+    dead = _closed_port()
+    async with resi.Gateway(listen="127.0.0.1:0", address=esi_node.address, name="end", **FAST_TIMERS) as end:
+        paths = [end.address, dead]
+        async with await resi.Client.connect_redundant(paths, connect_timeout="1s", **FAST_TIMERS) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                stats = await client.stats()
+                by_id = {p.path: p for p in stats.paths}
+                if 1 in by_id and by_id[1].reason and "dial failed" in by_id[1].reason:
+                    break
+                assert time.monotonic() < deadline, stats.paths
+                await asyncio.sleep(0.05)
+            up, down = by_id[0], by_id[1]
+            assert (up.state, up.transport, up.address, up.reason) == ("up", "tcp", end.address, None)
+            assert (down.state, down.transport, down.address) == ("down", "tcp", dead)
+            assert down.as_dict()["reason"] == down.reason
+
+
+async def test_an_nkn_path_that_cannot_reach_its_seeds(esi_node: EsiNode, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="resi")
+    resi.refresh_logging()
+    mine, peer = resi.nkn.generate_identity(), resi.nkn.generate_identity()
+    async with resi.Gateway(listen="127.0.0.1:0", address=esi_node.address, name="end", **FAST_TIMERS) as end:
+        gw = resi.Gateway(
+            listen="127.0.0.1:0",
+            address=end.address,
+            nkn_seed=mine.seed,
+            nkn_address=peer.address,
+            nkn_rpc_servers=["http://" + _closed_port()],
+            connect_timeout="1s",
+            name="client",
+            **FAST_TIMERS,
+        )
+        async with gw:
+            deadline = time.monotonic() + 15
+            while not any("cannot reach the seed nodes" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                await asyncio.sleep(0.05)
+            warning = next(r for r in caplog.records if "cannot reach the seed nodes" in r.getMessage())
+            assert warning.levelno == logging.WARNING
+            assert not any("joined NKN" in r.getMessage() for r in caplog.records)
+            while True:
+                stats = await gw.upstream_stats()
+                nkn = [p for p in (stats.paths if stats else []) if p.transport == "nkn"]
+                if nkn:
+                    break
+                assert time.monotonic() < deadline, stats
+                await asyncio.sleep(0.05)
+            assert nkn[0].address == peer.address and nkn[0].state == "down" and nkn[0].reason
+            # The TCP path carries the calls meanwhile.
+            async with await resi.Client.connect(gw.address) as c:
+                assert await c.unary(f"{ECHO}/Unary", b"n", timeout=5) == b"n"

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::convert::{self, bytes_of, py_bytes};
 use super::errors::{call_error_nogil, metadata_list, session_error};
 use super::extension::PyHandler;
-use super::stats::{stats_of, EventStream};
+use super::stats::{dialled_stats_of, EventStream};
 use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient};
 use crate::gateway::UpstreamKind;
 use crate::grpc::Code;
@@ -176,8 +176,8 @@ impl Client {
     /// Statistics of the redundant session (None for a plain client or
     /// while not connected).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let handle = self.inner.session();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(stats_of(handle).await) })
+        let (handle, book) = (self.inner.session(), self.inner.path_book());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(dialled_stats_of(handle, book).await) })
     }
 
     /// Events of the redundant session (across reconnections).

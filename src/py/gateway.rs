@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use super::convert::config_from_dict;
 use super::errors::{config_error, gateway_error, resi_error, session_error};
 use super::extension::PyHandler;
-use super::stats::{stats_of, EventStream, SessionStats};
+use super::stats::{dialled_stats_of, stats_of, EventStream, SessionStats};
 use crate::config::Config;
 use crate::extension::ExtensionHandler;
 use crate::gateway::{Gateway as CoreGateway, UpstreamKind};
@@ -146,8 +146,11 @@ impl Gateway {
     /// Statistics of the session this gateway dialled to a resi upstream
     /// (None when the upstream is plain or not connected).
     fn upstream_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let handle = self.running().as_ref().and_then(|g| g.upstream_session());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(stats_of(handle).await) })
+        let running = self.running();
+        let handle = running.as_ref().and_then(|g| g.upstream_session());
+        let book = running.as_ref().and_then(|g| g.upstream_path_book());
+        drop(running);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(dialled_stats_of(handle, book).await) })
     }
 
     /// Statistics of the sessions client gateways opened to this one.

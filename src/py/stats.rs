@@ -18,6 +18,7 @@ use crate::config::mode_name;
 use crate::cookie::SessionId;
 use crate::session::driver::{hex, PathReport, SessionStats as CoreStats};
 use crate::session::machine::Event as CoreEvent;
+use crate::session::paths::{PathBook, PathNote};
 use crate::session::{SessionError, SessionHandle};
 
 /// Counters of one path of a session.
@@ -31,6 +32,14 @@ pub(crate) struct PathStats {
     pub path: u32,
     /// ``"up"`` or ``"down"``.
     pub state: &'static str,
+    /// ``"tcp"``, ``"tls"`` or ``"nkn"`` (None for a path accepted from a
+    /// dialling gateway).
+    pub transport: Option<String>,
+    /// Where the path goes: ``host:port`` or the peer's NKN address (None
+    /// for a path accepted from a dialling gateway).
+    pub address: Option<String>,
+    /// Why the path is down (None while up, or when not known).
+    pub reason: Option<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub frames_sent: u64,
@@ -56,6 +65,9 @@ impl From<&PathReport> for PathStats {
         PathStats {
             path: r.path,
             state: if r.live { "up" } else { "down" },
+            transport: None,
+            address: None,
+            reason: None,
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
             frames_sent: s.frames_sent,
@@ -74,6 +86,25 @@ impl From<&PathReport> for PathStats {
     }
 }
 
+impl PathStats {
+    /// A configured path that is not in the session (never joined, or
+    /// dropped): zero counters, down, with its reason.
+    fn configured(path: u32, note: &PathNote) -> PathStats {
+        let report = PathReport { path, live: false, stats: Default::default() };
+        let mut p = PathStats::from(&report);
+        p.describe(note);
+        p
+    }
+
+    fn describe(&mut self, note: &PathNote) {
+        self.transport = Some(note.transport.clone());
+        self.address = Some(note.address.clone());
+        if self.state != "up" {
+            self.reason = note.down_reason.clone().or_else(|| Some("down".to_string()));
+        }
+    }
+}
+
 #[pymethods]
 impl PathStats {
     /// The counters as a plain dict (e.g. one row of a pandas DataFrame).
@@ -81,6 +112,9 @@ impl PathStats {
         let d = PyDict::new(py);
         d.set_item("path", self.path)?;
         d.set_item("state", self.state)?;
+        d.set_item("transport", &self.transport)?;
+        d.set_item("address", &self.address)?;
+        d.set_item("reason", &self.reason)?;
         for (k, v) in [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -105,8 +139,8 @@ impl PathStats {
     fn __repr__(&self) -> String {
         let rtt = self.rtt.map_or("None".to_string(), |r| format!("{:.1}ms", r * 1e3));
         format!(
-            "PathStats(path={}, state={:?}, bytes_sent={}, bytes_received={}, first_bytes={}, duplicate_bytes={}, missed_bytes={}, rtt={rtt})",
-            self.path, self.state, self.bytes_sent, self.bytes_received, self.first_bytes, self.duplicate_bytes, self.missed_bytes
+            "PathStats(path={}, state={:?}, transport={:?}, address={:?}, reason={:?}, bytes_sent={}, bytes_received={}, first_bytes={}, duplicate_bytes={}, missed_bytes={}, rtt={rtt})",
+            self.path, self.state, self.transport, self.address, self.reason, self.bytes_sent, self.bytes_received, self.first_bytes, self.duplicate_bytes, self.missed_bytes
         )
     }
 }
@@ -155,6 +189,22 @@ impl SessionStats {
 /// Stats of `handle`, or None once it ended.
 pub(crate) async fn stats_of(handle: Option<SessionHandle>) -> Option<SessionStats> {
     handle?.stats().await.map(SessionStats::from)
+}
+
+/// Stats of the dialling side's session `handle` with every configured
+/// path of `book` in them (those that are not in the session as down,
+/// with their reason), or None once it ended.
+pub(crate) async fn dialled_stats_of(handle: Option<SessionHandle>, book: Option<PathBook>) -> Option<SessionStats> {
+    let mut stats = stats_of(handle).await?;
+    let Some(book) = book else { return Some(stats) };
+    for (i, note) in book.notes().iter().enumerate() {
+        match stats.paths.iter_mut().find(|p| p.path as usize == i) {
+            Some(p) => p.describe(note),
+            None => stats.paths.push(PathStats::configured(i as u32, note)),
+        }
+    }
+    stats.paths.sort_by_key(|p| p.path);
+    Some(stats)
 }
 
 /// Something that happened to a session or one of its paths.

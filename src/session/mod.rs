@@ -12,11 +12,14 @@
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
 //! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
+//! - [`paths`]: the dialling side's record of every configured path (for
+//!   the statistics: where it goes, why it is down).
 
 pub mod admission;
 pub mod client;
 pub mod driver;
 pub mod machine;
+pub mod paths;
 pub mod registry;
 
 use std::time::Duration;
