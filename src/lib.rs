@@ -32,8 +32,10 @@
 //!   calls in the other direction (`reverse`), graceful shutdown.
 //! - [`client`]: an in-process ESI client (plain h2c, or this process as a
 //!   client gateway over a redundant session); calls of any shape on bytes.
-//! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
-//!   test aid, used by the Rust tests and the pytest plugin).
+//! - [`fault`]: a TCP relay that kills, black-holes, corrupts, tampers
+//!   with, delays, throttles, flaps and heals a path (a test aid, used by
+//!   the Rust tests and the pytest plugin; message-path faults are the
+//!   local NKN node's [`nkn::node::MessageFaults`]).
 //! - [`cli`]: the `resi` command.
 //! - `fuzzing` (hidden): the fuzz harnesses, one per decoder of network
 //!   or file input, shared by `fuzz/` and the corpus replay test.

@@ -176,13 +176,15 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Binds every listen address and starts serving; returns at once
-        (the upstream is found in the background)."""
+        (the upstream is found in the background). Raises
+        :class:`BindError` (an ``OSError``) for an address it cannot bind."""
         self._gw.start()
         return self
 
     async def stop(self) -> None:
-        """Stops gracefully: in-flight calls get ``[Resi] ShutdownGrace``,
-        sessions close, and no task of the gateway is left running."""
+        """Stops gracefully: returns as soon as no call is in flight;
+        calls still running get at most ``[Resi] ShutdownGrace``; sessions
+        close, and no task of the gateway is left running."""
         await self._gw.stop()
 
     async def __aenter__(self) -> Gateway:
@@ -262,7 +264,8 @@ class Gateway:
         return await self._gw.session_stats()
 
     def events(self) -> EventStream:
-        """Events of the upstream session and every accepted session, from now on."""
+        """Events of the upstream session and every accepted session, from
+        now on; the stream ends once the gateway stopped."""
         return self._gw.events()
 
     def __repr__(self) -> str:
@@ -448,11 +451,14 @@ class Client:
         return Channel(self)
 
     async def stats(self) -> SessionStats | None:
-        """Per-path statistics of the redundant session (None for a plain client)."""
+        """Per-path statistics of the redundant session, every configured
+        path included with its transport, address, state and the reason it
+        is down (None for a plain client or while not connected)."""
         return await self._c.stats()
 
     def events(self) -> EventStream:
-        """Events of the redundant session from now on."""
+        """Events of the redundant session from now on (with timestamps;
+        ``session_closed`` last); the stream ends once the client is closed."""
         return self._c.events()
 
 

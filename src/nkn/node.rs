@@ -1231,6 +1231,52 @@ async fn ws_connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Ca
 mod tests {
     use super::*;
 
+    fn inbound(out: &[(SessionId, Output)]) -> Vec<(SessionId, &[u8])> {
+        out.iter()
+            .map(|(sid, o)| match o {
+                Output::Inbound(b) => (*sid, &b[..]),
+                other => panic!("not a relayed message: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn message_faults_reorder_and_duplicate_what_is_relayed() {
+        let mut r = Relay::new(NodeConfig::default(), "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        let mut out = Vec::new();
+        r.relay_to(1, Bytes::from_static(b"plain"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"plain"[..])]);
+
+        // Reorder: the first is held back and goes after the second.
+        r.set_faults(MessageFaults { reorder: 1.0, ..MessageFaults::default() });
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"m1"), &mut out);
+        assert!(out.is_empty());
+        r.relay_to(1, Bytes::from_static(b"m2"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"m2"[..]), (1, &b"m1"[..])]);
+        // Held per connection; the tick releases what waits.
+        out.clear();
+        r.relay_to(2, Bytes::from_static(b"other"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(inbound(&r.release_reordered()), vec![(2, &b"other"[..])]);
+        assert_eq!(r.stats().reordered, 2);
+
+        // Duplicate: twice, back to back.
+        r.set_faults(MessageFaults { duplicate: 1.0, ..MessageFaults::default() });
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"d"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"d"[..]), (1, &b"d"[..])]);
+        assert_eq!(r.stats().duplicated, 1);
+
+        // Shares are clamped; off again.
+        r.set_faults(MessageFaults { duplicate: 3.0, reorder: f64::NAN, ..MessageFaults::default() });
+        assert_eq!((r.faults().duplicate, r.faults().reorder), (1.0, 0.0));
+        r.set_faults(MessageFaults::default());
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"p"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"p"[..])]);
+    }
+
     #[test]
     fn loss_knob_changes_at_run_time_within_bounds() {
         let mut r = Relay::new(NodeConfig::default(), "127.0.0.1:1".into(), "127.0.0.1:2".into());
