@@ -43,7 +43,7 @@ use crate::gateway::upstream::{CallSession, Manager, Upstream, UpstreamKind};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
-use crate::session::{SessionConfig, SessionHandle};
+use crate::session::{SessionConfig, SessionHandle, NO_LIVE_PATH};
 use crate::tls::UpstreamTls;
 
 /// Largest response message accepted unless told otherwise.
@@ -403,16 +403,16 @@ impl Call {
 /// session had no live path (or after the session ended because none came
 /// back) says so, instead of only naming the HTTP/2 symptom.
 async fn explain(session: Option<&SessionHandle>, mut e: CallError) -> CallError {
-    if !matches!(e.status.code, Code::Unavailable | Code::DeadlineExceeded) {
+    if !matches!(e.status.code, Code::Unavailable | Code::DeadlineExceeded) || e.status.message.starts_with(NO_LIVE_PATH) {
         return e;
     }
     let Some(session) = session else { return e };
     let why = match session.close_reason() {
-        Some(reason @ crate::session::SessionError::ResumeTimeout(_)) => format!("no live path: {reason}"),
+        Some(reason @ crate::session::SessionError::ResumeTimeout(_)) => format!("{NO_LIVE_PATH} {reason}"),
         Some(_) => return e,
         None => match session.stats().await {
             Some(s) if !s.paths.iter().any(|p| p.live) => {
-                format!("no live path: every path of the session is down ({} known)", s.paths.len())
+                format!("{NO_LIVE_PATH} every path of the session is down ({} known)", s.paths.len())
             }
             _ => return e,
         },

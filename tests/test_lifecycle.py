@@ -101,8 +101,10 @@ async def test_a_call_on_a_closed_client_fails_at_once(resi_pair) -> None:
 async def test_a_call_with_no_live_path_says_so(resi_pair) -> None:
     pair = await resi_pair(mode="permissive", paths=2)
     await pair.wait_paths(2)
-    pair.blackhole(0)
-    pair.blackhole(1)
+    # Killed (not black-holed): redials are refused outright, so no merge
+    # cookie is spent on a connection that only delivers after the heal.
+    pair.kill(0)
+    pair.kill(1)
     await pair.wait_paths(0)
     err = await _failed_call(pair.client, timeout=1.5, within=5)
     assert err.code == resi.StatusCode.DEADLINE_EXCEEDED

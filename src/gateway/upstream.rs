@@ -76,9 +76,17 @@ impl std::fmt::Debug for CallSession {
 impl CallSession {
     /// The status for a call that failed on this connection: `DATA_LOSS`
     /// (saying the copies disagreed) if its session failed that way,
-    /// `fallback` otherwise.
-    pub(crate) fn failure(&self, fallback: Status) -> Status {
-        self.data_loss().unwrap_or(fallback)
+    /// `fallback` saying "no live path" if its session ended because no
+    /// path came back, `fallback` otherwise.
+    pub(crate) fn failure(&self, mut fallback: Status) -> Status {
+        if let Some(st) = self.data_loss() {
+            return st;
+        }
+        let reason = self.0.as_ref().and_then(SessionHandle::close_reason);
+        if let Some(reason @ crate::session::SessionError::ResumeTimeout(_)) = reason {
+            fallback.message = format!("{} {reason} ({})", crate::session::NO_LIVE_PATH, fallback.message);
+        }
+        fallback
     }
 
     fn data_loss(&self) -> Option<Status> {

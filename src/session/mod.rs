@@ -103,6 +103,10 @@ impl Default for SessionConfig {
     }
 }
 
+/// How the status message of a call that failed for want of a live path
+/// starts (documented in docs/python.md).
+pub const NO_LIVE_PATH: &str = "no live path:";
+
 /// Why a session ended or could not be set up.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionError {
