@@ -24,6 +24,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ use crate::gateway::upstream::{CallSession, Manager, Upstream, UpstreamKind};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
-use crate::session::{SessionConfig, SessionHandle};
+use crate::session::{SessionConfig, SessionHandle, NO_LIVE_PATH};
 use crate::tls::UpstreamTls;
 
 /// Largest response message accepted unless told otherwise.
@@ -109,6 +110,8 @@ pub struct Client {
     hop: bool,
     max_message_size: usize,
     manager: Manager,
+    /// Set by [`Client::close`]: later calls fail at once.
+    closed: AtomicBool,
 }
 
 impl Client {
@@ -159,12 +162,14 @@ impl Client {
             hop,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             manager,
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Waits until the upstream is connected (for a redundant client: the
     /// session has at least one path), or the attempt failed.
     pub async fn ready(&self) -> Result<(), Status> {
+        self.check_open()?;
         self.upstream.ready().await
     }
 
@@ -178,6 +183,12 @@ impl Client {
         self.upstream.kind()
     }
 
+    /// Every configured path and why it is down (None for a plain client
+    /// and before the first attempt).
+    pub fn path_book(&self) -> Option<crate::session::paths::PathBook> {
+        self.upstream.path_book()
+    }
+
     /// The redundant session, while connected (None for a plain client).
     pub fn session(&self) -> Option<SessionHandle> {
         self.upstream.session()
@@ -186,6 +197,31 @@ impl Client {
     /// Starts a call of any shape on `path` (`/package.Service/Method`) and
     /// returns once the response headers arrived.
     pub async fn call(&self, path: &str, body: CallBody, opts: &CallOptions) -> Result<Call, CallError> {
+        self.check_open()?;
+        let session = self.session();
+        match self.start_call(path, body, opts).await {
+            Err(e) => Err(explain(session.as_ref(), e).await),
+            Ok(mut call) => {
+                call.live = session;
+                Ok(call)
+            }
+        }
+    }
+
+    /// Whether [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// `UNAVAILABLE` once the client is closed.
+    fn check_open(&self) -> Result<(), Status> {
+        match self.closed.load(Ordering::Acquire) {
+            true => Err(Status::new(Code::Unavailable, "the client is closed")),
+            false => Ok(()),
+        }
+    }
+
+    async fn start_call(&self, path: &str, body: CallBody, opts: &CallOptions) -> Result<Call, CallError> {
         let deadline = opts.timeout.map(|t| Instant::now() + t);
         let mut req = Request::post(path)
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static(grpc::CONTENT_TYPE))
@@ -215,6 +251,7 @@ impl Client {
             deadline,
             trailers: None,
             session,
+            live: None,
         })
     }
 
@@ -257,6 +294,7 @@ impl Client {
     /// Stops the upstream manager and closes the connection (or session).
     /// In-flight calls fail with `UNAVAILABLE`.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.manager.stop().await;
     }
 }
@@ -286,6 +324,8 @@ pub struct Call {
     /// The session the call went over: a stream broken because its copies
     /// disagreed fails with `DATA_LOSS`.
     session: CallSession,
+    /// The redundant session, to say so when a call failed with no live path.
+    live: Option<SessionHandle>,
 }
 
 impl Call {
@@ -302,6 +342,13 @@ impl Call {
     /// The next response message; `Ok(None)` once the call ended with OK;
     /// the status (with trailers) if it failed.
     pub async fn message(&mut self) -> Result<Option<Bytes>, CallError> {
+        match self.next_message().await {
+            Err(e) => Err(explain(self.live.as_ref(), e).await),
+            ok => ok,
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<Option<Bytes>, CallError> {
         loop {
             if let Some(msg) = self.take_message()? {
                 return Ok(Some(msg));
@@ -345,6 +392,28 @@ impl Call {
             None => Ok(None),
         }
     }
+}
+
+/// A call that failed `UNAVAILABLE` or `DEADLINE_EXCEEDED` while its
+/// session had no live path (or after the session ended because none came
+/// back) says so, instead of only naming the HTTP/2 symptom.
+async fn explain(session: Option<&SessionHandle>, mut e: CallError) -> CallError {
+    if !matches!(e.status.code, Code::Unavailable | Code::DeadlineExceeded) || e.status.message.starts_with(NO_LIVE_PATH) {
+        return e;
+    }
+    let Some(session) = session else { return e };
+    let why = match session.close_reason() {
+        Some(reason @ crate::session::SessionError::ResumeTimeout(_)) => format!("{NO_LIVE_PATH} {reason}"),
+        Some(_) => return e,
+        None => match session.stats().await {
+            Some(s) if !s.paths.iter().any(|p| p.live) => {
+                format!("{NO_LIVE_PATH} every path of the session is down ({} known)", s.paths.len())
+            }
+            _ => return e,
+        },
+    };
+    e.status.message = format!("{why} ({})", e.status.message);
+    e
 }
 
 /// Runs `fut` until `deadline`; past it, `DEADLINE_EXCEEDED`.

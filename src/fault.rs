@@ -16,14 +16,27 @@
 //! - [`FaultRelay::tamper`]: relays, but alters the payload of a share of
 //!   the RESI DATA frames the dialler sends and recomputes their CRC-32C —
 //!   an attacker on the path; only comparing copies catches it;
-//! - [`FaultRelay::heal`]: back to relaying.
+//! - [`FaultRelay::delay`]: relays every chunk `latency` (plus a random
+//!   `0..jitter`) after it arrived, in order — a long or busy link;
+//! - [`FaultRelay::bandwidth`]: relays at most that many bytes a second in
+//!   each direction — a thin link;
+//! - [`FaultRelay::flap`]: goes down (black-holed or killed) and up again
+//!   on a schedule, by itself, for a bounded time;
+//! - [`FaultRelay::heal`]: back to relaying at full speed.
+//!
+//! Delay and bandwidth shape the traffic and combine with the faults
+//! above; `heal` clears both. Loss, reorder and duplication are faults of
+//! message paths, not of a byte stream: the local NKN node has them
+//! ([`crate::nkn::node::LocalNode`]).
 //!
 //! The dialler-to-acceptor direction of a connection that starts with the
 //! RESI preface is relayed frame by frame (whole frames, unchanged unless
 //! tampered with), so tampering can start and stop at any time.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::Rng;
@@ -31,6 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Which way of a relayed connection a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +88,40 @@ impl Fault {
     }
 }
 
+/// How a relay shapes the traffic it passes (both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shape {
+    /// Added to every chunk's trip.
+    pub latency: Duration,
+    /// A random extra of `0..jitter` per chunk (order is kept).
+    pub jitter: Duration,
+    /// Bytes per second in each direction (None: unlimited).
+    pub rate: Option<u64>,
+}
+
+impl Shape {
+    /// When a chunk read now may leave, never before the previous one.
+    fn release(&self, previous: Instant) -> Instant {
+        let mut extra = self.latency;
+        if !self.jitter.is_zero() {
+            extra += self.jitter.mul_f64(rand::rng().random::<f64>());
+        }
+        (Instant::now() + extra).max(previous)
+    }
+
+    /// Largest piece written at once (a bandwidth limit paces small pieces).
+    fn piece(&self) -> usize {
+        self.rate.map_or(64 * 1024, |r| (r / 50).clamp(512, 16 * 1024) as usize)
+    }
+}
+
+/// How a flapping relay goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flap {
+    Blackhole,
+    Kill,
+}
+
 /// A share in 0.0..=1.0 as parts per million.
 fn per_million(share: f64) -> u32 {
     (share.clamp(0.0, 1.0) * 1e6).round() as u32
@@ -84,8 +132,19 @@ pub struct FaultRelay {
     addr: SocketAddr,
     target: SocketAddr,
     fault: watch::Sender<Fault>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    shape: watch::Sender<Shape>,
+    conns: Conns,
     accept: JoinHandle<()>,
+    /// The running flap schedule, if any.
+    flapping: Mutex<Option<JoinHandle<()>>>,
+}
+
+type Conns = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
+fn abort_all(conns: &Conns) {
+    for task in conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        task.abort();
+    }
 }
 
 impl FaultRelay {
@@ -102,9 +161,10 @@ impl FaultRelay {
         let listener = TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
         let (fault, _) = watch::channel(Fault::Pass);
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, target, fault.clone(), conns.clone()));
-        Ok(FaultRelay { addr, target, fault, conns, accept })
+        let (shape, _) = watch::channel(Shape::default());
+        let conns: Conns = Arc::default();
+        let accept = tokio::spawn(accept_loop(listener, target, fault.clone(), shape.clone(), conns.clone()));
+        Ok(FaultRelay { addr, target, fault, shape, conns, accept, flapping: Mutex::default() })
     }
 
     /// Where clients connect.
@@ -122,39 +182,112 @@ impl FaultRelay {
         *self.fault.borrow()
     }
 
+    /// The current shaping.
+    pub fn shape(&self) -> Shape {
+        *self.shape.borrow()
+    }
+
+    /// Whether a flap schedule is running.
+    pub fn is_flapping(&self) -> bool {
+        self.flapping.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Closes every relayed connection and refuses new ones until `heal`.
     pub fn kill(&self) {
-        self.fault.send_replace(Fault::Killed);
-        self.abort_conns();
+        self.stop_flapping();
+        self.set(Fault::Killed);
     }
 
+    /// Keeps connections open but relays nothing until `heal`.
     pub fn blackhole(&self) {
-        self.fault.send_replace(Fault::Blackhole);
+        self.stop_flapping();
+        self.set(Fault::Blackhole);
     }
 
+    /// Relays again, at full speed: clears the fault, the shaping and a
+    /// flap schedule.
     pub fn heal(&self) {
-        self.fault.send_replace(Fault::Pass);
+        self.stop_flapping();
+        self.shape.send_replace(Shape::default());
+        self.set(Fault::Pass);
     }
 
     /// Flips one bit in `share` (0.0..=1.0) of the relayed bytes going
     /// `direction`, until `heal`.
     pub fn corrupt(&self, share: f64, direction: Direction) {
-        self.fault.send_replace(Fault::Corrupt { per_million: per_million(share), direction });
+        self.stop_flapping();
+        self.set(Fault::Corrupt { per_million: per_million(share), direction });
     }
 
     /// Alters `share` (0.0..=1.0) of the RESI DATA frames the dialler sends
     /// through this relay and recomputes their CRC-32C, until `heal`.
     pub fn tamper(&self, share: f64) {
-        self.fault.send_replace(Fault::Tamper { per_million: per_million(share) });
+        self.stop_flapping();
+        self.set(Fault::Tamper { per_million: per_million(share) });
+    }
+
+    /// Delays every relayed chunk by `latency` plus a random `0..jitter`
+    /// (in order), until `heal`; zero for both ends the delay.
+    pub fn delay(&self, latency: Duration, jitter: Duration) {
+        self.shape.send_modify(|s| {
+            s.latency = latency;
+            s.jitter = jitter;
+        });
+    }
+
+    /// Relays at most `bytes_per_sec` in each direction (None: unlimited),
+    /// until `heal`.
+    pub fn bandwidth(&self, bytes_per_sec: Option<u64>) {
+        self.shape.send_modify(|s| s.rate = bytes_per_sec.filter(|r| *r > 0));
+    }
+
+    /// Flaps on a schedule, by itself: relays for `up`, goes down `how`
+    /// for `down`, again and again for `total`, then relays (a down phase
+    /// is cut short at the end). Returns at once; another fault or `heal`
+    /// ends the schedule early.
+    pub fn flap(&self, up: Duration, down: Duration, total: Duration, how: Flap) {
+        self.stop_flapping();
+        self.set(Fault::Pass);
+        let (fault, conns) = (self.fault.clone(), self.conns.clone());
+        let task = tokio::spawn(async move {
+            let end = Instant::now() + total;
+            let down_fault = match how {
+                Flap::Blackhole => Fault::Blackhole,
+                Flap::Kill => Fault::Killed,
+            };
+            while Instant::now() < end {
+                tokio::time::sleep_until((Instant::now() + up).min(end)).await;
+                if Instant::now() >= end {
+                    break;
+                }
+                fault.send_replace(down_fault);
+                if how == Flap::Kill {
+                    abort_all(&conns);
+                }
+                tokio::time::sleep_until((Instant::now() + down).min(end)).await;
+                fault.send_replace(Fault::Pass);
+            }
+            fault.send_replace(Fault::Pass);
+        });
+        *self.flapping.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }
 
     /// Stops listening and cuts every connection.
     pub fn close(&self) {
+        self.stop_flapping();
         self.accept.abort();
-        self.abort_conns();
+        abort_all(&self.conns);
     }
 
-    fn abort_conns(&self) {
-        for task in self.conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+    fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+        if fault == Fault::Killed {
+            abort_all(&self.conns);
+        }
+    }
+
+    fn stop_flapping(&self) {
+        if let Some(task) = self.flapping.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
     }
@@ -170,7 +303,8 @@ async fn accept_loop(
     listener: TcpListener,
     target: SocketAddr,
     fault: watch::Sender<Fault>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    shape: watch::Sender<Shape>,
+    conns: Conns,
 ) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else { return };
@@ -178,7 +312,7 @@ async fn accept_loop(
             drop(inbound);
             continue;
         }
-        let rx = fault.subscribe();
+        let (rx, shape) = (fault.subscribe(), shape.subscribe());
         let task = tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(target).await else { return };
             let _ = inbound.set_nodelay(true);
@@ -186,8 +320,8 @@ async fn accept_loop(
             let (ri, wi) = inbound.into_split();
             let (ro, wo) = outbound.into_split();
             tokio::select! {
-                _ = pump(ri, wo, rx.clone(), true) => {},
-                _ = pump(ro, wi, rx, false) => {},
+                _ = pump(ri, wo, rx.clone(), shape.clone(), true) => {},
+                _ = pump(ro, wi, rx, shape, false) => {},
             }
         });
         let mut conns = conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,36 +330,103 @@ async fn accept_loop(
     }
 }
 
+/// Chunks read but not yet written, per direction (with a delay they wait
+/// until their release time); reading pauses while this many wait.
+const QUEUED_CHUNKS: usize = 1024;
+
+/// One direction of a relayed connection: reads, applies the fault, and
+/// writes each chunk at once — or, while a delay or bandwidth limit is set,
+/// queues it until its release time and writes it at the allowed rate.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
+    shape: watch::Receiver<Shape>,
     forward: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     // The dialler's side of a RESI path is relayed in whole frames.
     let mut framer = forward.then(Framer::default);
+    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut pacer = Pacer::default();
     loop {
-        if fault.wait_for(Fault::relays).await.is_err() {
-            return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let Ok(now) = fault.wait_for(Fault::relays).await.map(|f| *f) else { return };
-        let mut out = match framer.as_mut() {
-            Some(f) => f.push(&buf[..n], now),
-            None => buf[..n].to_vec(),
-        };
-        if let Fault::Corrupt { per_million, direction } = now {
-            if direction.includes(forward) {
-                flip_bits(&mut out, per_million);
+        let now = *fault.borrow_and_update();
+        let due = queue.front().map(|(at, _)| *at);
+        tokio::select! {
+            biased;
+            changed = fault.changed() => if changed.is_err() { return },
+            _ = sleep_past(due.unwrap_or_else(Instant::now)), if now.relays() && due.is_some() => {
+                let Some((_, chunk)) = queue.pop_front() else { continue };
+                let shaping = *shape.borrow();
+                if pacer.write(&mut to, &chunk, shaping).await.is_err() {
+                    return;
+                }
+            }
+            read = from.read(&mut buf), if now.relays() && queue.len() < QUEUED_CHUNKS => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let mut out = match framer.as_mut() {
+                    Some(f) => f.push(&buf[..n], now),
+                    None => buf[..n].to_vec(),
+                };
+                if let Fault::Corrupt { per_million, direction } = now {
+                    if direction.includes(forward) {
+                        flip_bits(&mut out, per_million);
+                    }
+                }
+                let shaping = *shape.borrow();
+                if queue.is_empty() && shaping == Shape::default() {
+                    if to.write_all(&out).await.is_err() {
+                        return;
+                    }
+                } else {
+                    let last = queue.back().map_or_else(Instant::now, |(at, _)| *at);
+                    queue.push_back((shaping.release(last), out));
+                }
             }
         }
-        if to.write_all(&out).await.is_err() {
+    }
+    // The sender finished: what is still queued goes out on time.
+    while let Some((at, chunk)) = queue.pop_front() {
+        sleep_past(at).await;
+        let shaping = *shape.borrow();
+        if pacer.write(&mut to, &chunk, shaping).await.is_err() {
             return;
         }
+    }
+}
+
+/// Writes at the bandwidth limit: in small pieces, each after the previous
+/// one's share of the second.
+#[derive(Default)]
+struct Pacer {
+    /// When the limit lets the next byte go (None: no limit in force yet).
+    free_at: Option<Instant>,
+}
+
+impl Pacer {
+    async fn write(&mut self, to: &mut tokio::net::tcp::OwnedWriteHalf, chunk: &[u8], shape: Shape) -> std::io::Result<()> {
+        let Some(rate) = shape.rate else {
+            self.free_at = None;
+            return to.write_all(chunk).await;
+        };
+        for piece in chunk.chunks(shape.piece()) {
+            let at = self.free_at.unwrap_or_else(Instant::now);
+            sleep_past(at).await;
+            self.free_at = Some(at.max(Instant::now()) + Duration::from_secs_f64(piece.len() as f64 / rate as f64));
+            to.write_all(piece).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps until `at` unless it has passed (a timer for a past instant still
+/// waits for the next timer tick, which would delay every chunk).
+async fn sleep_past(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -37,8 +37,10 @@
 //!   graceful shutdown.
 //! - [`client`]: an in-process ESI client (plain h2c, or this process as a
 //!   client gateway over a redundant session); calls of any shape on bytes.
-//! - [`fault`]: a TCP relay that kills, black-holes and heals a path (a
-//!   test aid, used by the Rust tests and the pytest plugin).
+//! - [`fault`]: a TCP relay that kills, black-holes, corrupts, tampers
+//!   with, delays, throttles, flaps and heals a path (a test aid, used by
+//!   the Rust tests and the pytest plugin; message-path faults are the
+//!   local NKN node's [`nkn::node::MessageFaults`]).
 //! - [`cli`]: the `resi` command.
 //! - [`logs`]: its log records: the gateway's name on each, text or JSON,
 //!   repeated warnings rate-limited.

@@ -270,3 +270,44 @@ def test_address_in_use_fails_with_exit_1(resi: ResiFactory):
         assert f"127.0.0.1:{port}" in p.stderr
     finally:
         busy.close()
+
+
+def test_sigint_does_not_wait_the_grace_for_a_session_without_paths(resi: ResiFactory):
+    """A session whose paths all died has no call in flight: SIGINT stops
+    the gateway at once, not after ShutdownGrace (10 s here)."""
+    import asyncio
+    import time
+
+    import resi as resi_api
+    from resi.testing import EsiNode
+
+    node = EsiNode().start()
+    timers = 'HeartbeatInterval = "50ms"\nDeadTimeout = "400ms"\n'
+    p = resi.gateway(listen=["127.0.0.1:0", "127.0.0.1:0"], address=node.address, name="end", extra=timers)
+    relays = [resi_api.FaultRelay(a) for a in p.addrs[:2]]
+
+    async def cut_every_path() -> None:
+        client = await resi_api.Client.connect_redundant([r.address for r in relays], heartbeat_interval="50ms", dead_timeout="400ms")
+        try:
+            assert await client.unary("/resi.test.Echo/Unary", b"s", timeout=5) == b"s"
+            for r in relays:
+                r.blackhole()
+            p.wait_for_line(r"path down", timeout=10)
+            deadline = time.monotonic() + 10
+            while sum("path down" in line for line in p.stderr.splitlines()) < 2:
+                assert time.monotonic() < deadline, p.stderr
+                await asyncio.sleep(0.05)
+            start = time.monotonic()
+            p.signal(signal.SIGINT)
+            assert await asyncio.to_thread(p.wait, 20) == 0, p.stderr
+            took = time.monotonic() - start
+            assert took < 4, f"SIGINT took {took:.1f}s with no call in flight:\n{p.stderr}"
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(cut_every_path())
+    finally:
+        for r in relays:
+            r.close()
+        node.stop()

@@ -441,6 +441,9 @@ async def test_a_tampering_path_makes_strict_calls_fail_with_data_loss(resi_pair
 
 async def test_blackholed_path_in_permissive_mode(resi_pair):
     pair = await resi_pair(mode="permissive", paths=3)
+    # connect_redundant returns once one path joined: black-holing path 2
+    # before it joined would leave nothing to go down.
+    await pair.wait_paths(3)
     events = pair.client.events()
     pair.blackhole(2)
     for i in range(5):

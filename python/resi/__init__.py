@@ -20,9 +20,10 @@ remove the duplicates, with a thin asyncio API over the Rust core::
   ``async def handler(data: bytes) -> bytes``.
 - Statistics and events: ``stats()`` and ``events()`` of a client or
   gateway (:class:`SessionStats`, :class:`PathStats`, :class:`Event`).
-- Errors: :class:`ResiError` and its subclasses :class:`ConfigError`,
-  :class:`CallError` (``.code``, ``.details``, ``.trailers``) and
-  :class:`SessionError`.
+- Errors (:mod:`resi.errors`): :class:`ResiError` and its subclasses
+  :class:`ConfigError` (``.origin``, ``.key``), :class:`CallError`
+  (``.code``, ``.details``, ``.trailers``), :class:`SessionError` (and
+  :class:`NotEndGatewayError`) and :class:`BindError` (an ``OSError``).
 - Rust logs go to the ``resi`` logger of :mod:`logging` (from a
   background thread; :func:`flush_logging` waits for them).
 - :mod:`resi.nkn` — NKN directly: identities, ``NknClient`` (an asyncio
@@ -47,24 +48,21 @@ from typing import TYPE_CHECKING, Any, Union
 
 from . import _resi
 from ._resi import (
-    CallError,
-    ConfigError,
     Event,
     EventStream,
     FaultRelay,
     PathStats,
-    ResiError,
-    SessionError,
     SessionStats,
-    StatusCode,
     __version__,
     run_cli,
 )
+from .errors import BindError, CallError, ConfigError, NotEndGatewayError, ResiError, SessionError, StatusCode
 
 if TYPE_CHECKING:
     import resi.aio
 
 __all__ = [
+    "BindError",
     "CallError",
     "Client",
     "ConfigError",
@@ -74,6 +72,7 @@ __all__ = [
     "Gateway",
     "Handler",
     "Metadata",
+    "NotEndGatewayError",
     "PathStats",
     "ResiError",
     "SessionError",
@@ -193,13 +192,15 @@ class Gateway:
 
     async def start(self) -> Gateway:
         """Binds every listen address and starts serving; returns at once
-        (the upstream is found in the background)."""
+        (the upstream is found in the background). Raises
+        :class:`BindError` (an ``OSError``) for an address it cannot bind."""
         self._gw.start()
         return self
 
     async def stop(self) -> None:
-        """Stops gracefully: in-flight calls get ``[Resi] ShutdownGrace``,
-        sessions close, and no task of the gateway is left running."""
+        """Stops gracefully: returns as soon as no call is in flight;
+        calls still running get at most ``[Resi] ShutdownGrace``; sessions
+        close, and no task of the gateway is left running."""
         await self._gw.stop()
 
     async def __aenter__(self) -> Gateway:
@@ -286,7 +287,8 @@ class Gateway:
         return await self._gw.session_stats()
 
     def events(self) -> EventStream:
-        """Events of the upstream session and every accepted session, from now on."""
+        """Events of the upstream session and every accepted session, from
+        now on; the stream ends once the gateway stopped."""
         return self._gw.events()
 
     def __repr__(self) -> str:
@@ -343,6 +345,7 @@ class Client:
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
+        allow_plain: bool = False,
         **resi: Any,
     ) -> Client:
         """Opens a redundant session to the end gateway reachable at each of
@@ -354,7 +357,11 @@ class Client:
         list: the first that connects), this client also opens the reverse
         channel, like a gateway with ``[Reverse] Address``: calls made at
         the end gateway's ``[Reverse] Listen`` are served by that server.
-        Raises :class:`SessionError` if no path could join."""
+        Raises :class:`SessionError` if no path could join, and
+        :class:`NotEndGatewayError` (a :class:`SessionError`) if the peer is
+        not a resi end gateway (a plain gRPC or ESI server: there would be
+        no redundancy) unless ``allow_plain=True``, which then uses it over
+        plain gRPC (``upstream_kind == "plain"``)."""
         # Validated as a gateway's file; nothing listens ("Listen" only
         # satisfies the check).
         config: dict[str, Any] = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
@@ -366,6 +373,13 @@ class Client:
             config["Tls"] = tls
         client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
         await client._ready()
+        if client.upstream_kind == "plain" and not allow_plain:
+            await client.close()
+            raise NotEndGatewayError(
+                f"{paths[0]} is not a resi end gateway (it answered as a plain gRPC server, so there would be "
+                "no redundancy); pass allow_plain=True to use it over plain gRPC",
+                address=paths[0],
+            )
         return client
 
     async def _ready(self) -> None:
@@ -376,7 +390,9 @@ class Client:
             raise
 
     async def close(self) -> None:
-        """Closes the connection or session; in-flight calls fail UNAVAILABLE."""
+        """Closes the connection or session; in-flight calls fail
+        UNAVAILABLE, later calls fail UNAVAILABLE at once, and the
+        :meth:`events` streams end."""
         await self._c.close()
 
     async def __aenter__(self) -> Client:
@@ -463,11 +479,14 @@ class Client:
         return Channel(self)
 
     async def stats(self) -> SessionStats | None:
-        """Per-path statistics of the redundant session (None for a plain client)."""
+        """Per-path statistics of the redundant session, every configured
+        path included with its transport, address, state and the reason it
+        is down (None for a plain client or while not connected)."""
         return await self._c.stats()
 
     def events(self) -> EventStream:
-        """Events of the redundant session from now on."""
+        """Events of the redundant session from now on (with timestamps;
+        ``session_closed`` last); the stream ends once the client is closed."""
         return self._c.events()
 
 

@@ -223,6 +223,22 @@ class LocalNode:
         self._n.set_loss(loss)
         self.loss = loss
 
+    def set_faults(self, *, duplicate: float = 0.0, reorder: float = 0.0, delay: float = 0.0, jitter: float = 0.0) -> None:
+        """Changes the message faults of the running node from now on (each
+        call replaces all four; no argument ends them): ``duplicate`` and
+        ``reorder`` are the shares in ``[0, 1]`` of relayed messages
+        delivered twice, or held back and delivered after the next message
+        to the same client (at most about a second later); every message is
+        delivered ``delay`` seconds late plus a random ``0..jitter`` seconds
+        (so jittered messages can overtake each other). Counted in
+        :meth:`stats` as ``duplicated``, ``reordered`` and ``delayed``.
+        ``ValueError`` for a share outside ``[0, 1]`` or a negative time."""
+        self._n.set_faults(duplicate, reorder, delay, jitter)
+
+    def faults(self) -> dict[str, float]:
+        """The message faults now: ``duplicate``, ``reorder``, ``delay``, ``jitter``."""
+        return self._n.faults()
+
     @property
     def rpc_url(self) -> str:
         """``http://127.0.0.1:PORT``: give it to clients as ``rpc_servers``."""

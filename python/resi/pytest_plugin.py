@@ -11,7 +11,9 @@ enough). Needs ``pytest-asyncio``, ``grpcio`` and ``cryptography``:
   upstream=None, **resi_keys)`` returning a :class:`resi.testing.Pair` — an
   end gateway in front of ``upstream`` (default ``esi_node``), a redundant
   in-process client, one :class:`resi.FaultRelay` per path
-  (``pair.kill(i)``, ``pair.blackhole(i)``, ``pair.heal(i)``).
+  (``pair.kill(i)``, ``pair.blackhole(i)``, ``pair.corrupt(i)``,
+  ``pair.delay(i, latency, jitter)``, ``pair.bandwidth(i, bytes_per_sec)``,
+  ``pair.flap(i, up, down, for_)``, ``pair.heal(i)``).
 - ``resi_gateway``: an async factory ``await resi_gateway(**config)``
   returning a started :class:`resi.Gateway`.
 

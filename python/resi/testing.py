@@ -224,8 +224,22 @@ class Pair:
         link): the frame check catches it and the path is blamed."""
         self.relays[path].corrupt(share, direction)
 
+    def delay(self, path: int, latency: float, jitter: float = 0.0) -> None:
+        """Delays path ``path`` by ``latency`` seconds plus a random
+        ``0..jitter`` (a long link; order kept)."""
+        self.relays[path].delay(latency, jitter)
+
+    def bandwidth(self, path: int, bytes_per_sec: Optional[int]) -> None:
+        """Limits path ``path`` to ``bytes_per_sec`` each way (None: unlimited)."""
+        self.relays[path].bandwidth(bytes_per_sec)
+
+    def flap(self, path: int, up: float, down: float, for_: float, how: str = "blackhole") -> None:
+        """Flaps path ``path`` by itself: ``up`` seconds up, ``down`` seconds
+        down (``"blackhole"`` or ``"kill"``), for ``for_`` seconds."""
+        self.relays[path].flap(up, down, for_, how)
+
     def heal(self, path: int) -> None:
-        """Lets path ``path`` carry traffic again."""
+        """Lets path ``path`` carry traffic again at full speed."""
         self.relays[path].heal()
 
     async def wait_paths(self, up: int, timeout: float = 10.0) -> None:

@@ -46,6 +46,9 @@ use crate::tls::ChannelBinding;
 /// After sessions are closed at shutdown, how long their path tasks get to
 /// say goodbye before they are cut.
 const PATH_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// After GOAWAY, a connection with no call in flight for this long is
+/// closed without waiting for the peer to acknowledge it.
+const DRAINED_SETTLE: Duration = Duration::from_millis(100);
 
 /// Binds one `[Tcp] Listen` address (the first of its resolutions that
 /// binds), with `SO_REUSEADDR` so a restarted gateway gets its port back.
@@ -469,10 +472,14 @@ where
         // A peer that does not take its GOAWAY gets one handshake time.
         Close::Idle => Some(Instant::now() + shared.handshake_timeout),
     };
+    // Done when the peer took the GOAWAY, or as soon as no call is in
+    // flight: over a session with no live path the GOAWAY exchange cannot
+    // complete, and waiting for it would hold `stop()` for the whole grace.
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = phase.hard.cancelled() => {}
         _ = sleep_until_opt(limit) => {}
+        _ = activity.idle_for(DRAINED_SETTLE) => {}
     }
 }
 

@@ -201,7 +201,7 @@ impl Gateway {
         let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
         let upstream_tls = config.tls.as_ref().and_then(|t| t.upstream.clone());
         let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout, upstream_tls);
-        let nkn = config.nkn.as_ref().and_then(|n| start_nkn(n, &registry));
+        let nkn = config.nkn.as_ref().and_then(|n| start_nkn(n, &registry, resi.connect_timeout));
         if let (Some(endpoint), Some(peer)) = (&nkn, config.nkn.as_ref().and_then(|n| n.address.clone())) {
             upstream.set_nkn_peer(endpoint.clone(), peer);
         }
@@ -322,6 +322,12 @@ impl Gateway {
         self.upstream.session()
     }
 
+    /// Every configured path to a resi upstream and why it is down (None
+    /// for a plain upstream and before the first attempt).
+    pub fn upstream_path_book(&self) -> Option<crate::session::paths::PathBook> {
+        self.upstream.path_book()
+    }
+
     /// Sessions client gateways opened to this gateway.
     pub fn sessions(&self) -> &Arc<SessionRegistry> {
         &self.registry
@@ -365,7 +371,7 @@ fn bind_metrics(addr: &str) -> Result<tokio::net::TcpListener, GatewayError> {
 
 /// Joins NKN with this gateway's identity (`[Nkn] Seed`), accepting RESI
 /// paths from other gateways there.
-fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<NknEndpoint>> {
+fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>, join_warn: Duration) -> Option<Arc<NknEndpoint>> {
     let seed = cfg.seed.as_ref()?;
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(seed, &mut bytes).ok()?;
@@ -374,9 +380,48 @@ fn start_nkn(cfg: &NknConfig, registry: &Arc<SessionRegistry>) -> Option<Arc<Nkn
         client.seed_rpc_servers = cfg.rpc_servers.clone();
     }
     let mc = MultiClientConfig { client, num_clients: cfg.subclients.max(1) as usize, ..MultiClientConfig::default() };
+    let seeds = mc.client.seed_rpc_servers.clone();
     let endpoint = NknEndpoint::start(Identity::from_seed(bytes), mc, Some(registry.clone()), &cfg.allowed_peers);
-    tracing::info!(address = %endpoint.address(), "joined NKN");
+    tokio::spawn(report_nkn_join(Arc::downgrade(&endpoint), seeds, join_warn));
     Some(endpoint)
+}
+
+/// How long a late join is still reported (at INFO) after that warning.
+const NKN_JOIN_LATE: Duration = Duration::from_secs(600);
+
+/// Logs `joined NKN` once the endpoint is actually connected; warns when it
+/// cannot reach its seeds within `warn_after` (`[Resi] ConnectTimeout`; its
+/// NKN paths then stay down). Ends by itself: joined, given up after [`NKN_JOIN_LATE`], or the
+/// gateway closed the endpoint.
+async fn report_nkn_join(endpoint: std::sync::Weak<NknEndpoint>, seeds: Vec<String>, warn_after: Duration) {
+    match wait_joined(&endpoint, warn_after).await {
+        Joined::Yes(address) => return tracing::info!(%address, "joined NKN"),
+        Joined::Closed => return,
+        Joined::NotYet => {}
+    }
+    tracing::warn!(?seeds, "NKN: cannot reach the seed nodes within {warn_after:?}; NKN paths stay down until it can");
+    if let Joined::Yes(address) = wait_joined(&endpoint, NKN_JOIN_LATE).await {
+        tracing::info!(%address, "joined NKN (late)");
+    }
+}
+
+enum Joined {
+    Yes(String),
+    NotYet,
+    Closed,
+}
+
+/// Whether the endpoint connected to NKN within `timeout`.
+async fn wait_joined(endpoint: &std::sync::Weak<NknEndpoint>, timeout: Duration) -> Joined {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match endpoint.upgrade() {
+            None => return Joined::Closed,
+            Some(e) if e.client().is_ready() => return Joined::Yes(e.address().to_string()),
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Joined::NotYet
 }
 
 /// The HTTP/2 server settings, each chosen (documented in

@@ -47,6 +47,7 @@ use crate::proto::resi::{self, redundancy};
 use crate::proto::{MODIFY_PATH, REDUNDANCY_EXTENSION_ID};
 use crate::path::nkn::{NknDialer, NknEndpoint};
 use crate::path::{PathDialer, TcpDialer};
+use crate::session::paths::{NotedDialer, PathBook};
 use crate::session::{client, SessionConfig, SessionHandle};
 use crate::tls::{Alpn, FirstRead, UpstreamTls};
 
@@ -75,9 +76,17 @@ impl std::fmt::Debug for CallSession {
 impl CallSession {
     /// The status for a call that failed on this connection: `DATA_LOSS`
     /// (saying the copies disagreed) if its session failed that way,
-    /// `fallback` otherwise.
-    pub(crate) fn failure(&self, fallback: Status) -> Status {
-        self.data_loss().unwrap_or(fallback)
+    /// `fallback` saying "no live path" if its session ended because no
+    /// path came back, `fallback` otherwise.
+    pub(crate) fn failure(&self, mut fallback: Status) -> Status {
+        if let Some(st) = self.data_loss() {
+            return st;
+        }
+        let reason = self.0.as_ref().and_then(SessionHandle::close_reason);
+        if let Some(reason @ crate::session::SessionError::ResumeTimeout(_)) = reason {
+            fallback.message = format!("{} {reason} ({})", crate::session::NO_LIVE_PATH, fallback.message);
+        }
+        fallback
     }
 
     fn data_loss(&self) -> Option<Status> {
@@ -138,6 +147,9 @@ pub(crate) struct Upstream {
     reverse: std::sync::OnceLock<Arc<Opener>>,
     /// TLS on every TCP connection to the upstream (`[Tls] UpstreamCa`).
     tls: Option<Arc<UpstreamTls>>,
+    /// Every configured path and why it is down (made at the first dial,
+    /// once the NKN peer is known).
+    book: std::sync::OnceLock<PathBook>,
 }
 
 impl Upstream {
@@ -173,6 +185,7 @@ impl Upstream {
             odd_probe_warned: std::sync::atomic::AtomicBool::new(false),
             reverse: std::sync::OnceLock::new(),
             tls: tls.map(Arc::new),
+            book: std::sync::OnceLock::new(),
         })
     }
 
@@ -362,14 +375,23 @@ impl Upstream {
         let _ = self.reverse.set(opener);
     }
 
-    /// TCP paths first (path id = index in `[Tcp] Address`), then NKN.
+    /// TCP paths first (path id = index in `[Tcp] Address`), then NKN;
+    /// each records its failures in the [`PathBook`].
     fn dialers(&self) -> Vec<Box<dyn PathDialer>> {
         let mut dialers: Vec<Box<dyn PathDialer>> =
             self.addrs.iter().map(|addr| Box::new(TcpDialer { addr: addr.clone(), tls: self.tls.clone() }) as Box<dyn PathDialer>).collect();
         if let Some((endpoint, peer)) = self.nkn.get() {
             dialers.push(Box::new(NknDialer { endpoint: endpoint.clone(), peer: peer.clone() }));
         }
-        dialers
+        let book = self.book.get_or_init(|| PathBook::new(dialers.iter().map(|d| d.describe())));
+        let noted = |(i, inner)| Box::new(NotedDialer { inner, book: book.clone(), path: i as u32 }) as Box<dyn PathDialer>;
+        dialers.into_iter().enumerate().map(noted).collect()
+    }
+
+    /// Every configured path of a resi upstream and why it is down (None
+    /// before the first attempt, and for a plain client).
+    pub(crate) fn path_book(&self) -> Option<PathBook> {
+        self.book.get().cloned()
     }
 
     fn path_count(&self) -> usize {
@@ -496,6 +518,7 @@ impl Upstream {
             .await
             .map_err(|e| format!("opening a session over NKN: {e}"))?;
         let session_id = Bytes::copy_from_slice(&handle.id());
+        self.watch_paths(&handle);
         match h2_client(stream, Ping::Off).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
@@ -505,6 +528,12 @@ impl Upstream {
                 handle.close();
                 Err(format!("HTTP/2 handshake over the session: {e}"))
             }
+        }
+    }
+
+    fn watch_paths(&self, session: &SessionHandle) {
+        if let Some(book) = self.book.get() {
+            book.watch(session);
         }
     }
 
@@ -520,6 +549,7 @@ impl Upstream {
             Ok(Err(e)) => return Err(format!("joining the session: {e}")),
             Ok(Ok(pair)) => pair,
         };
+        self.watch_paths(&handle);
         match h2_client(stream, Ping::Off).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };

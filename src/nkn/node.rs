@@ -33,6 +33,11 @@
 //! - **Loss knob** ([`NodeConfig::loss`], changed at run time with
 //!   [`LocalNode::set_loss`]): drops that share of relayed messages (per
 //!   destination), optionally from a fixed RNG seed; `1.0` is an outage.
+//! - **Message faults** ([`MessageFaults`], set with
+//!   [`LocalNode::set_faults`]): duplicate a share of the relayed messages,
+//!   reorder a share (held back until the next message to the same client,
+//!   or at most a second), and delay every message (with jitter, so delayed
+//!   messages can overtake each other) — what a message path must survive.
 //!
 //! # Limits (by design)
 //!
@@ -189,6 +194,12 @@ pub struct NodeStats {
     pub relayed: u64,
     /// Dropped by the loss knob.
     pub dropped_loss: u64,
+    /// Relayed twice by the duplication fault.
+    pub duplicated: u64,
+    /// Relayed after a later message by the reorder fault.
+    pub reordered: u64,
+    /// Relayed late by the delay fault.
+    pub delayed: u64,
     /// Dropped: destination offline and no holding asked for (or allowed).
     pub dropped_offline: u64,
     /// Dropped: the holding caps (count or bytes) were reached.
@@ -211,6 +222,39 @@ pub struct NodeStats {
     pub malformed_frames: u64,
     /// Binary frames refused because they came before `setClient`.
     pub rejected_before_set_client: u64,
+}
+
+/// Faults the node applies to the messages it relays (a test aid); all
+/// off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MessageFaults {
+    /// Share in `[0, 1]` of relayed messages delivered twice.
+    pub duplicate: f64,
+    /// Share in `[0, 1]` of relayed messages held back and delivered after
+    /// the next message to the same connection (or at the next tick, at
+    /// most a second later).
+    pub reorder: f64,
+    /// Every relayed message is delivered this late ...
+    pub delay: Duration,
+    /// ... plus a random `0..jitter` (so messages may overtake each other).
+    pub jitter: Duration,
+}
+
+impl MessageFaults {
+    fn clamped(mut self) -> MessageFaults {
+        let share = |p: f64| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+        self.duplicate = share(self.duplicate);
+        self.reorder = share(self.reorder);
+        self
+    }
+
+    /// How late one message is delivered.
+    fn lateness(&self) -> Duration {
+        match self.jitter.is_zero() {
+            true => self.delay,
+            false => self.delay + self.jitter.mul_f64(rand::rng().random::<f64>()),
+        }
+    }
 }
 
 /// Identifies one websocket session inside a [`Relay`].
@@ -269,6 +313,9 @@ pub struct Relay {
     loss_rng: StdRng,
     next_session: SessionId,
     stats: NodeStats,
+    faults: MessageFaults,
+    /// A message held back by the reorder fault, per connection.
+    reordered: HashMap<SessionId, Bytes>,
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -376,6 +423,8 @@ impl Relay {
             loss_rng,
             next_session: 1,
             stats: NodeStats::default(),
+            faults: MessageFaults::default(),
+            reordered: HashMap::new(),
         }
     }
 
@@ -404,6 +453,46 @@ impl Relay {
     /// The loss knob now.
     pub fn loss(&self) -> f64 {
         self.cfg.loss
+    }
+
+    /// Changes the message faults from now on (shares clamped to `[0, 1]`).
+    pub fn set_faults(&mut self, faults: MessageFaults) {
+        self.faults = faults.clamped();
+        if self.faults.reorder == 0.0 {
+            self.stats.reordered += self.reordered.len() as u64;
+        }
+    }
+
+    /// The message faults now.
+    pub fn faults(&self) -> MessageFaults {
+        self.faults
+    }
+
+    /// Messages the reorder fault still holds back, to deliver now (the
+    /// transport calls this about once a second, so none waits longer).
+    pub fn release_reordered(&mut self) -> Vec<(SessionId, Output)> {
+        let held: Vec<_> = self.reordered.drain().map(|(sid, f)| (sid, Output::Inbound(f))).collect();
+        self.stats.reordered += held.len() as u64;
+        held
+    }
+
+    /// Queues one relayed message for connection `sid`, through the
+    /// duplicate and reorder faults.
+    fn relay_to(&mut self, sid: SessionId, frame: Bytes, out: &mut Vec<(SessionId, Output)>) {
+        let held = self.reordered.remove(&sid);
+        if held.is_none() && self.faults.reorder > 0.0 && self.loss_rng.random::<f64>() < self.faults.reorder {
+            self.reordered.insert(sid, frame);
+            return;
+        }
+        if self.faults.duplicate > 0.0 && self.loss_rng.random::<f64>() < self.faults.duplicate {
+            self.stats.duplicated += 1;
+            out.push((sid, Output::Inbound(frame.clone())));
+        }
+        out.push((sid, Output::Inbound(frame)));
+        if let Some(prev) = held {
+            self.stats.reordered += 1;
+            out.push((sid, Output::Inbound(prev)));
+        }
     }
 
     /// A snapshot of the counters.
@@ -484,6 +573,7 @@ impl Relay {
 
     /// The websocket session ended.
     pub fn disconnect(&mut self, sid: SessionId) {
+        self.reordered.remove(&sid);
         if let Some(s) = self.sessions.remove(&sid) {
             if let Some(c) = s.client {
                 self.unindex(sid, &c.id);
@@ -744,7 +834,9 @@ impl Relay {
             let id = client_id(dest);
             match self.by_client.get(&id) {
                 Some(sids) if !sids.is_empty() => {
-                    out.extend(sids.iter().map(|s| (*s, Output::Inbound(frame.clone()))));
+                    for sid in sids.clone() {
+                        self.relay_to(sid, frame.clone(), &mut out);
+                    }
                 }
                 _ if hold_secs > 0 => self.hold(id, frame, now + Duration::from_secs(hold_secs.into()), now),
                 _ => self.stats.dropped_offline += 1,
@@ -803,11 +895,24 @@ impl Shared {
     /// Queues outputs to their sessions; a full queue drops a relayed
     /// message (counted) and closes nothing.
     fn dispatch(&mut self, outs: Vec<(SessionId, Output)>) {
+        let faults = self.relay.faults();
         for (sid, o) in outs {
             let Some(tx) = self.conns.get(&sid) else {
                 continue;
             };
             let relayed = matches!(o, Output::Inbound(_));
+            if relayed && !(faults.delay.is_zero() && faults.jitter.is_zero()) {
+                // Delivered late by a task of its own; a full queue then
+                // drops it like any other.
+                let (tx, late) = (tx.clone(), faults.lateness());
+                self.relay.stats.delayed += 1;
+                self.relay.stats.relayed += 1;
+                tokio::spawn(async move {
+                    tokio::time::sleep(late).await;
+                    let _ = tx.try_send(o);
+                });
+                continue;
+            }
             match tx.try_send(o) {
                 Ok(()) if relayed => self.relay.stats.relayed += 1,
                 Ok(()) => {}
@@ -862,7 +967,12 @@ impl LocalNode {
             loop {
                 tokio::select! {
                     _ = c.cancelled() => break,
-                    _ = tick.tick() => lock(&s).relay.expire(Instant::now()),
+                    _ = tick.tick() => {
+                        let mut g = lock(&s);
+                        g.relay.expire(Instant::now());
+                        let held = g.relay.release_reordered();
+                        g.dispatch(held);
+                    }
                 }
             }
         });
@@ -910,6 +1020,16 @@ impl LocalNode {
     /// The loss knob now.
     pub fn loss(&self) -> f64 {
         lock(&self.shared).relay.loss()
+    }
+
+    /// Changes the message faults of the running node ([`MessageFaults`]).
+    pub fn set_faults(&self, faults: MessageFaults) {
+        lock(&self.shared).relay.set_faults(faults);
+    }
+
+    /// The message faults now.
+    pub fn faults(&self) -> MessageFaults {
+        lock(&self.shared).relay.faults()
     }
 
     /// The `sigChainBlockHash` handed to clients.
@@ -1110,6 +1230,52 @@ async fn ws_connection(stream: TcpStream, shared: Arc<Mutex<Shared>>, cancel: Ca
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inbound(out: &[(SessionId, Output)]) -> Vec<(SessionId, &[u8])> {
+        out.iter()
+            .map(|(sid, o)| match o {
+                Output::Inbound(b) => (*sid, &b[..]),
+                other => panic!("not a relayed message: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn message_faults_reorder_and_duplicate_what_is_relayed() {
+        let mut r = Relay::new(NodeConfig::default(), "127.0.0.1:1".into(), "127.0.0.1:2".into());
+        let mut out = Vec::new();
+        r.relay_to(1, Bytes::from_static(b"plain"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"plain"[..])]);
+
+        // Reorder: the first is held back and goes after the second.
+        r.set_faults(MessageFaults { reorder: 1.0, ..MessageFaults::default() });
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"m1"), &mut out);
+        assert!(out.is_empty());
+        r.relay_to(1, Bytes::from_static(b"m2"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"m2"[..]), (1, &b"m1"[..])]);
+        // Held per connection; the tick releases what waits.
+        out.clear();
+        r.relay_to(2, Bytes::from_static(b"other"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(inbound(&r.release_reordered()), vec![(2, &b"other"[..])]);
+        assert_eq!(r.stats().reordered, 2);
+
+        // Duplicate: twice, back to back.
+        r.set_faults(MessageFaults { duplicate: 1.0, ..MessageFaults::default() });
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"d"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"d"[..]), (1, &b"d"[..])]);
+        assert_eq!(r.stats().duplicated, 1);
+
+        // Shares are clamped; off again.
+        r.set_faults(MessageFaults { duplicate: 3.0, reorder: f64::NAN, ..MessageFaults::default() });
+        assert_eq!((r.faults().duplicate, r.faults().reorder), (1.0, 0.0));
+        r.set_faults(MessageFaults::default());
+        out.clear();
+        r.relay_to(1, Bytes::from_static(b"p"), &mut out);
+        assert_eq!(inbound(&out), vec![(1, &b"p"[..])]);
+    }
 
     #[test]
     fn loss_knob_changes_at_run_time_within_bounds() {

@@ -13,7 +13,7 @@ use super::convert::{self, bytes_of, py_bytes};
 use super::complete::{self, Abort, Outcome};
 use super::errors::{call_error, call_error_nogil, metadata_list, session_error};
 use super::extension::PyHandler;
-use super::stats::{stats_of, EventStream};
+use super::stats::{dialled_stats_of, EventStream};
 use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient, UnaryReply as CoreUnaryReply};
 use crate::gateway::UpstreamKind;
 use crate::grpc::Code;
@@ -61,7 +61,7 @@ impl Client {
         let cfg = convert::config_from_dict(config, origin)?;
         let paths = cfg.upstream_tcp().to_vec();
         if paths.is_empty() {
-            return Err(super::errors::config_error(py, format!("{origin}: [Tcp] Address: at least one path is needed")));
+            return Err(super::errors::config_key_error(py, origin, "[Tcp] Address", "at least one path is needed"));
         }
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
         let reverse = cfg.reverse.as_ref().map(|r| r.address.clone()).unwrap_or_default();
@@ -184,14 +184,17 @@ impl Client {
     /// Statistics of the redundant session (None for a plain client or
     /// while not connected).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let handle = self.inner.session();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(stats_of(handle).await) })
+        let (handle, book) = (self.inner.session(), self.inner.path_book());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(dialled_stats_of(handle, book).await) })
     }
 
     /// Events of the redundant session (across reconnections).
     fn events(&self) -> EventStream {
         let inner = Arc::downgrade(&self.inner);
-        EventStream::new(Arc::new(move || inner.upgrade().and_then(|c| c.session()).into_iter().collect()))
+        EventStream::new(Arc::new(move || {
+            let client = inner.upgrade().filter(|c| !c.is_closed())?;
+            Some(client.session().into_iter().collect())
+        }))
     }
 
     /// Closes the connection (or session); in-flight calls fail with

@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyMemoryView, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use super::errors::config_error;
+use super::errors::{config_error, config_key_error, config_origin_error};
 use crate::config::Config;
 
 /// Validates a configuration given as nested dicts (`{"Tcp": {...},
@@ -18,7 +18,7 @@ pub(crate) fn config_from_dict(dict: &Bound<'_, PyDict>, origin: &str) -> PyResu
         toml::Value::Table(t) => t,
         _ => unreachable!("a dict converts to a table"),
     };
-    Config::from_table(table, origin).map_err(|e| config_error(py, e))
+    Config::from_table(table, origin).map_err(|e| config_error(py, &e))
 }
 
 /// The upstream TLS settings of a `[Tls]` table (`UpstreamCa`, `Cert`,
@@ -32,7 +32,7 @@ pub(crate) fn upstream_tls(tls: &Bound<'_, PyDict>, origin: &str) -> PyResult<Op
     if table.is_empty() {
         return Ok(None);
     }
-    let settings = Config::tls_from_table(table, origin).map_err(|e| config_error(py, e))?;
+    let settings = Config::tls_from_table(table, origin).map_err(|e| config_error(py, &e))?;
     require_upstream(py, Some(&settings), origin).map(Some)
 }
 
@@ -44,7 +44,7 @@ pub(crate) fn require_upstream(
     origin: &str,
 ) -> PyResult<crate::tls::UpstreamTls> {
     tls.and_then(|t| t.upstream.clone()).ok_or_else(|| {
-        config_error(py, format!("{origin}: [Tls] UpstreamCa: missing: a TLS client needs the CA to verify the server against"))
+        config_key_error(py, origin, "[Tls] UpstreamCa", "missing: a TLS client needs the CA to verify the server against")
     })
 }
 
@@ -52,7 +52,10 @@ pub(crate) fn require_upstream(
 /// key takes its default); a `timedelta` becomes seconds.
 fn to_toml(v: &Bound<'_, PyAny>, key: &str, origin: &str) -> PyResult<toml::Value> {
     let py = v.py();
-    let bad = |what: String| config_error(py, format!("{origin}: {key}: {what}"));
+    let bad = |what: String| match key {
+        "" => config_origin_error(py, origin, what),
+        key => config_key_error(py, origin, key, what),
+    };
     if v.is_instance_of::<PyBool>() {
         return Ok(toml::Value::Boolean(v.extract()?));
     }

@@ -1,20 +1,20 @@
 //! The exceptions of the Python API, in one place.
 //!
-//! The classes are written in Python (below) so that `CallError` has a real
-//! constructor and attributes — a handler raises `CallError(code, details)`
-//! to answer with that status — and are created once, at import, inside
-//! `resi._resi`. The Rust side only converts: [`config_error`],
-//! [`call_error`], [`session_error`], [`resi_error`], and back from a Python
-//! exception to a gRPC status with [`status_from_pyerr`].
+//! The classes are defined in Python source (`python/resi/errors.py`), so
+//! they are ordinary classes with constructors and attributes — a handler
+//! raises `CallError(code, details)` to answer with that status; this module
+//! imports `resi.errors` on first use and only converts: [`config_error`],
+//! [`bind_error`], [`call_error`], [`session_error`], [`resi_error`], and
+//! back from a Python exception to a gRPC status with [`status_from_pyerr`].
 //!
 //! ```text
 //! ResiError
-//! ├── ConfigError     a configuration was rejected (names origin, key, problem)
+//! ├── ConfigError     a configuration was rejected: .origin, .key
 //! ├── CallError       a call failed: .code (StatusCode), .details, .trailers
-//! └── SessionError    a redundant session could not be set up
+//! ├── SessionError    a redundant session could not be set up
+//! │   └── NotEndGatewayError  the peer is not an end gateway
+//! └── BindError       a listen address could not be bound (an OSError)
 //! ```
-
-use std::ffi::CStr;
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -22,98 +22,16 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyModule};
 
 use crate::client::CallError;
+use crate::config::ConfigError;
+use crate::gateway::GatewayError;
 use crate::grpc::{headers_to_metadata, Code, Status};
-
-const SOURCE: &CStr = cr#"
-import enum
-
-
-class StatusCode(enum.IntEnum):
-    """gRPC status codes (the numbers are fixed by the gRPC specification)."""
-
-    __module__ = "resi"
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
-
-
-class ResiError(Exception):
-    """Base class of every error resi raises."""
-
-    __module__ = "resi"
-
-
-class ConfigError(ResiError):
-    """A configuration was rejected. The message names where it came from
-    (file name, ``<dict>``, ``<keyword arguments>``), the key as
-    ``[Section] Key`` and the problem, exactly as for a file."""
-
-    __module__ = "resi"
-
-
-class SessionError(ResiError):
-    """A redundant session could not be set up (no path could join), or
-    the gateway or client it belongs to is not running."""
-
-    __module__ = "resi"
-
-
-class CallError(ResiError):
-    """A call failed with a gRPC status.
-
-    ``code`` is a :class:`StatusCode`, ``details`` the status message and
-    ``trailers`` the trailing metadata as ``(key, value)`` pairs (``bytes``
-    values for ``-bin`` keys, ``str`` otherwise). Raise it in an extension
-    handler to answer the caller with that status.
-    """
-
-    __module__ = "resi"
-
-    def __init__(self, code, details="", trailers=()):
-        code = StatusCode(code)
-        super().__init__(code, details)
-        self.code = code
-        self.details = details
-        self.trailers = list(trailers)
-
-    def __str__(self):
-        return f"{self.code.name}: {self.details}"
-
-    def __repr__(self):
-        return f"CallError({self.code!r}, {self.details!r})"
-"#;
 
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
-/// The module holding the classes, created on first use.
+/// `resi.errors`, imported on first use.
 fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    let m = MODULE.get_or_try_init(py, || {
-        PyModule::from_code(py, SOURCE, c"<resi errors>", c"resi._errors").map(Bound::unbind)
-    })?;
+    let m = MODULE.get_or_try_init(py, || PyModule::import(py, "resi.errors").map(Bound::unbind))?;
     Ok(m.bind(py))
-}
-
-/// Adds the exception classes and `StatusCode` to `m`.
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let src = module(m.py())?;
-    for name in ["StatusCode", "ResiError", "ConfigError", "SessionError", "CallError"] {
-        m.add(name, src.getattr(name)?)?;
-    }
-    Ok(())
 }
 
 fn make<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
@@ -123,9 +41,40 @@ fn make<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py
     }
 }
 
-/// A rejected configuration.
-pub(crate) fn config_error(py: Python<'_>, e: impl std::fmt::Display) -> PyErr {
-    make(py, "ConfigError", (e.to_string(),))
+/// A configuration rejected by the parser: `ConfigError` with its origin
+/// and key.
+pub(crate) fn config_error(py: Python<'_>, e: &ConfigError) -> PyErr {
+    make(py, "ConfigError", (e.to_string(), e.origin().to_string(), e.key().map(str::to_string)))
+}
+
+/// A configuration rejected here: `origin: key: problem`.
+pub(crate) fn config_key_error(py: Python<'_>, origin: &str, key: &str, problem: impl std::fmt::Display) -> PyErr {
+    make(py, "ConfigError", (format!("{origin}: {key}: {problem}"), origin.to_string(), Some(key.to_string())))
+}
+
+/// A configuration rejected as a whole: `origin: problem`, no key.
+pub(crate) fn config_origin_error(py: Python<'_>, origin: &str, problem: impl std::fmt::Display) -> PyErr {
+    make(py, "ConfigError", (format!("{origin}: {problem}"), origin.to_string(), None::<String>))
+}
+
+/// A listen address that could not be bound: `BindError`, an `OSError`
+/// with the system's errno.
+pub(crate) fn bind_error(py: Python<'_>, addr: &str, source: &std::io::Error) -> PyErr {
+    bind_error_saying(py, addr, source, format!("cannot listen on {addr}: {source}"))
+}
+
+fn bind_error_saying(py: Python<'_>, addr: &str, source: &std::io::Error, msg: String) -> PyErr {
+    make(py, "BindError", (source.raw_os_error(), msg, addr.to_string()))
+}
+
+/// A gateway that could not start.
+pub(crate) fn gateway_error(py: Python<'_>, origin: &str, e: GatewayError) -> PyErr {
+    match &e {
+        GatewayError::Bind { addr, source } => bind_error(py, addr, source),
+        GatewayError::MetricsBind { addr, source } => bind_error_saying(py, addr, source, e.to_string()),
+        GatewayError::NoListenAddress => config_origin_error(py, origin, &e),
+        GatewayError::NoRuntime => resi_error(py, e),
+    }
 }
 
 /// A session that could not be set up.

@@ -1,18 +1,19 @@
 //! `Gateway`: a resi gateway in this process.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::convert::config_from_dict;
-use super::errors::{config_error, resi_error, session_error};
+use super::errors::{config_error, gateway_error, resi_error, session_error};
 use super::extension::PyHandler;
-use super::stats::{stats_of, EventStream, SessionStats};
+use super::stats::{dialled_stats_of, stats_of, EventStream, SessionStats};
 use crate::config::Config;
 use crate::extension::ExtensionHandler;
-use crate::gateway::{Gateway as CoreGateway, GatewayError, UpstreamKind};
+use crate::gateway::{Gateway as CoreGateway, UpstreamKind};
 
 type Handlers = HashMap<u32, Arc<dyn ExtensionHandler>>;
 
@@ -47,7 +48,7 @@ impl Gateway {
     /// Reads and validates a TOML configuration file.
     #[staticmethod]
     fn from_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Gateway> {
-        let config = Config::from_file(&path).map_err(|e| config_error(py, e))?;
+        let config = Config::from_file(&path).map_err(|e| config_error(py, &e))?;
         Ok(Gateway { config, origin: path.display().to_string(), running: Arc::default(), handlers: Mutex::default() })
     }
 
@@ -59,10 +60,7 @@ impl Gateway {
             return Err(resi_error(py, "the gateway is already running"));
         }
         let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
-        let gw = CoreGateway::start(self.config.clone()).map_err(|e| match e {
-            GatewayError::NoListenAddress => config_error(py, format!("{}: {e}", self.origin)),
-            other => resi_error(py, other),
-        })?;
+        let gw = CoreGateway::start(self.config.clone()).map_err(|e| gateway_error(py, &self.origin, e))?;
         for (id, h) in self.handlers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             gw.extensions().register(*id, h.clone());
         }
@@ -155,8 +153,11 @@ impl Gateway {
     /// Statistics of the session this gateway dialled to a resi upstream
     /// (None when the upstream is plain or not connected).
     fn upstream_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let handle = self.running().as_ref().and_then(|g| g.upstream_session());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(stats_of(handle).await) })
+        let running = self.running();
+        let handle = running.as_ref().and_then(|g| g.upstream_session());
+        let book = running.as_ref().and_then(|g| g.upstream_path_book());
+        drop(running);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(dialled_stats_of(handle, book).await) })
     }
 
     /// Statistics of the sessions client gateways opened to this one.
@@ -173,15 +174,21 @@ impl Gateway {
         })
     }
 
-    /// Events of the upstream session and of every accepted session.
+    /// Events of the upstream session and of every accepted session; the
+    /// stream ends once the gateway stopped.
     fn events(&self) -> EventStream {
         let running = self.running.clone();
+        // A stream made before `start()` waits for it; it ends at `stop()`.
+        let started = AtomicBool::new(false);
         EventStream::new(Arc::new(move || {
             let guard = running.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(gw) = guard.as_ref() else { return Vec::new() };
+            let Some(gw) = guard.as_ref() else {
+                return (!started.load(Ordering::Relaxed)).then(Vec::new);
+            };
+            started.store(true, Ordering::Relaxed);
             let mut all = gw.sessions().sessions();
             all.extend(gw.upstream_session());
-            all
+            Some(all)
         }))
     }
 

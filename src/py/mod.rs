@@ -6,7 +6,7 @@
 //! the network. No protocol logic lives here. The public Python API is
 //! `python/resi/__init__.py`; `_resi.pyi` types this module.
 //!
-//! - `errors`: the exception hierarchy (one place) and conversions.
+//! - `errors`: conversions to the exceptions of `python/resi/errors.py`.
 //! - `convert`: configuration dicts, metadata, timeouts, bytes.
 //! - `gateway`: `Gateway`.
 //! - `client`: `Client`, `Call` and `UnaryReply`.
@@ -64,7 +64,6 @@ fn _resi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     m.add_function(wrap_pyfunction!(flush_logs, m)?)?;
-    errors::register(m)?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Call>()?;

@@ -3,6 +3,7 @@
 //! `crate::nkn`. The public Python API is `python/resi/nkn.py`.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::convert::{self, bytes_of, py_bytes};
 use super::errors::{nkn_error_nogil, resi_error};
-use crate::nkn::node::{LocalNode as CoreNode, NodeConfig, NodeStats};
+use crate::nkn::node::{LocalNode as CoreNode, MessageFaults, NodeConfig, NodeStats};
 use crate::nkn::{ClientConfig, Identity, MultiClient, MultiClientConfig, NknError, Received, SendOptions};
 
 /// A 32-byte seed from 64 hex digits.
@@ -294,6 +295,9 @@ fn stats_dict<'py>(py: Python<'py>, s: &NodeStats) -> PyResult<Bound<'py, PyDict
         ("bad_signatures", s.bad_signatures),
         ("relayed", s.relayed),
         ("dropped_loss", s.dropped_loss),
+        ("duplicated", s.duplicated),
+        ("reordered", s.reordered),
+        ("delayed", s.delayed),
         ("dropped_offline", s.dropped_offline),
         ("dropped_hold_full", s.dropped_hold_full),
         ("dropped_queue_full", s.dropped_queue_full),
@@ -391,6 +395,36 @@ impl NknLocalNode {
             return Err(PyValueError::new_err(format!("loss must be in [0, 1], got {loss}")));
         }
         self.with(|n| n.set_loss(loss))
+    }
+
+    /// Changes the message faults of the running node: ``duplicate`` and
+    /// ``reorder`` are shares in ``[0, 1]`` of relayed messages delivered
+    /// twice or after the next one; every message is delivered ``delay``
+    /// seconds late plus a random ``0..jitter``.
+    #[pyo3(signature = (duplicate = 0.0, reorder = 0.0, delay = 0.0, jitter = 0.0))]
+    fn set_faults(&self, duplicate: f64, reorder: f64, delay: f64, jitter: f64) -> PyResult<()> {
+        for (what, p) in [("duplicate", duplicate), ("reorder", reorder)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(PyValueError::new_err(format!("{what} must be in [0, 1], got {p}")));
+            }
+        }
+        let secs = |what: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .map_err(|_| PyValueError::new_err(format!("{what} must be a number of seconds >= 0, got {v}")))
+        };
+        let faults = MessageFaults { duplicate, reorder, delay: secs("delay", delay)?, jitter: secs("jitter", jitter)? };
+        self.with(|n| n.set_faults(faults))
+    }
+
+    /// The message faults now: ``{"duplicate", "reorder", "delay", "jitter"}``.
+    fn faults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = self.with(|n| n.faults())?;
+        let d = PyDict::new(py);
+        d.set_item("duplicate", f.duplicate)?;
+        d.set_item("reorder", f.reorder)?;
+        d.set_item("delay", f.delay.as_secs_f64())?;
+        d.set_item("jitter", f.jitter.as_secs_f64())?;
+        Ok(d)
     }
 
     /// A snapshot of the node's counters.

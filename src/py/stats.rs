@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::select_all;
 use futures_util::FutureExt;
@@ -10,14 +10,16 @@ use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::mode_name;
 use crate::cookie::SessionId;
 use crate::session::driver::{hex, PathReport, SessionStats as CoreStats};
 use crate::session::machine::Event as CoreEvent;
-use crate::session::SessionHandle;
+use crate::session::paths::{PathBook, PathNote};
+use crate::session::{SessionError, SessionHandle};
 
 /// Counters of one path of a session.
 ///
@@ -30,6 +32,14 @@ pub(crate) struct PathStats {
     pub path: u32,
     /// ``"up"`` or ``"down"``.
     pub state: &'static str,
+    /// ``"tcp"``, ``"tls"`` or ``"nkn"`` (None for a path accepted from a
+    /// dialling gateway).
+    pub transport: Option<String>,
+    /// Where the path goes: ``host:port`` or the peer's NKN address (None
+    /// for a path accepted from a dialling gateway).
+    pub address: Option<String>,
+    /// Why the path is down (None while up, or when not known).
+    pub reason: Option<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub frames_sent: u64,
@@ -55,6 +65,9 @@ impl From<&PathReport> for PathStats {
         PathStats {
             path: r.path,
             state: if r.live { "up" } else { "down" },
+            transport: None,
+            address: None,
+            reason: None,
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
             frames_sent: s.frames_sent,
@@ -73,6 +86,25 @@ impl From<&PathReport> for PathStats {
     }
 }
 
+impl PathStats {
+    /// A configured path that is not in the session (never joined, or
+    /// dropped): zero counters, down, with its reason.
+    fn configured(path: u32, note: &PathNote) -> PathStats {
+        let report = PathReport { path, live: false, stats: Default::default() };
+        let mut p = PathStats::from(&report);
+        p.describe(note);
+        p
+    }
+
+    fn describe(&mut self, note: &PathNote) {
+        self.transport = Some(note.transport.clone());
+        self.address = Some(note.address.clone());
+        if self.state != "up" {
+            self.reason = note.down_reason.clone().or_else(|| Some("down".to_string()));
+        }
+    }
+}
+
 #[pymethods]
 impl PathStats {
     /// The counters as a plain dict (e.g. one row of a pandas DataFrame).
@@ -80,6 +112,9 @@ impl PathStats {
         let d = PyDict::new(py);
         d.set_item("path", self.path)?;
         d.set_item("state", self.state)?;
+        d.set_item("transport", &self.transport)?;
+        d.set_item("address", &self.address)?;
+        d.set_item("reason", &self.reason)?;
         for (k, v) in [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -104,8 +139,8 @@ impl PathStats {
     fn __repr__(&self) -> String {
         let rtt = self.rtt.map_or("None".to_string(), |r| format!("{:.1}ms", r * 1e3));
         format!(
-            "PathStats(path={}, state={:?}, bytes_sent={}, bytes_received={}, first_bytes={}, duplicate_bytes={}, missed_bytes={}, rtt={rtt})",
-            self.path, self.state, self.bytes_sent, self.bytes_received, self.first_bytes, self.duplicate_bytes, self.missed_bytes
+            "PathStats(path={}, state={:?}, transport={:?}, address={:?}, reason={:?}, bytes_sent={}, bytes_received={}, first_bytes={}, duplicate_bytes={}, missed_bytes={}, rtt={rtt})",
+            self.path, self.state, self.transport, self.address, self.reason, self.bytes_sent, self.bytes_received, self.first_bytes, self.duplicate_bytes, self.missed_bytes
         )
     }
 }
@@ -156,16 +191,36 @@ pub(crate) async fn stats_of(handle: Option<SessionHandle>) -> Option<SessionSta
     handle?.stats().await.map(SessionStats::from)
 }
 
+/// Stats of the dialling side's session `handle` with every configured
+/// path of `book` in them (those that are not in the session as down,
+/// with their reason), or None once it ended.
+pub(crate) async fn dialled_stats_of(handle: Option<SessionHandle>, book: Option<PathBook>) -> Option<SessionStats> {
+    let mut stats = stats_of(handle).await?;
+    let Some(book) = book else { return Some(stats) };
+    for (i, note) in book.notes().iter().enumerate() {
+        match stats.paths.iter_mut().find(|p| p.path as usize == i) {
+            Some(p) => p.describe(note),
+            None => stats.paths.push(PathStats::configured(i as u32, note)),
+        }
+    }
+    stats.paths.sort_by_key(|p| p.path);
+    Some(stats)
+}
+
 /// Something that happened to a session or one of its paths.
 ///
 /// ``kind`` is one of ``"path_up"`` (``readmitted`` tells a path coming
 /// back), ``"path_down"`` (``reason``), ``"mismatch"`` (``offset``: copies
-/// differed there), ``"latent_error"`` (``behind``: the path is up but has
-/// stopped carrying its copies) and ``"session_failed"`` (``reason``).
+/// differed there), ``"corrupt_frame"``, ``"latent_error"`` (``behind``:
+/// the path is up but has stopped carrying its copies),
+/// ``"session_failed"`` (``reason``) and ``"session_closed"`` (``reason``:
+/// why it ended; always a session's last event). ``timestamp`` is when it
+/// happened, in seconds since the Unix epoch (as ``time.time()``).
 #[pyclass(module = "resi._resi", frozen, get_all)]
 pub(crate) struct Event {
     pub kind: &'static str,
     pub session_id: String,
+    pub timestamp: f64,
     pub path: Option<u32>,
     pub readmitted: Option<bool>,
     pub reason: Option<String>,
@@ -192,117 +247,189 @@ impl Event {
         if let Some(b) = self.behind {
             parts.push(format!("behind={b}"));
         }
+        parts.push(format!("timestamp={:.3}", self.timestamp));
         format!("Event({})", parts.join(", "))
     }
 }
 
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Event {
+    fn new(kind: &'static str, session: &SessionId) -> Event {
+        Event {
+            kind,
+            session_id: hex(session),
+            timestamp: now(),
+            path: None,
+            readmitted: None,
+            reason: None,
+            offset: None,
+            behind: None,
+        }
+    }
+
+    /// The last event of a session that ended for `reason`.
+    fn closed(session: &SessionId, reason: Option<SessionError>) -> Event {
+        let mut ev = Event::new("session_closed", session);
+        ev.reason = Some(reason.unwrap_or(SessionError::Closed).to_string());
+        ev
+    }
+}
+
 fn event(session: &SessionId, e: CoreEvent) -> Option<Event> {
-    let mut ev = Event {
-        kind: "",
-        session_id: hex(session),
-        path: None,
-        readmitted: None,
-        reason: None,
-        offset: None,
-        behind: None,
-    };
-    match e {
-        CoreEvent::PathUp { path, readmitted } => {
-            ev.kind = "path_up";
-            ev.path = Some(path);
-            ev.readmitted = Some(readmitted);
-        }
-        CoreEvent::PathDown { path, reason } => {
-            ev.kind = "path_down";
-            ev.path = Some(path);
-            ev.reason = Some(reason);
-        }
-        CoreEvent::Mismatch { path, offset } => {
-            ev.kind = "mismatch";
-            ev.path = Some(path);
-            ev.offset = Some(offset);
-        }
-        CoreEvent::Corrupt { path } => {
-            ev.kind = "corrupt_frame";
-            ev.path = Some(path);
-        }
-        CoreEvent::LatentError { path, behind } => {
-            ev.kind = "latent_error";
-            ev.path = Some(path);
-            ev.behind = Some(behind);
-        }
-        CoreEvent::Failed(err) => {
-            ev.kind = "session_failed";
-            ev.reason = Some(err.to_string());
-        }
+    let (kind, path) = match &e {
+        CoreEvent::PathUp { path, .. } => ("path_up", Some(*path)),
+        CoreEvent::PathDown { path, .. } => ("path_down", Some(*path)),
+        CoreEvent::Mismatch { path, .. } => ("mismatch", Some(*path)),
+        CoreEvent::Corrupt { path } => ("corrupt_frame", Some(*path)),
+        CoreEvent::LatentError { path, .. } => ("latent_error", Some(*path)),
+        CoreEvent::Failed(_) => ("session_failed", None),
         CoreEvent::Control(_) => return None,
+    };
+    let mut ev = Event::new(kind, session);
+    ev.path = path;
+    match e {
+        CoreEvent::PathUp { readmitted, .. } => ev.readmitted = Some(readmitted),
+        CoreEvent::PathDown { reason, .. } => ev.reason = Some(reason),
+        CoreEvent::Mismatch { offset, .. } => ev.offset = Some(offset),
+        CoreEvent::LatentError { behind, .. } => ev.behind = Some(behind),
+        CoreEvent::Failed(err) => ev.reason = Some(err.to_string()),
+        CoreEvent::Corrupt { .. } | CoreEvent::Control(_) => {}
     }
     Some(ev)
 }
 
 /// Where an event stream finds its sessions (asked again now and then: an
 /// upstream session is replaced when it reconnects, a gateway accepts new
-/// ones).
-pub(crate) type Sources = Arc<dyn Fn() -> Vec<SessionHandle> + Send + Sync>;
+/// ones); None once the client or gateway they belong to is closed.
+pub(crate) type Sources = Arc<dyn Fn() -> Option<Vec<SessionHandle>> + Send + Sync>;
 
 /// How often the set of sessions is looked at again while waiting.
 const REFRESH: Duration = Duration::from_millis(200);
+/// Events kept for a reader that does not keep up (older ones are dropped).
+const BACKLOG: usize = 1024;
+/// After its owner closed, how long the stream waits for the sessions to
+/// end (and their `session_closed` events) before it ends anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-struct Watch {
-    sources: Sources,
-    receivers: HashMap<SessionId, broadcast::Receiver<CoreEvent>>,
+struct Watched {
+    handle: SessionHandle,
+    rx: broadcast::Receiver<CoreEvent>,
 }
 
-impl Watch {
+/// Reads the sessions' events as they happen, stamps them and hands them
+/// to the stream; ends (closing the channel) once its owner is closed and
+/// every session it watched has ended.
+struct Forwarder {
+    sources: Sources,
+    sessions: HashMap<SessionId, Watched>,
+    out: mpsc::Sender<Event>,
+    owner_closed: Option<Instant>,
+}
+
+impl Forwarder {
     fn refresh(&mut self) {
-        for handle in (self.sources)() {
+        let Some(handles) = (self.sources)() else {
+            self.owner_closed.get_or_insert_with(Instant::now);
+            return;
+        };
+        for handle in handles {
             if !handle.is_closed() {
-                self.receivers.entry(handle.id()).or_insert_with(|| handle.subscribe());
+                self.sessions.entry(handle.id()).or_insert_with(|| Watched { rx: handle.subscribe(), handle });
             }
         }
     }
 
-    async fn next(&mut self) -> Event {
-        loop {
+    fn emit(&self, ev: Event) {
+        if self.out.try_send(ev).is_err() {
+            tracing::debug!("event stream full: an event was dropped");
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.out.is_closed()
+            || self.owner_closed.is_some_and(|t| self.sessions.is_empty() || t.elapsed() >= CLOSE_WAIT)
+    }
+
+    async fn run(mut self) {
+        while !self.done() {
             self.refresh();
-            if self.receivers.is_empty() {
-                tokio::time::sleep(REFRESH).await;
+            if self.sessions.is_empty() {
+                if self.owner_closed.is_none() {
+                    tokio::time::sleep(REFRESH).await;
+                }
                 continue;
             }
-            let got = {
-                let waits = self.receivers.iter_mut().map(|(id, rx)| async move { (*id, rx.recv().await) }.boxed());
+            let next = {
+                let waits = self.sessions.iter_mut().map(|(id, w)| {
+                    async move {
+                        tokio::select! {
+                            biased;
+                            r = w.rx.recv() => (*id, Some(r)),
+                            _ = w.handle.closed() => (*id, None),
+                        }
+                    }
+                    .boxed()
+                });
                 tokio::time::timeout(REFRESH, select_all(waits)).await.map(|(first, _, _)| first)
             };
-            let Ok((id, result)) = got else { continue };
-            match result {
-                Ok(e) => {
+            match next {
+                Err(_) => {}
+                Ok((id, Some(Ok(e)))) => {
                     if let Some(ev) = event(&id, e) {
-                        return ev;
+                        self.emit(ev);
                     }
                 }
-                Err(RecvError::Lagged(n)) => tracing::debug!(skipped = n, "event stream fell behind"),
-                Err(RecvError::Closed) => {
-                    self.receivers.remove(&id);
-                }
+                Ok((_, Some(Err(RecvError::Lagged(n))))) => tracing::debug!(skipped = n, "event stream fell behind"),
+                Ok((id, Some(Err(RecvError::Closed)) | None)) => self.ended(id),
             }
         }
+    }
+
+    /// A session ended: its last queued events, then `session_closed`.
+    fn ended(&mut self, id: SessionId) {
+        let Some(mut w) = self.sessions.remove(&id) else { return };
+        while let Ok(e) = w.rx.try_recv() {
+            if let Some(ev) = event(&id, e) {
+                self.emit(ev);
+            }
+        }
+        self.emit(Event::closed(&id, w.handle.close_reason()));
     }
 }
 
 /// An async iterator of session events (``async for event in ...``).
-/// Subscribed when created: events from then on are kept (the newest 256
-/// per session if not read). ``close()`` ends it.
+/// Subscribed when created: events from then on are kept (the newest 1024
+/// if not read). It ends after the last ``session_closed`` event once the
+/// client or gateway is closed, or when ``close()`` is called.
 #[pyclass(module = "resi._resi", frozen)]
 pub(crate) struct EventStream {
-    watch: Arc<Mutex<Watch>>,
+    rx: Arc<Mutex<mpsc::Receiver<Event>>>,
     closed: CancellationToken,
 }
 
 impl EventStream {
     pub(crate) fn new(sources: Sources) -> EventStream {
-        let mut watch = Watch { sources, receivers: HashMap::new() };
-        watch.refresh();
-        EventStream { watch: Arc::new(Mutex::new(watch)), closed: CancellationToken::new() }
+        let (out, rx) = mpsc::channel(BACKLOG);
+        let mut forwarder = Forwarder { sources, sessions: HashMap::new(), out, owner_closed: None };
+        forwarder.refresh();
+        let closed = CancellationToken::new();
+        let stop = closed.clone();
+        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = forwarder.run() => {}
+            }
+        });
+        EventStream { rx: Arc::new(Mutex::new(rx)), closed }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.closed.cancel();
     }
 }
 
@@ -313,12 +440,14 @@ impl EventStream {
     }
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (watch, closed) = (self.watch.clone(), self.closed.clone());
+        let (rx, closed) = (self.rx.clone(), self.closed.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            tokio::select! {
-                _ = closed.cancelled() => Err(PyStopAsyncIteration::new_err(())),
-                ev = async { watch.lock().await.next().await } => Ok(ev),
-            }
+            let next = tokio::select! {
+                biased;
+                _ = closed.cancelled() => None,
+                ev = async { rx.lock().await.recv().await } => ev,
+            };
+            next.ok_or_else(|| PyStopAsyncIteration::new_err(()))
         })
     }
 

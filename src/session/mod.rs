@@ -12,11 +12,14 @@
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
 //! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
+//! - [`paths`]: the dialling side's record of every configured path (for
+//!   the statistics: where it goes, why it is down).
 
 pub mod admission;
 pub mod client;
 pub mod driver;
 pub mod machine;
+pub mod paths;
 pub mod registry;
 
 use std::time::Duration;
@@ -99,6 +102,10 @@ impl Default for SessionConfig {
         }
     }
 }
+
+/// How the status message of a call that failed for want of a live path
+/// starts (documented in docs/python.md).
+pub const NO_LIVE_PATH: &str = "no live path:";
 
 /// Why a session ended or could not be set up.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
