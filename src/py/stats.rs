@@ -235,7 +235,6 @@ fn event(session: &SessionId, e: CoreEvent) -> Option<Event> {
             ev.kind = "session_failed";
             ev.reason = Some(err.to_string());
         }
-        CoreEvent::Control(_) => return None,
     }
     Some(ev)
 }

@@ -6,15 +6,19 @@
 //!   buffer (strict/permissive delivery), heartbeats and the live-path set.
 //!   It never touches a socket or reads a clock: the caller feeds it frames
 //!   and the current time and asks it what to send and deliver.
-//! - [`driver`]: runs one machine on tokio: a task per session (not per
-//!   frame), a reader and a writer task per path, and [`SessionStream`], the
-//!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over.
+//! - [`control`]: CONTROL messages and the dialler's merge cookies (the
+//!   machine's cookie policy).
+//! - [`driver`]: runs one machine on tokio: one future per session that
+//!   owns every path's transport, and [`SessionStream`], the
+//!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over, reading and
+//!   writing the machine under the session's one lock.
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
 //! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
 
 pub mod admission;
 pub mod client;
+pub mod control;
 pub mod driver;
 pub mod machine;
 pub mod registry;
