@@ -380,6 +380,7 @@ impl Machine {
         self.events.push_back(Event::PathDown { path: id, reason: reason.into() });
         if self.live_count() == 0 {
             self.no_path_since = Some(now);
+            self.check_rejoinable();
         }
         self.settle_disputes();
         self.advance_delivery();
@@ -884,6 +885,17 @@ impl Machine {
     pub fn cookie_spent(&mut self) {
         if let Some(w) = self.wallet.as_mut() {
             w.spent();
+        }
+        self.check_rejoinable();
+    }
+
+    /// Dialler: with no cookie left and no live path the session can never
+    /// get a path back, so it ends at once rather than by the resume
+    /// timeout (§8.5), and the gateway opens a new one.
+    fn check_rejoinable(&mut self) {
+        let exhausted = self.wallet.as_ref().is_some_and(Wallet::exhausted);
+        if exhausted && self.live_count() == 0 {
+            self.fail(SessionError::OutOfCookies);
         }
     }
 

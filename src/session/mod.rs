@@ -120,6 +120,10 @@ pub enum SessionError {
     PeerMismatch(String),
     #[error("session closed locally")]
     Closed,
+    /// The dialler has no merge cookie left (and no attempt out that could
+    /// bring one) while no path is live: it can never rejoin (§8.5).
+    #[error("no merge cookie left and no live path: the session cannot be rejoined")]
+    OutOfCookies,
     #[error("could not reach any path: {0}")]
     Unreachable(String),
     #[error("protocol error: {0}")]

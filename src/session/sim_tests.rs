@@ -769,3 +769,36 @@ fn a_session_ends_normally_once_both_directions_are_done_or_the_linger_passed() 
     assert_eq!(a.poll_end(now + LINGER - Duration::from_millis(1)), None);
     assert_eq!(a.poll_end(now + LINGER), Some(SessionError::Closed));
 }
+
+#[test]
+fn a_dialler_out_of_cookies_with_no_live_path_ends_the_session_at_once() {
+    // The acceptor restarted: every path is gone and every cookie refused.
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.run_for(50);
+    sim.close_link(0, "reset");
+    sim.close_link(1, "reset");
+    let a = &mut sim.sides[0].m;
+    let first = a.take_cookie().expect("a cookie");
+    a.give_back_cookie(first); // the dial never reached the peer
+    let (c0, c1) = (a.take_cookie().unwrap(), a.take_cookie().unwrap());
+    a.cookie_spent();
+    assert!(a.failed().is_none(), "another attempt is still out and may bring a cookie back");
+    drop((c0, c1));
+    a.cookie_spent();
+    assert_eq!(a.failed(), Some(&SessionError::OutOfCookies), "ends at once, not after the resume timeout");
+    assert_eq!(a.poll_end(sim.now), Some(SessionError::OutOfCookies));
+
+    // With a live path the same dialler just asks for fresh cookies.
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.grant_cookies = false;
+    sim.run_for(50);
+    sim.close_link(0, "reset");
+    for _ in 0..2 {
+        let _ = sim.sides[0].m.take_cookie().unwrap();
+        sim.sides[0].m.cookie_spent();
+    }
+    assert!(sim.failed(0).is_none(), "a live path can still bring cookies");
+    // Losing that path too, with the wallet empty, ends it.
+    sim.close_link(1, "reset");
+    assert_eq!(sim.failed(0), Some(&SessionError::OutOfCookies));
+}
