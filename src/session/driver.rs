@@ -456,6 +456,9 @@ impl Driver {
                 Input::Closed(reason) => machine.remove_path(path, reason, now),
             }
         }
+        // A path the machine let go of loses its connection now, before a
+        // replacement for it is taken.
+        self.handle_events(machine);
         if sh.close_requested {
             machine.close();
         }

@@ -301,6 +301,7 @@ pub struct Machine {
     /// Acceptor: cookies the peer asked for, to be issued by the driver.
     cookies_wanted: Option<u32>,
     linger_until: Option<Instant>,
+    lingered: bool,
     /// The application will read nothing more.
     reader_gone: bool,
 }
@@ -332,6 +333,7 @@ impl Machine {
             wallet: None,
             cookies_wanted: None,
             linger_until: None,
+            lingered: false,
             reader_gone: false,
         }
     }
@@ -455,9 +457,13 @@ impl Machine {
     /// (both directions done, or the linger passed).
     pub fn poll_end(&mut self, now: Instant) -> Option<SessionError> {
         if self.failed.is_none() && self.finished {
+            if self.linger_until.is_some_and(|t| now >= t) {
+                // Passed: no longer a deadline to wake up for.
+                self.linger_until = None;
+                self.lingered = true;
+            }
             let reader_done = self.reader_gone || self.at_eof();
-            let lingered = self.linger_until.is_some_and(|t| now >= t);
-            if reader_done && (self.all_acked() || lingered) {
+            if reader_done && (self.all_acked() || self.lingered) {
                 self.close();
             }
         }

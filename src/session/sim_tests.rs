@@ -768,6 +768,20 @@ fn a_session_ends_normally_once_both_directions_are_done_or_the_linger_passed() 
     assert_eq!(a.poll_timeout().map(|t| t <= now + LINGER), Some(true), "the linger is a deadline");
     assert_eq!(a.poll_end(now + LINGER - Duration::from_millis(1)), None);
     assert_eq!(a.poll_end(now + LINGER), Some(SessionError::Closed));
+
+    // The linger passed while the application still reads: the session
+    // ends when it is done reading, and the passed linger is no deadline.
+    let (mut a, mut b) = pair(now);
+    b.push(Bytes::from_static(b"more to read"));
+    b.shutdown(now);
+    pump(&mut b, &mut a, now);
+    a.push(Bytes::from_static(b"unheard"));
+    a.shutdown(now);
+    let later = now + LINGER;
+    assert_eq!(a.poll_end(later), None, "the application has not read the peer's stream");
+    assert_eq!(a.linger_until, None, "a passed linger is no deadline");
+    assert_eq!(a.take_delivered(usize::MAX), Some(Bytes::from_static(b"more to read")));
+    assert_eq!(a.poll_end(later), Some(SessionError::Closed));
 }
 
 #[test]
