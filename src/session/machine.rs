@@ -463,16 +463,24 @@ impl Machine {
                 self.lingered = true;
             }
             let reader_done = self.reader_gone || self.at_eof();
-            if reader_done && (self.all_acked() || self.lingered) {
+            if reader_done && ((self.all_acked() && self.fin_sent()) || self.lingered) {
                 self.close();
             }
         }
         self.failed.clone()
     }
 
-    /// Everything sent (and the FIN, if finished) is acknowledged.
+    /// Everything sent is acknowledged.
     pub fn all_acked(&self) -> bool {
         self.send.start == self.send.end
+    }
+
+    /// The FIN went out on a live path (or there is none to send it on), so
+    /// a normal end's `Close` follows the FIN on the wire, never replaces it
+    /// (R-6-5).
+    fn fin_sent(&self) -> bool {
+        let mut live = self.paths.values().filter(|p| p.live).peekable();
+        live.peek().is_none() || live.any(|p| p.fin_sent)
     }
 
     /// Whether [`Machine::take_delivered`] has something.
