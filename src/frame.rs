@@ -151,7 +151,15 @@ impl Frame {
     /// Encodes a DATA frame from a borrowed payload (saves a `Bytes`
     /// refcount on the hot path).
     pub fn encode_data(dst: &mut BytesMut, offset: u64, payload: &[u8], fin: bool) {
-        dst.reserve(HEADER_LEN + 8 + payload.len());
+        dst.reserve(DATA_HEADER_LEN + payload.len());
+        Frame::encode_data_header(dst, offset, payload, fin);
+        dst.put_slice(payload);
+    }
+
+    /// Encodes only the header and offset of a DATA frame (20 bytes) whose
+    /// payload travels as a separate buffer (a vectored write): the CRC
+    /// still covers the payload, which is read but not copied.
+    pub fn encode_data_header(dst: &mut BytesMut, offset: u64, payload: &[u8], fin: bool) {
         let head = [kind::DATA, if fin { FLAG_FIN } else { 0 }, 0, 0];
         let len = ((8 + payload.len()) as u32).to_be_bytes();
         let off = offset.to_be_bytes();
@@ -160,12 +168,11 @@ impl Frame {
         for piece in [&head[..], &len[..], &off[..], payload] {
             digest.update(piece);
         }
-        let crc = digest.finalize() as u32;
+        dst.reserve(DATA_HEADER_LEN);
         dst.put_slice(&head);
         dst.put_slice(&len);
-        dst.put_u32(crc);
+        dst.put_u32(digest.finalize() as u32);
         dst.put_slice(&off);
-        dst.put_slice(payload);
     }
 
     /// Takes one whole frame off the front of `src`, if one is buffered.
@@ -203,6 +210,115 @@ impl Frame {
             }
             return parse_body(kind, flags, &mut body).map(Some);
         }
+    }
+}
+
+/// Header plus offset of a DATA frame: what precedes its payload.
+pub const DATA_HEADER_LEN: usize = HEADER_LEN + 8;
+
+/// Where a path's outgoing frames are put: a plain buffer (one copy of
+/// everything), or [`Segments`] (payloads kept as shared slices).
+pub trait FrameSink {
+    /// Appends a whole frame.
+    fn put_frame(&mut self, frame: &Frame);
+    /// Appends a DATA frame whose payload is a shared slice.
+    fn put_data(&mut self, offset: u64, payload: &Bytes, fin: bool);
+    /// Bytes appended so far and not yet taken.
+    fn queued(&self) -> usize;
+}
+
+impl FrameSink for BytesMut {
+    fn put_frame(&mut self, frame: &Frame) {
+        frame.encode(self);
+    }
+    fn put_data(&mut self, offset: u64, payload: &Bytes, fin: bool) {
+        Frame::encode_data(self, offset, payload, fin);
+    }
+    fn queued(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Encoded frames waiting for a stream path, as a queue of buffers for a
+/// vectored write: small frames and DATA headers are encoded into one
+/// scratch buffer, DATA payloads stay the `Bytes` slices of the send
+/// buffer. So a payload sent on several paths is never copied per path;
+/// the kernel gathers it from the one copy.
+#[derive(Default)]
+pub struct Segments {
+    segs: std::collections::VecDeque<Bytes>,
+    scratch: BytesMut,
+    len: usize,
+}
+
+impl Segments {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Moves encoded scratch bytes into the queue (before a payload slice,
+    /// or before the queue is written).
+    fn seal_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.segs.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    /// Fills `slices` with the first buffers to write; returns how many.
+    pub fn io_slices<'a>(&'a mut self, slices: &mut [std::io::IoSlice<'a>]) -> usize {
+        self.seal_scratch();
+        let mut n = 0;
+        for (slot, seg) in slices.iter_mut().zip(self.segs.iter()) {
+            *slot = std::io::IoSlice::new(seg);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes (they were written).
+    pub fn advance(&mut self, mut n: usize) {
+        self.seal_scratch();
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.segs.front_mut() else { return };
+            if front.len() > n {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.segs.pop_front();
+        }
+    }
+
+    /// Everything queued as one buffer (for message transports, which send
+    /// whole messages), leaving the queue empty.
+    pub fn take_all(&mut self) -> BytesMut {
+        self.seal_scratch();
+        let mut out = BytesMut::with_capacity(self.len);
+        for seg in self.segs.drain(..) {
+            out.extend_from_slice(&seg);
+        }
+        self.len = 0;
+        out
+    }
+}
+
+impl FrameSink for Segments {
+    fn put_frame(&mut self, frame: &Frame) {
+        frame.encode(&mut self.scratch);
+        self.len += frame.encoded_len();
+    }
+    fn put_data(&mut self, offset: u64, payload: &Bytes, fin: bool) {
+        Frame::encode_data_header(&mut self.scratch, offset, payload, fin);
+        self.len += DATA_HEADER_LEN + payload.len();
+        if !payload.is_empty() {
+            self.seal_scratch();
+            self.segs.push_back(payload.clone());
+        }
+    }
+    fn queued(&self) -> usize {
+        self.len
     }
 }
 
@@ -310,6 +426,34 @@ mod tests {
         let mut other = BytesMut::new();
         Frame::Data { offset: 0x0102, payload: Bytes::from_static(b"ab"), fin: true }.encode(&mut other);
         assert_eq!(buf, other);
+    }
+
+    #[test]
+    fn segments_carry_the_same_bytes_as_a_plain_buffer() {
+        let payload = Bytes::from(vec![5u8; 3000]);
+        let (mut flat, mut segs) = (BytesMut::new(), Segments::default());
+        for sink in [&mut flat as &mut dyn FrameSink, &mut segs] {
+            sink.put_frame(&Frame::Ack { path_received: 3, delivered: 2 });
+            sink.put_data(9, &payload, false);
+            sink.put_data(3009, &Bytes::new(), true);
+            sink.put_frame(&Frame::Ping(4));
+        }
+        assert_eq!(segs.queued(), flat.len());
+        // Written in uneven pieces, the bytes are those of the plain buffer.
+        let mut written = Vec::new();
+        while !segs.is_empty() {
+            let mut slots = [std::io::IoSlice::new(&[]); 2];
+            let n = segs.io_slices(&mut slots);
+            let take = slots[..n].iter().map(|s| s.len()).sum::<usize>().min(1001);
+            let mut left = take;
+            for s in &slots[..n] {
+                let k = s.len().min(left);
+                written.extend_from_slice(&s[..k]);
+                left -= k;
+            }
+            segs.advance(take);
+        }
+        assert_eq!(written, flat.to_vec());
     }
 
     #[test]

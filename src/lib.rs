@@ -19,8 +19,9 @@
 //!   [`grpc::MessageTracker`]), responses a gateway answers by itself.
 //! - [`frame`]: path frames and their codec — the wire format on one path.
 //! - [`session`]: the redundant session. [`session::machine`] is the protocol
-//!   state machine (no sockets, no clock of its own); [`session::driver`]
-//!   runs it on tokio and exposes the session as a byte stream.
+//!   state machine (no sockets, no clock of its own; CONTROL and cookies
+//!   included); [`session::driver`] runs it on tokio, one future per
+//!   session, and exposes the session as a byte stream.
 //! - [`cookie`]: merge cookies: issue, redeem once, expire.
 //! - [`nkn`]: the NKN transport: identity, end-to-end crypto, wire frames
 //!   and signatures, seed RPC, [`nkn::Client`] and [`nkn::MultiClient`],
@@ -28,7 +29,9 @@
 //!   resi's client and the official NKN SDKs work against).
 //! - [`tls`]: TLS 1.3 (rustls) for the listener and TCP paths: PEM
 //!   loading, server/client configurations, channel bindings of merges.
-//! - [`path`]: transports that carry path frames ([`path::tcp`]).
+//! - [`path`]: transports that carry path frames ([`path::tcp`],
+//!   [`path::nkn`]), the path types a session is handed, and the path
+//!   handshake (below the session: it never uses it).
 //! - [`extension`]: `Modify` dispatch and the extension registry.
 //! - [`gateway`]: listener and protocol sniffing, call forwarding
 //!   (`proxy`), upstream discovery (`upstream`), the reverse channel for

@@ -443,3 +443,56 @@ async fn the_stream_api_works_on_a_gateway_session() {
     })
     .await
 }
+
+/// An end gateway listening on the given addresses (so a restarted one
+/// takes the same ports), with no shutdown grace (a killed process has none).
+fn end_gateway_at(mode: Mode, listen: &[SocketAddr], upstream: SocketAddr) -> Gateway {
+    let config = Config {
+        tcp: Some(TcpConfig { listen: listen.iter().map(|a| a.to_string()).collect(), address: vec![upstream.to_string()] }),
+        resi: ResiConfig { shutdown_grace: Duration::ZERO, ..resi_config("end", mode) },
+        ..Config::default()
+    };
+    Gateway::start(config).expect("end gateway starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_end_gateway_restart_calls_through_the_same_client_gateway_succeed_within_two_seconds() {
+    bounded(60, async {
+        let server = start_echo_esi(&[]).await;
+        let ports = [free_addr().await, free_addr().await];
+        let end = end_gateway_at(Mode::Strict, &ports, server.addr);
+        // The relays stand for the network: killing them first means the
+        // old end gateway's Close never arrives, as after a kill -9.
+        let proxies = [FaultProxy::start(ports[0]).await, FaultProxy::start(ports[1]).await];
+        let client = gateway("client", Mode::Strict, 1, proxies.iter().map(|p| p.addr().to_string()).collect());
+        common::wait_live(&client, 2).await;
+        let mut c = echo_client(client.local_addrs()[0]).await;
+        assert_eq!(c.unary(msg(b"before", 0, "")).await.unwrap().into_inner().body, Bytes::from_static(b"before"));
+        let old = client.upstream_session().expect("a session");
+        let mut in_flight = c.clone();
+        let in_flight = tokio::spawn(async move { in_flight.unary(msg(b"lost", 0, "slow:20000")).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for p in &proxies {
+            p.kill();
+        }
+        end.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let _end = end_gateway_at(Mode::Strict, &ports, server.addr);
+        for p in &proxies {
+            p.heal();
+        }
+        let listening = Instant::now();
+        // The old cookies are refused by the new gateway: the old session
+        // ends at once and its call in flight fails fast.
+        let err = in_flight.await.unwrap().expect_err("the call in flight cannot complete");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(listening.elapsed() < Duration::from_secs(3), "the call in flight hung for {:?}", listening.elapsed());
+        assert_eq!(old.close_reason(), Some(resi::session::SessionError::OutOfCookies));
+        let answer = c.unary(msg(b"after", 0, "")).await.expect("a call over the new session");
+        assert_eq!(answer.into_inner().body, Bytes::from_static(b"after"));
+        let took = listening.elapsed();
+        println!("calls succeed again {took:?} after the restarted end gateway listens");
+        assert!(took < Duration::from_secs(2), "calls came back only after {took:?}");
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use resi::cookie::{new_session_id, CookieJar};
-use resi::session::driver::{spawn, MessagePath, Role, StreamPath, Wallet};
+use resi::session::driver::{spawn, MessagePath, Role, StreamPath};
 use resi::session::{Mode, SessionConfig, SessionHandle, SessionStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ fn cfg(mode: Mode) -> SessionConfig {
 
 fn ends(mode: Mode) -> ((SessionStream, SessionHandle), (SessionStream, SessionHandle)) {
     let jar = Arc::new(Mutex::new(CookieJar::default()));
-    let a = spawn(cfg(mode), Role::Dialer { wallet: Arc::new(Mutex::new(Wallet::new(vec![], Duration::from_secs(60)))) }, new_session_id());
+    let a = spawn(cfg(mode), Role::Dialer { cookies: vec![], ttl: Duration::from_secs(60) }, new_session_id());
     let b = spawn(cfg(mode), Role::Acceptor { jar, cookie_ttl: Duration::from_secs(60) }, new_session_id());
     (a, b)
 }

@@ -1,25 +1,114 @@
-//! Transports that carry path frames.
+//! Transports that carry path frames, and the path handshake.
 //!
 //! A transport only has to connect to the peer, carry one HELLO and its
 //! HELLO_REPLY, and then hand the session either a byte stream
-//! ([`crate::session::driver::StreamPath`], e.g. TCP) or a message channel
-//! ([`crate::session::driver::MessagePath`], e.g. NKN). Dialling is behind
-//! [`PathDialer`] so the session's redial logic is the same for all.
+//! ([`StreamPath`], e.g. TCP) or a message channel ([`MessagePath`], e.g.
+//! NKN). Dialling is behind [`PathDialer`] so the session's redial logic is
+//! the same for all; accepting is behind [`HelloAcceptor`], so the
+//! transports hand accepted paths to whoever decides on HELLOs (the session
+//! registry) without knowing it. This layer sits below the session: it
+//! moves frames and never looks into them.
 
 pub mod nkn;
 pub mod tcp;
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
-use crate::session::driver::NewPath;
 use crate::tls::{ChannelBinding, UpstreamTls};
 
 pub use tcp::PathError;
+
+/// Anything a path can be read from and written to.
+pub trait PathIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PathIo for T {}
+
+/// A connected path ready to carry frames: the byte stream plus any bytes
+/// read past the handshake.
+pub struct StreamPath {
+    pub io: Box<dyn PathIo>,
+    pub read_buf: BytesMut,
+    /// Whether the transport itself is reliable and ordered (TCP).
+    pub reliable: bool,
+}
+
+/// A connected path over a message transport (NKN): whole messages in and
+/// out, each carrying one or more complete frames. Messages may be lost,
+/// duplicated or reordered; the session copes (the path is not reliable).
+pub struct MessagePath {
+    /// Messages to send to the peer (one message per batch of frames, not
+    /// per frame).
+    pub tx: mpsc::Sender<Bytes>,
+    /// Messages received from the peer; closing it ends the path.
+    pub rx: mpsc::Receiver<Bytes>,
+    /// Largest message the transport carries (at least 128 KiB).
+    pub mtu: usize,
+}
+
+/// A path handed to a session.
+pub enum NewPath {
+    Stream(StreamPath),
+    Messages(MessagePath),
+}
+
+impl From<StreamPath> for NewPath {
+    fn from(p: StreamPath) -> NewPath {
+        NewPath::Stream(p)
+    }
+}
+
+impl From<MessagePath> for NewPath {
+    fn from(p: MessagePath) -> NewPath {
+        NewPath::Messages(p)
+    }
+}
+
+/// Where an accepted path goes once its HELLO_REPLY is sent.
+pub type PathSink = Box<dyn FnOnce(NewPath) + Send>;
+
+/// Decides on the HELLOs that arrive on any transport (the session
+/// registry implements it).
+pub trait HelloAcceptor: Send + Sync + 'static {
+    /// The HELLO_REPLY body to send back and, if the path was accepted,
+    /// where to hand the connected path. `channel` is what the carrying
+    /// connection tells about itself; `peer` is its address (for limits).
+    fn accept_hello(&self, hello: Bytes, channel: &ChannelBinding, peer: Option<IpAddr>) -> (Bytes, Option<PathSink>);
+}
+
+/// The acceptor's whole path handshake on a byte stream (TCP, TLS): reads
+/// the preface and HELLO within `handshake_timeout`, sends the reply, and
+/// hands an accepted path on *after* the reply, so the reply precedes
+/// every session frame. `peer` names the connection in logs.
+pub async fn accept_stream<S: PathIo>(
+    acceptor: &dyn HelloAcceptor,
+    mut stream: S,
+    peer: &str,
+    peer_ip: Option<IpAddr>,
+    channel: ChannelBinding,
+    handshake_timeout: Duration,
+) {
+    let (read_buf, hello) = match tcp::accept(&mut stream, handshake_timeout).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "path handshake failed");
+            return;
+        }
+    };
+    let (reply, sink) = acceptor.accept_hello(hello, &channel, peer_ip);
+    if let Err(e) = tcp::reply(&mut stream, reply).await {
+        tracing::info!(%peer, error = %e, "path handshake reply failed");
+        return;
+    }
+    if let Some(sink) = sink {
+        sink(StreamPath { io: Box::new(stream), read_buf, reliable: true }.into());
+    }
+}
 
 /// Builds a path's HELLO once its connection is up, from what the
 /// connection tells about itself (an empty binding on transports without
@@ -54,7 +143,7 @@ impl PathDialer for TcpDialer {
         let addr = self.addr.clone();
         let tls = self.tls.clone();
         Box::pin(async move {
-            let (io, read_buf, reply): (Box<dyn crate::session::driver::PathIo>, _, _) = match tls {
+            let (io, read_buf, reply): (Box<dyn PathIo>, _, _) = match tls {
                 Some(tls) => {
                     let (stream, buf, reply) = tcp::dial_tls(&addr, &tls, hello, timeout).await?;
                     (Box::new(stream), buf, reply)
@@ -64,7 +153,7 @@ impl PathDialer for TcpDialer {
                     (Box::new(stream), buf, reply)
                 }
             };
-            let path = crate::session::driver::StreamPath { io, read_buf, reliable: true };
+            let path = StreamPath { io, read_buf, reliable: true };
             Ok((path.into(), reply))
         })
     }

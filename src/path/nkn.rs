@@ -25,12 +25,10 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{HelloFn, PathDialer, PathError};
-use crate::tls::ChannelBinding;
+use super::{HelloAcceptor, HelloFn, MessagePath, NewPath, PathDialer, PathError};
 use crate::frame::Frame;
 use crate::nkn::{Identity, MultiClient, MultiClientConfig, Received, SendOptions};
-use crate::session::driver::{MessagePath, NewPath};
-use crate::session::registry::SessionRegistry;
+use crate::tls::ChannelBinding;
 
 /// Largest RESI message put in one NKN message (NKN carries up to ~4 MB;
 /// smaller messages lose less when one is dropped).
@@ -52,7 +50,7 @@ pub struct NknEndpoint {
     client: Arc<MultiClient>,
     routes: Mutex<HashMap<String, Route>>,
     hello_cache: Mutex<HashMap<(String, Bytes), (Bytes, Instant)>>,
-    registry: Option<Arc<SessionRegistry>>,
+    registry: Option<Arc<dyn HelloAcceptor>>,
     /// Addresses (lower case) whose HELLOs are answered; empty: any.
     allowed: HashSet<String>,
     refused_hellos: AtomicU64,
@@ -64,12 +62,13 @@ impl NknEndpoint {
     /// registry, HELLOs from other gateways are accepted as paths: from
     /// any address, or only from those in `allowed_peers` when it is not
     /// empty.
-    pub fn start(
+    pub fn start<A: HelloAcceptor>(
         identity: Identity,
         config: MultiClientConfig,
-        registry: Option<Arc<SessionRegistry>>,
+        registry: Option<A>,
         allowed_peers: &[String],
     ) -> Arc<NknEndpoint> {
+        let registry = registry.map(|r| Arc::new(r) as Arc<dyn HelloAcceptor>);
         let (client, arrivals) = MultiClient::new(identity, config);
         let endpoint = Arc::new(NknEndpoint {
             client: Arc::new(client),
@@ -159,12 +158,11 @@ impl NknEndpoint {
             self.send_frame(peer, Frame::HelloReply(reply)).await;
             return;
         }
-        let (reply, joined) = registry.answer_hello(hello, &ChannelBinding::default(), None);
+        let (reply, sink) = registry.accept_hello(hello, &ChannelBinding::default(), None);
         self.hello_cache.lock().expect("hello cache lock").insert(key, (reply.clone(), Instant::now()));
         self.send_frame(peer, Frame::HelloReply(reply)).await;
-        if let Some((path, handle)) = joined {
-            let conn = self.open_path(peer);
-            handle.add_path(path, conn, None);
+        if let Some(sink) = sink {
+            sink(self.open_path(peer).into());
         }
     }
 }

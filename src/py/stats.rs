@@ -286,7 +286,6 @@ fn event(session: &SessionId, e: CoreEvent) -> Option<Event> {
         CoreEvent::Corrupt { path } => ("corrupt_frame", Some(*path)),
         CoreEvent::LatentError { path, .. } => ("latent_error", Some(*path)),
         CoreEvent::Failed(_) => ("session_failed", None),
-        CoreEvent::Control(_) => return None,
     };
     let mut ev = Event::new(kind, session);
     ev.path = path;
@@ -296,7 +295,7 @@ fn event(session: &SessionId, e: CoreEvent) -> Option<Event> {
         CoreEvent::Mismatch { offset, .. } => ev.offset = Some(offset),
         CoreEvent::LatentError { behind, .. } => ev.behind = Some(behind),
         CoreEvent::Failed(err) => ev.reason = Some(err.to_string()),
-        CoreEvent::Corrupt { .. } | CoreEvent::Control(_) => {}
+        CoreEvent::Corrupt { .. } => {}
     }
     Some(ev)
 }

@@ -1,14 +1,13 @@
 //! The dialling side of a session: merges one path per address into a
 //! session opened through `Modify`, and keeps redialling the paths it loses.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use super::driver::{self, NewPath, Role, Wallet};
+use super::driver::{self, NewPath, Role};
 use super::{Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
 use crate::cookie::SessionId;
 use crate::grpc::{Code, Status};
@@ -113,8 +112,7 @@ async fn connect_paths(
         tracing::warn!(asked = ?cfg.mode, ?answered, "the acceptor answered a weaker mode than ours; running strict");
     }
     cfg.mode = mode;
-    let wallet = Arc::new(Mutex::new(Wallet::new(opened.cookies, ttl)));
-    let (stream, handle) = driver::spawn(cfg.clone(), Role::Dialer { wallet: wallet.clone() }, id);
+    let (stream, handle) = driver::spawn(cfg.clone(), Role::Dialer { cookies: opened.cookies, ttl }, id);
     // If this future is dropped before it returns, nobody else can close
     // the session (and so stop its diallers): the guard does.
     let guard = CloseOnDrop(Some(handle.clone()));
@@ -125,7 +123,6 @@ async fn connect_paths(
             path: i as u32,
             transport,
             handle: handle.clone(),
-            wallet: wallet.clone(),
             cfg: cfg.clone(),
             merged: merged_tx.clone(),
         };
@@ -179,7 +176,6 @@ struct Dialer {
     path: u32,
     transport: Box<dyn PathDialer>,
     handle: SessionHandle,
-    wallet: Arc<Mutex<Wallet>>,
     cfg: SessionConfig,
     merged: watch::Sender<usize>,
 }
@@ -229,7 +225,7 @@ impl Dialer {
     }
 
     async fn attempt(&self) -> Attempt {
-        let Some(cookie) = self.wallet.lock().expect("wallet lock").take() else {
+        let Some(cookie) = self.handle.take_cookie() else {
             // No cookie until a live path brings fresh ones.
             return Attempt::Backoff;
         };
@@ -240,13 +236,13 @@ impl Dialer {
             Err(e) => {
                 tracing::debug!(path = self.path, to = %self.transport.describe(), error = %e, "dial failed");
                 // The cookie may not have reached the peer: keep it.
-                self.wallet.lock().expect("wallet lock").add(cookie);
+                self.handle.give_back_cookie(cookie);
                 return Attempt::Backoff;
             }
         };
         match merge_answer(reply) {
             Ok(merged) => {
-                self.wallet.lock().expect("wallet lock").add(merged.next_cookie);
+                self.handle.cookie_merged(merged.next_cookie);
                 let (tx, rx) = oneshot::channel();
                 self.handle.add_path(self.path, conn, Some(tx));
                 self.merged.send_modify(|n| *n += 1);
@@ -254,16 +250,18 @@ impl Dialer {
             }
             Err(status) if matches!(status.code, Code::Unauthenticated | Code::PermissionDenied) => {
                 tracing::info!(path = self.path, %status, "merge cookie refused; trying another");
+                self.handle.cookie_spent();
                 Attempt::Retry
             }
             Err(status) if status.code == Code::NotFound => {
                 tracing::warn!(path = self.path, %status, "session gone at the peer");
+                self.handle.cookie_spent();
                 self.handle.close();
                 Attempt::Stop
             }
             Err(status) => {
                 tracing::warn!(path = self.path, %status, "merge refused");
-                self.wallet.lock().expect("wallet lock").add(cookie);
+                self.handle.give_back_cookie(cookie);
                 Attempt::Backoff
             }
         }

@@ -1,94 +1,67 @@
-//! Runs one session state machine on tokio.
+//! Runs one session state machine on tokio: the thin I/O shell around
+//! [`Machine`], built the way quinn builds its connection.
 //!
-//! One task owns the [`Machine`] (so no lock is taken per frame). Each path
-//! has a reader task, which decodes whole read buffers into batches of
-//! frames. Writing a stream path is done by the session task itself while
-//! the socket accepts bytes without blocking (no task hop on the hot path);
-//! when a write would block, the rest of that batch goes to a short-lived
-//! flush task that owns the write half until it is done, and the path gets
-//! nothing more meanwhile. So a slow or stuck path just falls behind (its
-//! cursor lags; permissive mode skips what the peer already has) and never
-//! blocks the session or the other paths. Message paths (NKN) hand batches
-//! to a writer task.
+//! All of a session's state sits behind one lock ([`Shared`]: the machine
+//! and the wakers of the application's reader and writer and of the
+//! driver). The application side, [`SessionStream`], writes into the
+//! machine's send buffer and reads out of its delivered stream directly
+//! under that lock — no channel, no task hop, no extra copy. Back-pressure
+//! is the machine's: a writer is parked while the send window is full, a
+//! reader while nothing is deliverable, and each is woken by the driver
+//! when that changes.
 //!
-//! The application side is [`SessionStream`], an `AsyncRead + AsyncWrite`
-//! over two bounded channels: the write channel is only drained while the
-//! send window has room and the read channel is only filled while the
-//! application keeps up, which is how back-pressure crosses the session.
+//! One driver future per session owns every path's transport whole (no
+//! split halves, no reader or flush tasks). Each turn it reads every path
+//! into that path's buffer until the transport has nothing more, decodes
+//! the frames, feeds them to the machine, and then writes what the machine
+//! has to send with vectored writes: a DATA payload is a `Bytes` slice of
+//! the one send buffer, written beside its 20-byte header, so it is not
+//! copied once per path. A path whose transport cannot take bytes keeps
+//! its queued frames and gets nothing more from the machine until it has
+//! written them: it falls behind (its cursor lags, and what the peer
+//! already has is skipped) and never blocks the session or the other
+//! paths. A message path (NKN) is the same with whole messages handed to
+//! the transport's writer (one message per batch of frames). Timers are
+//! the machine's deadlines on one `Sleep`.
+//!
+//! When the session ends the reason is published (on
+//! [`SessionHandle::closed`]) before the application sees the stream end,
+//! so whoever sees it end can already tell why (a mismatch makes calls
+//! `DATA_LOSS`); then a `Close` goes out on every path still open, written
+//! for at most [`CLOSE_FLUSH`], and the transports are dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use prost::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::PollSender;
 
+use super::control;
 use super::machine::{Event, Machine, PathId, PathStats};
 use super::{Mode, SessionConfig, SessionError};
 use crate::cookie::{CookieJar, SessionId};
-use crate::frame::Frame;
-use crate::proto::resi;
+use crate::frame::{Frame, Segments};
+pub use crate::path::{MessagePath, NewPath, PathIo, StreamPath};
 
-/// Bytes of frames written to a path at once.
+/// Bytes of frames taken from the machine for one path at once.
 const BATCH_BUDGET: usize = 256 * 1024;
-/// Batches a message path's writer task may have queued.
-const WRITER_QUEUE: usize = 2;
-/// Chunks buffered between the application and the session task.
-const APP_CHANNEL: usize = 64;
-/// After the application closed, how long to wait for the peer's
-/// acknowledgements before ending the session anyway.
-const LINGER: Duration = Duration::from_secs(2);
-
-/// Anything a path can be read from and written to.
-pub trait PathIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> PathIo for T {}
-
-/// A connected path ready to carry frames: the byte stream plus any bytes
-/// read past the handshake.
-pub struct StreamPath {
-    pub io: Box<dyn PathIo>,
-    pub read_buf: BytesMut,
-    /// Whether the transport itself is reliable and ordered (TCP).
-    pub reliable: bool,
-}
-
-/// A connected path over a message transport (NKN): whole messages in and
-/// out, each carrying one or more complete frames. Messages may be lost,
-/// duplicated or reordered; the session copes (the path is not reliable).
-pub struct MessagePath {
-    /// Messages to send to the peer.
-    pub tx: mpsc::Sender<Bytes>,
-    /// Messages received from the peer; closing it ends the path.
-    pub rx: mpsc::Receiver<Bytes>,
-    /// Largest message the transport carries (at least 128 KiB).
-    pub mtu: usize,
-}
-
-/// A path handed to a session.
-pub enum NewPath {
-    Stream(StreamPath),
-    Messages(MessagePath),
-}
-
-impl From<StreamPath> for NewPath {
-    fn from(p: StreamPath) -> NewPath {
-        NewPath::Stream(p)
-    }
-}
-
-impl From<MessagePath> for NewPath {
-    fn from(p: MessagePath) -> NewPath {
-        NewPath::Messages(p)
-    }
-}
+/// Buffers handed to one vectored write.
+const IOV_MAX: usize = 64;
+/// Reads (or messages) taken from one path per turn, so that one busy path
+/// cannot starve the others.
+const READS_PER_TURN: usize = 8;
+/// Turns of the driver before it yields to other tasks.
+const TURNS_PER_POLL: usize = 16;
+/// How long the final `Close` frames may take to leave.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// One path's counters with its state.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,67 +81,72 @@ pub struct SessionStats {
     pub paths: Vec<PathReport>,
 }
 
-/// Merge cookies held by the dialling side.
-pub struct Wallet {
-    cookies: VecDeque<Bytes>,
-    issued: std::time::Instant,
-    ttl: Duration,
-    target: usize,
-    refresh_asked: Option<std::time::Instant>,
-}
-
-impl Wallet {
-    pub fn new(cookies: Vec<Bytes>, ttl: Duration) -> Wallet {
-        let target = cookies.len().max(1);
-        Wallet { cookies: cookies.into(), issued: std::time::Instant::now(), ttl, target, refresh_asked: None }
-    }
-    pub fn take(&mut self) -> Option<Bytes> {
-        self.cookies.pop_front()
-    }
-    pub fn add(&mut self, cookie: Bytes) {
-        self.cookies.push_back(cookie);
-    }
-    fn replace(&mut self, cookies: Vec<Bytes>, ttl: Duration) {
-        self.cookies = cookies.into();
-        self.issued = std::time::Instant::now();
-        self.ttl = ttl;
-        self.refresh_asked = None;
-    }
-    fn needs_refresh(&self, now: std::time::Instant) -> bool {
-        let stale = now >= self.issued + self.ttl / 2 || self.cookies.len() < self.target;
-        let asked_recently = self.refresh_asked.is_some_and(|t| now < t + Duration::from_secs(2));
-        stale && !asked_recently
-    }
-}
-
-/// Which end of the session this is: the acceptor answers cookie requests,
-/// the dialler keeps its wallet fresh.
+/// Which end of the session this is: the acceptor issues the cookies its
+/// peer asks for from its jar, the dialler starts with the cookies of its
+/// `opened` answer (valid for `ttl`).
 pub enum Role {
     Acceptor { jar: Arc<Mutex<CookieJar>>, cookie_ttl: Duration },
-    Dialer { wallet: Arc<Mutex<Wallet>> },
+    Dialer { cookies: Vec<Bytes>, ttl: Duration },
 }
 
-enum Command {
-    AddPath { path: PathId, conn: NewPath, on_close: Option<oneshot::Sender<()>> },
-    Close,
-    Stats(oneshot::Sender<SessionStats>),
+/// A path handed over by [`SessionHandle::add_path`], for the driver.
+struct Incoming {
+    path: PathId,
+    conn: NewPath,
+    on_close: Option<oneshot::Sender<()>>,
 }
 
-enum PathMsg {
-    Frames { path: PathId, gen: u64, frames: Vec<Frame> },
-    /// A frame failed its CRC-32C; the reader discarded it.
-    Corrupt { path: PathId, gen: u64 },
-    WriteDone { path: PathId, gen: u64 },
-    /// A flush task finished and hands the write half back.
-    Flushed { path: PathId, gen: u64, half: StreamWriter },
-    Closed { path: PathId, gen: u64, reason: String },
+/// Everything of a session that the application, the handles and the
+/// driver share, behind one lock.
+struct Shared {
+    machine: Machine,
+    incoming: Vec<Incoming>,
+    close_requested: bool,
+    /// Set (with the `closed` watch) once the session is over.
+    ended: Option<SessionError>,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+    driver: Option<Waker>,
+}
+
+impl Shared {
+    fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+
+    /// Wakes the application's reader and writer if they can go on.
+    fn wake_app(&mut self) {
+        let over = self.ended.is_some() || self.machine.failed().is_some();
+        if over || self.machine.has_deliverable() || self.machine.at_eof() {
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
+        if over || self.machine.send_capacity() > 0 {
+            if let Some(w) = self.writer.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
+    shared.lock().expect("session lock")
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// Control and observation of a running session.
 #[derive(Clone)]
 pub struct SessionHandle {
     id: SessionId,
-    cmd: mpsc::UnboundedSender<Command>,
+    shared: SharedRef,
     closed: watch::Receiver<Option<SessionError>>,
     events: broadcast::Sender<Event>,
 }
@@ -201,674 +179,586 @@ impl SessionHandle {
 
     /// Ends the session (both directions, all paths).
     pub fn close(&self) {
-        let _ = self.cmd.send(Command::Close);
+        let mut sh = lock(&self.shared);
+        sh.close_requested = true;
+        sh.wake_driver();
     }
 
     /// Hands a connected path to the session. `on_close` fires when the
     /// session lets go of it (the path died or the session ended).
     pub fn add_path(&self, path: PathId, conn: impl Into<NewPath>, on_close: Option<oneshot::Sender<()>>) {
-        let _ = self.cmd.send(Command::AddPath { path, conn: conn.into(), on_close });
+        let mut sh = lock(&self.shared);
+        if sh.ended.is_none() {
+            sh.incoming.push(Incoming { path, conn: conn.into(), on_close });
+            sh.wake_driver();
+        }
     }
 
     /// A snapshot of the session's counters (None once it has ended).
     pub async fn stats(&self) -> Option<SessionStats> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd.send(Command::Stats(tx)).ok()?;
-        rx.await.ok()
+        let sh = lock(&self.shared);
+        if sh.ended.is_some() {
+            return None;
+        }
+        Some(stats(&sh.machine, &self.id))
     }
 
     /// Path and session events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+
+    /// Runs `f` on the machine under the session's lock, then lets the
+    /// driver look at what changed.
+    fn with_machine<T>(&self, f: impl FnOnce(&mut Machine) -> T) -> T {
+        let mut sh = lock(&self.shared);
+        let out = f(&mut sh.machine);
+        sh.wake_driver();
+        out
+    }
+
+    /// Dialler: a merge cookie for an attempt (None when there is none).
+    pub fn take_cookie(&self) -> Option<Bytes> {
+        self.with_machine(|m| m.take_cookie())
+    }
+
+    /// Dialler: the attempt did not reach the peer; the cookie is kept.
+    pub fn give_back_cookie(&self, cookie: Bytes) {
+        self.with_machine(|m| m.give_back_cookie(cookie))
+    }
+
+    /// Dialler: the merge succeeded and brought `next_cookie`.
+    pub fn cookie_merged(&self, next_cookie: Bytes) {
+        self.with_machine(|m| m.cookie_merged(next_cookie))
+    }
+
+    /// Dialler: the peer refused (and consumed) the cookie.
+    pub fn cookie_spent(&self) {
+        self.with_machine(|m| m.cookie_spent())
+    }
 }
 
-/// Starts a session task; returns the application's stream and a handle.
+/// Starts a session's driver; returns the application's stream and a handle.
 pub fn spawn(cfg: SessionConfig, role: Role, id: SessionId) -> (SessionStream, SessionHandle) {
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (path_tx, path_rx) = mpsc::channel(256);
-    let (in_tx, in_rx) = mpsc::channel(APP_CHANNEL);
-    let (out_tx, out_rx) = mpsc::channel(APP_CHANNEL);
+    let start = now();
+    let (machine, jar) = match role {
+        Role::Acceptor { jar, cookie_ttl } => (Machine::new(cfg.clone(), start), Some((jar, cookie_ttl))),
+        Role::Dialer { cookies, ttl } => (Machine::dialer(cfg.clone(), start, cookies, ttl), None),
+    };
+    let shared = Arc::new(Mutex::new(Shared {
+        machine,
+        incoming: Vec::new(),
+        close_requested: false,
+        ended: None,
+        reader: None,
+        writer: None,
+        driver: None,
+    }));
     let (closed_tx, closed_rx) = watch::channel(None);
     let (events_tx, _) = broadcast::channel(256);
     let driver = Driver {
-        machine: Machine::new(cfg.clone(), Instant::now().into_std()),
-        cfg,
-        role,
+        shared: shared.clone(),
         id,
+        jar,
+        max_frame: cfg.max_frame,
         conns: HashMap::new(),
-        next_gen: 0,
-        path_tx,
-        path_rx,
-        cmd_rx,
-        app_in: Some(in_rx),
-        app_out: Some(out_tx),
+        sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+        deadline: None,
         events: events_tx.clone(),
-        linger_until: None,
+        closed: closed_tx,
+        ending: None,
     };
     tokio::spawn(async move {
-        let reason = driver.run(closed_tx).await;
+        let reason = driver.await;
         tracing::debug!(%reason, "session ended");
     });
-    let stream = SessionStream { tx: PollSender::new(in_tx), rx: out_rx, pending: Bytes::new() };
-    let handle = SessionHandle { id, cmd: cmd_tx, closed: closed_rx, events: events_tx };
+    let stream = SessionStream { shared: shared.clone(), write_closed: false };
+    let handle = SessionHandle { id, shared, closed: closed_rx, events: events_tx };
     (stream, handle)
 }
 
-type StreamWriter = tokio::io::WriteHalf<Box<dyn PathIo>>;
-
-/// How a path's frames leave.
-enum Writer {
-    /// The session task writes the stream itself; `None` while a flush task
-    /// holds the half.
-    Direct(Option<StreamWriter>),
-    /// Batches go to a writer task (message transports).
-    Task { tx: mpsc::Sender<BytesMut>, queued: usize },
+fn stats(machine: &Machine, id: &SessionId) -> SessionStats {
+    let paths = machine
+        .path_ids()
+        .into_iter()
+        .map(|path| PathReport { path, live: machine.is_live(path), stats: machine.path_stats(path).unwrap_or_default() })
+        .collect();
+    SessionStats {
+        session_id: hex(id),
+        mode: machine.mode(),
+        delivered: machine.delivered(),
+        buffered: machine.buffered_bytes(),
+        paths,
+    }
 }
 
+/// How a path's bytes move.
+enum Transport {
+    Stream {
+        io: Box<dyn PathIo>,
+        read_buf: BytesMut,
+        /// Written bytes a buffering transport (TLS) may still hold.
+        unflushed: bool,
+    },
+    Messages {
+        tx: PollSender<Bytes>,
+        rx: mpsc::Receiver<Bytes>,
+        mtu: usize,
+        /// Messages cut from `out`, waiting for the transport's writer.
+        messages: VecDeque<Bytes>,
+    },
+}
+
+/// One path's transport and the frames it has yet to write.
 struct Conn {
-    gen: u64,
-    writer: Writer,
-    reader: JoinHandle<()>,
-    /// The writer task or the running flush task, if any: a write blocked
-    /// on a black-holed socket must not outlive the path.
-    write_task: Option<JoinHandle<()>>,
+    transport: Transport,
+    out: Segments,
+    /// Reading stopped (end of stream, or a frame that ends the path).
+    read_done: bool,
     on_close: Option<oneshot::Sender<()>>,
 }
 
-struct Driver {
-    machine: Machine,
-    cfg: SessionConfig,
-    role: Role,
-    id: SessionId,
-    conns: HashMap<PathId, Conn>,
-    next_gen: u64,
-    path_tx: mpsc::Sender<PathMsg>,
-    path_rx: mpsc::Receiver<PathMsg>,
-    cmd_rx: mpsc::UnboundedReceiver<Command>,
-    app_in: Option<mpsc::Receiver<Bytes>>,
-    app_out: Option<mpsc::Sender<Bytes>>,
-    events: broadcast::Sender<Event>,
-    linger_until: Option<Instant>,
+impl Conn {
+    fn new(conn: NewPath, on_close: Option<oneshot::Sender<()>>) -> (Conn, bool) {
+        let (transport, reliable) = match conn {
+            NewPath::Stream(p) => (Transport::Stream { io: p.io, read_buf: p.read_buf, unflushed: false }, p.reliable),
+            NewPath::Messages(p) => {
+                let transport = Transport::Messages { tx: PollSender::new(p.tx), rx: p.rx, mtu: p.mtu, messages: VecDeque::new() };
+                (transport, false)
+            }
+        };
+        (Conn { transport, out: Segments::default(), read_done: false, on_close }, reliable)
+    }
+
+    /// Whether everything handed to this path has left: it may take more.
+    fn idle(&self) -> bool {
+        self.out.is_empty()
+            && match &self.transport {
+                Transport::Stream { .. } => true,
+                Transport::Messages { messages, .. } => messages.is_empty(),
+            }
+    }
+
+    fn budget(&self) -> usize {
+        match &self.transport {
+            Transport::Stream { .. } => BATCH_BUDGET,
+            Transport::Messages { mtu, .. } => (*mtu).min(BATCH_BUDGET),
+        }
+    }
 }
 
-/// What ended the loop.
-enum Exit {
-    Failed(SessionError),
-    Done,
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.on_close.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// What reading a path produced, for the machine.
+enum Input {
+    Frame(Frame),
+    /// A frame failed its CRC-32C and was discarded.
+    Corrupt,
+    /// The path ended (closed, failed, or a frame that ends it).
+    Closed(String),
+}
+
+/// The future that runs one session.
+struct Driver {
+    shared: SharedRef,
+    id: SessionId,
+    /// Acceptor: where cookies the peer asks for come from.
+    jar: Option<(Arc<Mutex<CookieJar>>, Duration)>,
+    max_frame: usize,
+    conns: HashMap<PathId, Conn>,
+    sleep: Pin<Box<Sleep>>,
+    deadline: Option<Instant>,
+    events: broadcast::Sender<Event>,
+    closed: watch::Sender<Option<SessionError>>,
+    /// Once ended: why, and until when the `Close` frames may be written.
+    ending: Option<(SessionError, Instant)>,
+}
+
+impl Future for Driver {
+    type Output = SessionError;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SessionError> {
+        let this = &mut *self;
+        if this.ending.is_some() {
+            return this.poll_closing(cx);
+        }
+        for _ in 0..TURNS_PER_POLL {
+            match this.turn(cx) {
+                Turn::Idle => return Poll::Pending,
+                Turn::Busy => {}
+                Turn::Ended(err) => {
+                    this.begin_closing(err);
+                    return this.poll_closing(cx);
+                }
+            }
+        }
+        // Still work to do: let other tasks run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+enum Turn {
+    /// Nothing more to do until a waker fires.
+    Idle,
+    /// Something moved; go round again.
+    Busy,
+    Ended(SessionError),
 }
 
 impl Driver {
-    /// Runs until the session ends. The reason is published on `closed`
-    /// *before* the application's channels close, so whoever sees the
-    /// stream end can already tell why (a mismatch makes calls `DATA_LOSS`).
-    async fn run(mut self, closed: watch::Sender<Option<SessionError>>) -> SessionError {
-        let reason = loop {
-            if let Some(exit) = self.turn() {
-                break exit;
+    /// Reads every path, lets the machine decide, writes every path.
+    fn turn(&mut self, cx: &mut Context<'_>) -> Turn {
+        let mut inputs = Vec::new();
+        let mut busy = self.read_all(cx, &mut inputs);
+        {
+            let shared = self.shared.clone();
+            let mut sh = lock(&shared);
+            sh.driver = Some(cx.waker().clone());
+            let now = now();
+            if let Some(err) = self.decide(&mut sh, inputs, now) {
+                return Turn::Ended(err);
             }
-            if let Err(exit) = self.wait().await {
-                break exit;
-            }
-        };
-        let err = match reason {
-            Exit::Failed(e) => e,
-            Exit::Done => SessionError::Closed,
-        };
-        let _ = closed.send(Some(err.clone()));
-        self.app_in = None;
-        self.app_out = None;
-        self.send_close(&err);
-        self.shutdown_paths();
-        err
-    }
-
-    /// Does all the work that is possible without waiting.
-    fn turn(&mut self) -> Option<Exit> {
-        let now = Instant::now().into_std();
-        self.pull_app_data();
-        self.deliver();
-        self.refresh_cookies(now);
-        if let Some(exit) = self.handle_events() {
-            return Some(exit);
+            self.fill(&mut sh.machine, now);
+            busy |= self.arm_timer(&sh.machine, cx);
+            sh.wake_app();
         }
-        self.transmit(now);
-        self.check_finished()
-    }
-
-    async fn wait(&mut self) -> Result<(), Exit> {
-        let deadline = self.next_deadline();
-        let can_take = self.app_in.is_some() && self.machine.send_capacity() > 0;
-        let can_deliver = self.app_out.is_some() && self.machine.has_deliverable();
-        let app_out = self.app_out.clone();
-        tokio::select! {
-            biased;
-            Some(cmd) = self.cmd_rx.recv() => self.on_command(cmd)?,
-            Some(msg) = self.path_rx.recv() => {
-                self.on_path_msg(msg);
-                // Take whatever else is already queued before transmitting,
-                // so replies and acks leave in one batch.
-                for _ in 0..64 {
-                    match self.path_rx.try_recv() {
-                        Ok(msg) => self.on_path_msg(msg),
-                        Err(_) => break,
-                    }
-                }
+        let failures = self.write_all(cx, &mut busy);
+        if !failures.is_empty() {
+            let mut sh = lock(&self.shared);
+            for (path, reason) in failures {
+                sh.machine.remove_path(path, reason, now());
             }
-            data = recv_opt(&mut self.app_in), if can_take => match data {
-                Some(data) => self.machine.push(data),
-                None => self.app_in_closed(),
-            },
-            permit = reserve_opt(&app_out), if can_deliver => match permit {
-                Some(permit) => {
-                    if let Some(data) = self.machine.take_delivered(64 * 1024) {
-                        permit.send(data);
-                    }
-                }
-                None => self.app_out = None,
-            },
-            _ = sleep_until_opt(deadline) => {
-                self.machine.handle_timeout(Instant::now().into_std());
-            }
+            busy = true;
         }
-        Ok(())
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut next = self.machine.poll_timeout().map(Instant::from_std);
-        if let Some(t) = self.linger_until {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-        if matches!(self.role, Role::Dialer { .. }) {
-            let t = Instant::now() + Duration::from_secs(1);
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-        next
-    }
-
-    fn on_command(&mut self, cmd: Command) -> Result<(), Exit> {
-        match cmd {
-            Command::AddPath { path, conn, on_close } => self.add_conn(path, conn, on_close),
-            Command::Close => return Err(Exit::Done),
-            Command::Stats(tx) => {
-                let _ = tx.send(self.stats());
-            }
-        }
-        Ok(())
-    }
-
-    fn on_path_msg(&mut self, msg: PathMsg) {
-        let now = Instant::now().into_std();
-        match msg {
-            PathMsg::Frames { path, gen, frames } => {
-                if self.current(path, gen) {
-                    for frame in frames {
-                        self.machine.on_frame(path, frame, now);
-                    }
-                }
-            }
-            PathMsg::Corrupt { path, gen } => {
-                if self.current(path, gen) {
-                    self.machine.on_corrupt(path, now);
-                }
-            }
-            PathMsg::WriteDone { path, gen } => {
-                if let Some(conn) = self.conns.get_mut(&path).filter(|c| c.gen == gen) {
-                    if let Writer::Task { queued, .. } = &mut conn.writer {
-                        *queued = queued.saturating_sub(1);
-                    }
-                }
-            }
-            PathMsg::Flushed { path, gen, half } => {
-                if let Some(conn) = self.conns.get_mut(&path).filter(|c| c.gen == gen) {
-                    conn.writer = Writer::Direct(Some(half));
-                }
-            }
-            PathMsg::Closed { path, gen, reason } => {
-                if self.current(path, gen) {
-                    self.machine.remove_path(path, reason, now);
-                }
-            }
+        if busy {
+            Turn::Busy
+        } else {
+            Turn::Idle
         }
     }
 
-    fn current(&self, path: PathId, gen: u64) -> bool {
-        self.conns.get(&path).is_some_and(|c| c.gen == gen)
-    }
-
-    fn add_conn(&mut self, path: PathId, conn: NewPath, on_close: Option<oneshot::Sender<()>>) {
-        self.drop_conn(path);
-        self.next_gen += 1;
-        let gen = self.next_gen;
-        let max_frame = self.cfg.max_frame;
-        let events = self.path_tx.clone();
-        let mut write_task = None;
-        let (reader, writer, reliable) = match conn {
-            NewPath::Stream(conn) => {
-                let (rd, wr) = tokio::io::split(conn.io);
-                let reader = tokio::spawn(read_path(path, gen, rd, conn.read_buf, max_frame, events));
-                (reader, Writer::Direct(Some(wr)), conn.reliable)
-            }
-            NewPath::Messages(conn) => {
-                let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
-                write_task = Some(tokio::spawn(write_messages(path, gen, conn.tx, conn.mtu, wrx, events.clone())));
-                let reader = tokio::spawn(read_messages(path, gen, conn.rx, max_frame, events));
-                (reader, Writer::Task { tx: wtx, queued: 0 }, false)
-            }
-        };
-        self.conns.insert(path, Conn { gen, writer, reader, write_task, on_close });
-        self.machine.add_path(path, reliable, Instant::now().into_std());
-    }
-
-    fn drop_conn(&mut self, path: PathId) {
-        if let Some(conn) = self.conns.remove(&path) {
-            conn.reader.abort();
-            // Dropping the write half (or the writer task's sender) closes
-            // the path once what was queued is written; a write still
-            // blocked after a moment is abandoned.
-            drop(conn.writer);
-            if let Some(task) = conn.write_task {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    task.abort();
-                });
-            }
-            if let Some(tx) = conn.on_close {
-                let _ = tx.send(());
+    /// Feeds what the paths brought, takes new paths and commands, runs the
+    /// machine's timers and handles its events. Returns why the session
+    /// ended, if it did.
+    fn decide(&mut self, sh: &mut Shared, inputs: Vec<(PathId, Input)>, now: std::time::Instant) -> Option<SessionError> {
+        let machine = &mut sh.machine;
+        for (path, input) in inputs {
+            match input {
+                Input::Frame(frame) => machine.on_frame(path, frame, now),
+                Input::Corrupt => machine.on_corrupt(path, now),
+                Input::Closed(reason) => machine.remove_path(path, reason, now),
             }
         }
-    }
-
-    fn pull_app_data(&mut self) {
-        while self.machine.send_capacity() > 0 {
-            let Some(rx) = self.app_in.as_mut() else { return };
-            match rx.try_recv() {
-                Ok(data) => self.machine.push(data),
-                Err(mpsc::error::TryRecvError::Empty) => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.app_in_closed();
-                    return;
-                }
+        // A path the machine let go of loses its connection now, before a
+        // replacement for it is taken.
+        self.handle_events(machine);
+        if sh.close_requested {
+            machine.close();
+        }
+        for Incoming { path, conn, on_close } in sh.incoming.drain(..) {
+            // A path that is re-admitted replaces its old connection.
+            self.conns.remove(&path);
+            let (conn, reliable) = Conn::new(conn, on_close);
+            self.conns.insert(path, conn);
+            machine.add_path(path, reliable, now);
+        }
+        if machine.poll_timeout().is_some_and(|t| t <= now) {
+            machine.handle_timeout(now);
+        }
+        if let Some(count) = machine.poll_cookie_request() {
+            if let Some((jar, ttl)) = &self.jar {
+                let cookies = {
+                    let mut jar = jar.lock().expect("cookie jar lock");
+                    (0..count).map(|_| jar.issue(self.id, *ttl, now)).collect()
+                };
+                machine.grant_cookies(cookies, *ttl);
             }
         }
+        self.handle_events(machine);
+        machine.poll_end(now)
     }
 
-    fn app_in_closed(&mut self) {
-        self.app_in = None;
-        self.machine.finish();
-        self.linger_until = Some(Instant::now() + LINGER);
-    }
-
-    fn deliver(&mut self) {
-        while self.machine.has_deliverable() {
-            let Some(tx) = self.app_out.as_ref() else { return };
-            let result = tx.try_reserve().map(|permit| {
-                if let Some(data) = self.machine.take_delivered(64 * 1024) {
-                    permit.send(data);
-                }
-            });
-            match result {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(())) => return,
-                Err(mpsc::error::TrySendError::Closed(())) => {
-                    self.app_out = None;
-                    return;
-                }
-            }
-        }
-        if self.machine.at_eof() {
-            // The peer finished: the application reads end-of-stream.
-            self.app_out = None;
-        }
-    }
-
-    fn handle_events(&mut self) -> Option<Exit> {
-        while let Some(event) = self.machine.poll_event() {
+    /// Logs and publishes the machine's events; a path the machine let go
+    /// of loses its connection.
+    fn handle_events(&mut self, machine: &mut Machine) {
+        let session = hex(&self.id);
+        while let Some(event) = machine.poll_event() {
             match &event {
                 Event::PathDown { path, reason } => {
-                    tracing::info!(session = %hex(&self.id), path, %reason, "path down");
-                    self.drop_conn(*path);
+                    tracing::info!(%session, path, %reason, "path down");
+                    self.conns.remove(path);
                 }
-                Event::PathUp { path, readmitted } => {
-                    tracing::info!(session = %hex(&self.id), path, readmitted, "path up");
-                }
-                Event::Mismatch { path, offset } => {
-                    tracing::warn!(session = %hex(&self.id), path, offset, "copies differ");
-                }
-                Event::Corrupt { path } => {
-                    tracing::warn!(session = %hex(&self.id), path, "corrupt frame discarded (CRC-32C mismatch)");
-                }
+                Event::PathUp { path, readmitted } => tracing::info!(%session, path, readmitted, "path up"),
+                Event::Mismatch { path, offset } => tracing::warn!(%session, path, offset, "copies differ"),
+                Event::Corrupt { path } => tracing::warn!(%session, path, "corrupt frame discarded (CRC-32C mismatch)"),
                 Event::LatentError { path, behind } => {
-                    tracing::warn!(session = %hex(&self.id), path, behind, "path is up but not carrying data");
+                    tracing::warn!(%session, path, behind, "path is up but not carrying data")
                 }
-                Event::Control(body) => {
-                    if let Some(exit) = self.on_control(body.clone()) {
-                        return Some(exit);
-                    }
-                    continue;
-                }
-                Event::Failed(err) => {
-                    tracing::warn!(session = %hex(&self.id), %err, "session failed");
-                    let _ = self.events.send(event.clone());
-                    return Some(Exit::Failed(err.clone()));
-                }
+                Event::Failed(err) => tracing::warn!(%session, %err, "session failed"),
             }
             let _ = self.events.send(event);
         }
-        None
     }
 
-    fn on_control(&mut self, body: Bytes) -> Option<Exit> {
-        let Ok(control) = resi::Control::decode(body) else {
-            tracing::warn!("undecodable CONTROL frame ignored");
-            return None;
-        };
-        match (control.msg, &self.role) {
-            (Some(resi::control::Msg::CookieRequest(req)), Role::Acceptor { jar, cookie_ttl }) => {
-                let now = std::time::Instant::now();
-                let count = req.count.clamp(1, 16);
-                let cookies = {
-                    let mut jar = jar.lock().expect("cookie jar lock");
-                    (0..count).map(|_| jar.issue(self.id, *cookie_ttl, now)).collect()
-                };
-                let grant = resi::CookieGrant { cookies, cookie_ttl_ms: cookie_ttl.as_millis() as u32 };
-                let msg = resi::Control { msg: Some(resi::control::Msg::CookieGrant(grant)) };
-                self.machine.queue_control(msg.encode_to_vec().into());
-            }
-            (Some(resi::control::Msg::CookieGrant(grant)), Role::Dialer { wallet }) => {
-                let ttl = Duration::from_millis(grant.cookie_ttl_ms as u64);
-                wallet.lock().expect("wallet lock").replace(grant.cookies, ttl);
-            }
-            (Some(resi::control::Msg::Close(close)), _) => {
-                let reason = close.reason.unwrap_or_default();
-                self.deliver();
-                let err = match crate::grpc::Code::from_i32(reason.code) {
-                    crate::grpc::Code::DataLoss => SessionError::PeerMismatch(reason.message),
-                    _ => SessionError::PeerClosed(reason.message),
-                };
-                return Some(Exit::Failed(err));
-            }
-            _ => tracing::debug!("CONTROL message not for this side ignored"),
-        }
-        None
-    }
-
-    fn refresh_cookies(&mut self, now: std::time::Instant) {
-        let Role::Dialer { wallet } = &self.role else { return };
-        if self.machine.live_count() == 0 {
-            return;
-        }
-        let mut wallet = wallet.lock().expect("wallet lock");
-        if wallet.needs_refresh(now) {
-            wallet.refresh_asked = Some(now);
-            let req = resi::CookieRequest { count: wallet.target as u32 };
-            let msg = resi::Control { msg: Some(resi::control::Msg::CookieRequest(req)) };
-            self.machine.queue_control(msg.encode_to_vec().into());
-        }
-    }
-
-    fn transmit(&mut self, now: std::time::Instant) {
-        let mut failed = vec![];
+    /// Hands every path that has written all it had the frames the machine
+    /// has for it now.
+    fn fill(&mut self, machine: &mut Machine, now: std::time::Instant) {
         for (&path, conn) in self.conns.iter_mut() {
-            while self.machine.wants_transmit(path, now) {
-                let ready = match &conn.writer {
-                    Writer::Direct(half) => half.is_some(),
-                    Writer::Task { queued, .. } => *queued < WRITER_QUEUE,
+            if !conn.idle() || !machine.wants_transmit(path, now) {
+                continue;
+            }
+            let budget = conn.budget();
+            machine.poll_transmit(path, now, &mut conn.out, budget);
+            if let Transport::Messages { mtu, messages, .. } = &mut conn.transport {
+                let mut batch = conn.out.take_all();
+                while !batch.is_empty() {
+                    let cut = frames_within(&batch, *mtu);
+                    messages.push_back(batch.split_to(cut).freeze());
+                }
+            }
+        }
+    }
+
+    /// Sets the timer to the machine's next deadline; true if it is due.
+    fn arm_timer(&mut self, machine: &Machine, cx: &mut Context<'_>) -> bool {
+        let conns = &self.conns;
+        let next = machine.poll_timeout_with(|id| conns.get(&id).is_some_and(Conn::idle)).map(Instant::from_std);
+        let Some(t) = next else { return false };
+        if self.deadline != Some(t) {
+            self.deadline = Some(t);
+            self.sleep.as_mut().reset(t);
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// Reads every path until its transport has nothing more (or its share
+    /// of this turn is used). True if anything was read.
+    fn read_all(&mut self, cx: &mut Context<'_>, inputs: &mut Vec<(PathId, Input)>) -> bool {
+        let mut busy = false;
+        for (&path, conn) in self.conns.iter_mut() {
+            if conn.read_done {
+                continue;
+            }
+            for _ in 0..READS_PER_TURN {
+                let read = match &mut conn.transport {
+                    Transport::Stream { io, read_buf, .. } => read_stream(io, read_buf, self.max_frame, cx, path, inputs),
+                    Transport::Messages { rx, .. } => read_message(rx, self.max_frame, cx, path, inputs),
                 };
-                if !ready {
-                    break;
-                }
-                let mut batch = BytesMut::with_capacity(16 * 1024);
-                if !self.machine.poll_transmit(path, now, &mut batch, BATCH_BUDGET) {
-                    break;
-                }
-                match &mut conn.writer {
-                    Writer::Direct(slot) => match write_now(slot.as_mut().expect("ready"), &batch) {
-                        Ok(n) if n == batch.len() => {}
-                        Ok(n) => {
-                            // The socket is full: a flush task finishes the
-                            // batch and gives the half back.
-                            let half = slot.take().expect("ready");
-                            let rest = batch.split_off(n);
-                            let task = tokio::spawn(flush(path, conn.gen, half, rest, self.path_tx.clone()));
-                            conn.write_task = Some(task);
-                        }
-                        Err(e) => {
-                            failed.push((path, format!("write failed: {e}")));
-                            break;
-                        }
-                    },
-                    Writer::Task { tx, queued } => match tx.try_send(batch) {
-                        Ok(()) => *queued += 1,
-                        Err(_) => break,
-                    },
-                }
-            }
-        }
-        for (path, reason) in failed {
-            self.machine.remove_path(path, reason, now);
-        }
-    }
-
-    fn check_finished(&mut self) -> Option<Exit> {
-        let both_closed = self.app_in.is_none() && (self.app_out.is_none() || self.machine.at_eof());
-        if both_closed && self.machine.all_acked() {
-            return Some(Exit::Done);
-        }
-        if let Some(t) = self.linger_until {
-            if Instant::now() >= t && self.app_out.is_none() {
-                return Some(Exit::Done);
-            }
-        }
-        None
-    }
-
-    fn stats(&self) -> SessionStats {
-        let paths = self
-            .machine
-            .path_ids()
-            .into_iter()
-            .map(|path| PathReport {
-                path,
-                live: self.machine.is_live(path),
-                stats: self.machine.path_stats(path).unwrap_or_default(),
-            })
-            .collect();
-        SessionStats {
-            session_id: hex(&self.id),
-            mode: self.machine.mode(),
-            delivered: self.machine.delivered(),
-            buffered: self.machine.buffered_bytes(),
-            paths,
-        }
-    }
-
-    /// Tells the peer, on every path still open, that the session is over.
-    fn send_close(&mut self, err: &SessionError) {
-        let code = match err {
-            SessionError::Closed => crate::grpc::Code::Ok,
-            SessionError::Mismatch { .. } | SessionError::PeerMismatch(_) => crate::grpc::Code::DataLoss,
-            _ => crate::grpc::Code::Aborted,
-        };
-        let status = resi::Status { code: code as i32, message: err.to_string() };
-        let body = resi::Control { msg: Some(resi::control::Msg::Close(resi::Close { reason: Some(status) })) };
-        let frame = Frame::Control(body.encode_to_vec().into());
-        for conn in self.conns.values_mut() {
-            let mut buf = BytesMut::new();
-            frame.encode(&mut buf);
-            match &mut conn.writer {
-                Writer::Direct(Some(half)) => {
-                    let _ = write_now(half, &buf);
-                }
-                Writer::Direct(None) => {}
-                Writer::Task { tx, .. } => {
-                    let _ = tx.try_send(buf);
-                }
-            }
-        }
-    }
-
-    fn shutdown_paths(&mut self) {
-        let paths: Vec<PathId> = self.conns.keys().copied().collect();
-        for path in paths {
-            self.drop_conn(path);
-        }
-    }
-}
-
-async fn recv_opt(rx: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn reserve_opt(tx: &Option<mpsc::Sender<Bytes>>) -> Option<mpsc::Permit<'_, Bytes>> {
-    match tx {
-        Some(tx) => tx.reserve().await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads a path: whole buffers are decoded into one batch of frames. A
-/// corrupt frame is reported (after the good frames before it) and ends the
-/// reading: on a byte stream nothing after it can be framed with certainty.
-async fn read_path(
-    path: PathId,
-    gen: u64,
-    mut rd: tokio::io::ReadHalf<Box<dyn PathIo>>,
-    mut buf: BytesMut,
-    max_frame: usize,
-    tx: mpsc::Sender<PathMsg>,
-) {
-    let reason = loop {
-        let mut frames = Vec::new();
-        loop {
-            match Frame::decode(&mut buf, max_frame) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    if !frames.is_empty() {
-                        let _ = tx.send(PathMsg::Frames { path, gen, frames }).await;
+                match read {
+                    Read::Pending => break,
+                    Read::Some => busy = true,
+                    Read::Done => {
+                        conn.read_done = true;
+                        busy = true;
+                        break;
                     }
-                    let msg = match e.is_corrupt() {
-                        true => PathMsg::Corrupt { path, gen },
-                        false => PathMsg::Closed { path, gen, reason: format!("bad frame: {e}") },
-                    };
-                    let _ = tx.send(msg).await;
-                    return;
                 }
             }
         }
-        if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
-            return;
+        busy
+    }
+
+    /// Writes what every path has queued until its transport would block.
+    /// Sets `busy` when a path emptied its queue (it may take more now).
+    /// Returns the paths whose transport failed.
+    fn write_all(&mut self, cx: &mut Context<'_>, busy: &mut bool) -> Vec<(PathId, String)> {
+        let mut failures = Vec::new();
+        for (&path, conn) in self.conns.iter_mut() {
+            let had = !conn.idle();
+            if let Err(reason) = write_conn(conn, cx) {
+                failures.push((path, reason));
+                continue;
+            }
+            *busy |= had && conn.idle();
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        failures
+    }
+
+    /// The session is over: publish why (before the application sees the
+    /// stream end), then queue a `Close` on every path still open.
+    fn begin_closing(&mut self, err: SessionError) {
+        {
+            let mut sh = lock(&self.shared);
+            let _ = self.closed.send(Some(err.clone()));
+            sh.ended = Some(err.clone());
+            sh.incoming.clear();
+            sh.wake_app();
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "closed by peer".to_string(),
-            Ok(_) => {}
-            Err(e) => break format!("read failed: {e}"),
+        let close = Frame::Control(control::close(&err));
+        for conn in self.conns.values_mut() {
+            use crate::frame::FrameSink;
+            conn.out.put_frame(&close);
+            if let Transport::Messages { messages, .. } = &mut conn.transport {
+                messages.push_back(conn.out.take_all().freeze());
+            }
+        }
+        let until = Instant::now() + CLOSE_FLUSH;
+        self.sleep.as_mut().reset(until);
+        self.ending = Some((err, until));
+    }
+
+    /// Writes the `Close` frames, then lets go of every path.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<SessionError> {
+        self.conns.retain(|_, conn| write_conn(conn, cx).is_ok() && !conn.idle());
+        let timed_out = self.sleep.as_mut().poll(cx).is_ready();
+        if self.conns.is_empty() || timed_out {
+            self.conns.clear();
+            let (err, _) = self.ending.take().expect("closing");
+            return Poll::Ready(err);
+        }
+        Poll::Pending
+    }
+}
+
+enum Read {
+    /// Nothing more now (the waker is registered).
+    Pending,
+    /// Something was read; there may be more.
+    Some,
+    /// The path will bring nothing more.
+    Done,
+}
+
+/// One read of a byte stream into its buffer, and the frames it completed.
+/// A corrupt frame is reported after the good ones before it and ends the
+/// reading: on a byte stream nothing after it can be framed with certainty.
+fn read_stream(
+    io: &mut Box<dyn PathIo>,
+    buf: &mut BytesMut,
+    max_frame: usize,
+    cx: &mut Context<'_>,
+    path: PathId,
+    inputs: &mut Vec<(PathId, Input)>,
+) -> Read {
+    if let Some(end) = decode_stream(buf, max_frame, path, inputs) {
+        inputs.push((path, end));
+        return Read::Done;
+    }
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+    let n = match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
+        Poll::Pending => return Read::Pending,
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => {
+            inputs.push((path, Input::Closed(format!("read failed: {e}"))));
+            return Read::Done;
         }
     };
-    let _ = tx.send(PathMsg::Closed { path, gen, reason }).await;
-}
-
-/// Writes as much of `buf` as the stream takes without waiting.
-fn write_now(half: &mut StreamWriter, buf: &[u8]) -> io::Result<usize> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut done = 0;
-    while done < buf.len() {
-        match Pin::new(&mut *half).poll_write(&mut cx, &buf[done..]) {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => done += n,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => break,
-        }
+    if n == 0 {
+        inputs.push((path, Input::Closed("closed by peer".into())));
+        return Read::Done;
     }
-    Ok(done)
+    if let Some(end) = decode_stream(buf, max_frame, path, inputs) {
+        inputs.push((path, end));
+        return Read::Done;
+    }
+    Read::Some
 }
 
-/// Finishes writing a batch the socket could not take at once, then hands
-/// the write half back to the session task.
-async fn flush(path: PathId, gen: u64, mut half: StreamWriter, rest: BytesMut, tx: mpsc::Sender<PathMsg>) {
-    match half.write_all(&rest).await {
-        Ok(()) => {
-            let _ = tx.send(PathMsg::Flushed { path, gen, half }).await;
-        }
-        Err(e) => {
-            let _ = tx.send(PathMsg::Closed { path, gen, reason: format!("write failed: {e}") }).await;
+/// Decodes the whole frames in `buf`; returns what ends the reading, if a
+/// frame does.
+fn decode_stream(buf: &mut BytesMut, max_frame: usize, path: PathId, inputs: &mut Vec<(PathId, Input)>) -> Option<Input> {
+    loop {
+        match Frame::decode(buf, max_frame) {
+            Ok(Some(frame)) => inputs.push((path, Input::Frame(frame))),
+            Ok(None) => return None,
+            Err(e) if e.is_corrupt() => return Some(Input::Corrupt),
+            Err(e) => return Some(Input::Closed(format!("bad frame: {e}"))),
         }
     }
 }
 
-/// Reads a message path: each message is decoded whole; a message that is
-/// not a sequence of complete frames is dropped (the next one may be fine).
-/// A corrupt frame is reported; the intact frames before it are kept and
-/// the rest of that message is dropped (its framing is in doubt).
-async fn read_messages(path: PathId, gen: u64, mut rx: mpsc::Receiver<Bytes>, max_frame: usize, tx: mpsc::Sender<PathMsg>) {
-    while let Some(msg) = rx.recv().await {
-        let mut buf = BytesMut::from(&msg[..]);
-        let mut frames = Vec::new();
-        let mut corrupt = false;
-        let complete = loop {
-            match Frame::decode(&mut buf, max_frame) {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break buf.is_empty(),
-                Err(e) => {
-                    corrupt = e.is_corrupt();
-                    break false;
-                }
-            }
-        };
-        if corrupt {
-            if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
-                return;
-            }
-            if tx.send(PathMsg::Corrupt { path, gen }).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        if !complete {
-            tracing::debug!(path, "malformed message dropped");
-            continue;
-        }
-        if !frames.is_empty() && tx.send(PathMsg::Frames { path, gen, frames }).await.is_err() {
-            return;
-        }
-    }
-    let _ = tx.send(PathMsg::Closed { path, gen, reason: "transport closed".into() }).await;
-}
-
-/// Writes a message path: each batch is cut at frame boundaries into
-/// messages of at most `mtu` bytes.
-async fn write_messages(
+/// One message of a message path: decoded whole; a message that is not a
+/// sequence of complete frames is dropped (the next one may be fine). A
+/// corrupt frame is reported; the intact frames before it are kept and the
+/// rest of that message is dropped (its framing is in doubt).
+fn read_message(
+    rx: &mut mpsc::Receiver<Bytes>,
+    max_frame: usize,
+    cx: &mut Context<'_>,
     path: PathId,
-    gen: u64,
-    out: mpsc::Sender<Bytes>,
-    mtu: usize,
-    mut rx: mpsc::Receiver<BytesMut>,
-    tx: mpsc::Sender<PathMsg>,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        while !batch.is_empty() {
-            let cut = frames_within(&batch, mtu);
-            if out.send(batch.split_to(cut).freeze()).await.is_err() {
-                let _ = tx.send(PathMsg::Closed { path, gen, reason: "transport closed".into() }).await;
-                return;
+    inputs: &mut Vec<(PathId, Input)>,
+) -> Read {
+    let msg = match rx.poll_recv(cx) {
+        Poll::Pending => return Read::Pending,
+        Poll::Ready(None) => {
+            inputs.push((path, Input::Closed("transport closed".into())));
+            return Read::Done;
+        }
+        Poll::Ready(Some(msg)) => msg,
+    };
+    let mut buf = BytesMut::from(&msg[..]);
+    let mut frames = Vec::new();
+    let outcome = loop {
+        match Frame::decode(&mut buf, max_frame) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) if buf.is_empty() => break Ok(()),
+            Ok(None) => break Err(false),
+            Err(e) => break Err(e.is_corrupt()),
+        }
+    };
+    match outcome {
+        Err(false) => tracing::debug!(path, "malformed message dropped"),
+        _ => inputs.extend(frames.into_iter().map(|f| (path, Input::Frame(f)))),
+    }
+    if outcome == Err(true) {
+        inputs.push((path, Input::Corrupt));
+    }
+    Read::Some
+}
+
+/// Writes a path's queue until it is empty or the transport would block.
+fn write_conn(conn: &mut Conn, cx: &mut Context<'_>) -> Result<(), String> {
+    match &mut conn.transport {
+        Transport::Stream { io, unflushed, .. } => write_stream(io, &mut conn.out, unflushed, cx),
+        Transport::Messages { tx, messages, .. } => write_messages(tx, messages, cx),
+    }
+}
+
+fn write_stream(io: &mut Box<dyn PathIo>, out: &mut Segments, unflushed: &mut bool, cx: &mut Context<'_>) -> Result<(), String> {
+    while !out.is_empty() {
+        let mut slots = [IoSlice::new(&[]); IOV_MAX];
+        let n = out.io_slices(&mut slots);
+        match Pin::new(&mut *io).poll_write_vectored(cx, &slots[..n]) {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(Ok(0)) => return Err("write failed: the transport took no bytes".into()),
+            Poll::Ready(Ok(k)) => {
+                out.advance(k);
+                *unflushed = true;
+            }
+            Poll::Ready(Err(e)) => return Err(format!("write failed: {e}")),
+        }
+    }
+    if *unflushed {
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(e)) => return Err(format!("write failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn write_messages(tx: &mut PollSender<Bytes>, messages: &mut VecDeque<Bytes>, cx: &mut Context<'_>) -> Result<(), String> {
+    while !messages.is_empty() {
+        match tx.poll_reserve(cx) {
+            Poll::Pending => return Ok(()),
+            Poll::Ready(Err(_)) => return Err("transport closed".into()),
+            Poll::Ready(Ok(())) => {
+                let msg = messages.pop_front().expect("not empty");
+                tx.send_item(msg).map_err(|_| "transport closed".to_string())?;
             }
         }
-        let _ = tx.send(PathMsg::WriteDone { path, gen }).await;
     }
+    Ok(())
 }
 
 /// Length of the longest run of whole frames at the start of `buf` that
@@ -891,48 +781,68 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The session seen as a byte stream (HTTP/2 runs over it).
+/// The session seen as a byte stream (HTTP/2 runs over it). Reads and
+/// writes go straight into the session's machine, under its lock.
 pub struct SessionStream {
-    tx: PollSender<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
-    pending: Bytes,
+    shared: SharedRef,
+    write_closed: bool,
 }
 
 impl AsyncRead for SessionStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pending.is_empty() {
-            match ready!(self.rx.poll_recv(cx)) {
-                Some(data) => self.pending = data,
-                None => return Poll::Ready(Ok(())),
-            }
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
         }
-        let n = self.pending.len().min(buf.remaining());
-        buf.put_slice(&self.pending[..n]);
-        let _ = self.pending.split_to(n);
-        Poll::Ready(Ok(()))
+        let mut sh = lock(&self.shared);
+        if let Some(data) = sh.machine.take_delivered(buf.remaining()) {
+            buf.put_slice(&data);
+            // The peer learns of it (ACK `delivered`), freeing its window.
+            sh.wake_driver();
+            return Poll::Ready(Ok(()));
+        }
+        if sh.machine.at_eof() || sh.ended.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        sh.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl SessionStream {
+    /// Hands up to the send window's room of `bufs` to the machine.
+    fn write_bufs(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let mut sh = lock(&self.shared);
+        if self.write_closed || sh.ended.is_some() || sh.machine.failed().is_some() {
+            return Poll::Ready(Err(broken_pipe()));
+        }
+        let room = sh.machine.send_capacity();
+        if room == 0 {
+            sh.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(total);
+        let mut data = BytesMut::with_capacity(n);
+        for b in bufs {
+            let take = (n - data.len()).min(b.len());
+            data.extend_from_slice(&b[..take]);
+        }
+        sh.machine.push(data.freeze());
+        sh.wake_driver();
+        Poll::Ready(Ok(n))
     }
 }
 
 impl AsyncWrite for SessionStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.tx.poll_reserve(cx)).map_err(|_| broken_pipe())?;
-        self.tx.send_item(Bytes::copy_from_slice(buf)).map_err(|_| broken_pipe())?;
-        Poll::Ready(Ok(buf.len()))
+        self.write_bufs(cx, &[IoSlice::new(buf)])
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        ready!(self.tx.poll_reserve(cx)).map_err(|_| broken_pipe())?;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut joined = BytesMut::with_capacity(total);
-        for b in bufs {
-            joined.extend_from_slice(b);
-        }
-        self.tx.send_item(joined.freeze()).map_err(|_| broken_pipe())?;
-        Poll::Ready(Ok(total))
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.write_bufs(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -944,8 +854,20 @@ impl AsyncWrite for SessionStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.tx.close();
+        self.write_closed = true;
+        let mut sh = lock(&self.shared);
+        sh.machine.shutdown(now());
+        sh.wake_driver();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        let mut sh = lock(&self.shared);
+        sh.machine.shutdown(now());
+        sh.machine.reader_closed();
+        sh.wake_driver();
     }
 }
 

@@ -37,14 +37,32 @@
 //! doing it: [`CORRUPT_LIMIT`] corrupt frames within one dead timeout drop
 //! it. The mismatch logic stays for copies that pass the check but differ
 //! (an altering peer can recompute a CRC).
+//!
+//! # CONTROL and cookies
+//! CONTROL frames are decided here too ([`super::control`]): a dialler's
+//! machine holds its merge cookies and asks for fresh ones before they
+//! reach half their lifetime or when it is short of one per path; an
+//! acceptor's machine answers a request by asking the driver for that many
+//! cookies ([`Machine::poll_cookie_request`]), since only the driver holds
+//! the cookie jar. A `Close` from the peer ends the session after what was
+//! deliverable then has been read.
+//!
+//! # Ending
+//! The session ends normally once the application closed its sending side,
+//! everything sent is acknowledged and the peer's stream has been read to
+//! its end (or the reader is gone), or [`LINGER`] after the application
+//! closed if the peer does not acknowledge; it fails on a strict mismatch,
+//! a resume timeout or the peer's `Close`. [`Machine::poll_end`] says
+//! when, and [`control::close`] what to tell the peer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::control::{self, Received, Wallet};
 use super::{Mode, SessionConfig, SessionError};
-use crate::frame::{Frame, MAX_DATA_PAYLOAD};
+use crate::frame::{Frame, FrameSink, MAX_DATA_PAYLOAD};
 
 /// A path's name within its session (chosen by the dialling side).
 pub type PathId = u32;
@@ -52,6 +70,10 @@ pub type PathId = u32;
 /// Corrupt frames within one dead timeout after which a lossy path is
 /// dropped (a reliable path is dropped at the first).
 pub const CORRUPT_LIMIT: usize = 3;
+
+/// After the application closed its sending side, how long to wait for the
+/// peer's acknowledgements before ending the session anyway (§8.5).
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Something the driver or the application should know about.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,8 +89,6 @@ pub enum Event {
     /// on it. In permissive mode redundancy is silently lost; strict mode
     /// drops such a path instead.
     LatentError { path: PathId, behind: u64 },
-    /// A received CONTROL frame, for the driver.
-    Control(Bytes),
     Failed(SessionError),
 }
 
@@ -273,9 +293,26 @@ pub struct Machine {
     /// Next periodic check of the paths' data progress.
     next_check: Instant,
     failed: Option<SessionError>,
+    /// Once failed: how far the application may still read (what was
+    /// deliverable when the peer said `Close`; nothing more otherwise).
+    drain_end: u64,
+    /// The dialler's merge cookies (None at the acceptor).
+    wallet: Option<Wallet>,
+    /// Acceptor: cookies the peer asked for, to be issued by the driver.
+    cookies_wanted: Option<u32>,
+    linger_until: Option<Instant>,
+    lingered: bool,
+    /// The application will read nothing more.
+    reader_gone: bool,
 }
 
 impl Machine {
+    /// A dialler's machine: holds the merge cookies of an `opened` answer
+    /// (valid for `ttl`) and keeps them fresh.
+    pub fn dialer(cfg: SessionConfig, now: Instant, cookies: Vec<Bytes>, ttl: Duration) -> Machine {
+        Machine { wallet: Some(Wallet::new(cookies, ttl, now)), ..Machine::new(cfg, now) }
+    }
+
     pub fn new(cfg: SessionConfig, now: Instant) -> Machine {
         Machine {
             cfg,
@@ -292,6 +329,12 @@ impl Machine {
             no_path_since: Some(now),
             next_check: now,
             failed: None,
+            drain_end: 0,
+            wallet: None,
+            cookies_wanted: None,
+            linger_until: None,
+            lingered: false,
+            reader_gone: false,
         }
     }
 
@@ -339,6 +382,7 @@ impl Machine {
         self.events.push_back(Event::PathDown { path: id, reason: reason.into() });
         if self.live_count() == 0 {
             self.no_path_since = Some(now);
+            self.check_rejoinable();
         }
         self.settle_disputes();
         self.advance_delivery();
@@ -383,6 +427,47 @@ impl Machine {
     /// FIN.
     pub fn finish(&mut self) {
         self.finished = true;
+    }
+
+    /// The application closed its sending side at `now`: FIN goes out, and
+    /// the session ends at the latest [`LINGER`] later once the reader is
+    /// done too.
+    pub fn shutdown(&mut self, now: Instant) {
+        if !self.finished {
+            self.finish();
+            self.linger_until = Some(now + LINGER);
+        }
+    }
+
+    /// The application will read nothing more (it dropped the stream).
+    pub fn reader_closed(&mut self) {
+        self.reader_gone = true;
+    }
+
+    /// Ends the session here, normally (a local close): nothing more is
+    /// delivered or sent, and no failure is reported.
+    pub fn close(&mut self) {
+        if self.failed.is_none() {
+            self.drain_end = self.delivered;
+            self.failed = Some(SessionError::Closed);
+        }
+    }
+
+    /// Why the session is over, once it is: a failure, or the normal end
+    /// (both directions done, or the linger passed).
+    pub fn poll_end(&mut self, now: Instant) -> Option<SessionError> {
+        if self.failed.is_none() && self.finished {
+            if self.linger_until.is_some_and(|t| now >= t) {
+                // Passed: no longer a deadline to wake up for.
+                self.linger_until = None;
+                self.lingered = true;
+            }
+            let reader_done = self.reader_gone || self.at_eof();
+            if reader_done && (self.all_acked() || self.lingered) {
+                self.close();
+            }
+        }
+        self.failed.clone()
     }
 
     /// Everything sent (and the FIN, if finished) is acknowledged.
@@ -435,7 +520,7 @@ impl Machine {
                 let sent = self.epoch + Duration::from_micros(token);
                 path.stats.rtt = Some(now.saturating_duration_since(sent));
             }
-            Frame::Control(body) => self.events.push_back(Event::Control(body)),
+            Frame::Control(body) => self.on_control(body, now),
             Frame::Hello(_) | Frame::HelloReply(_) => {}
         }
     }
@@ -463,6 +548,20 @@ impl Machine {
         if path.recent_corrupt.len() >= CORRUPT_LIMIT {
             let reason = format!("{CORRUPT_LIMIT} corrupt frames (CRC-32C mismatch) within {dead_timeout:?}");
             self.remove_path(id, reason, now);
+        }
+    }
+
+    fn on_control(&mut self, body: Bytes, now: Instant) {
+        match (control::decode(body), &mut self.wallet) {
+            (Received::CookieRequest(count), None) => self.cookies_wanted = Some(count),
+            (Received::CookieGrant { cookies, ttl }, Some(wallet)) => wallet.replace(cookies, ttl, now),
+            (Received::Close(err), _) => {
+                // What was deliverable is still read; then the session ends.
+                let drain = self.deliverable_end();
+                self.fail(err);
+                self.drain_end = drain;
+            }
+            _ => tracing::debug!("CONTROL message not for this side ignored"),
         }
     }
 
@@ -637,7 +736,7 @@ impl Machine {
     /// Where delivery may go up to now.
     fn deliverable_end(&self) -> u64 {
         if self.failed.is_some() {
-            return self.delivered;
+            return self.drain_end.max(self.delivered);
         }
         let mut end = match self.cfg.mode {
             Mode::Permissive => self.canon.end,
@@ -693,8 +792,8 @@ impl Machine {
     /// Appends to `buf` what path `id` should send now (acks, pongs,
     /// pings, control, data), up to about `budget` bytes. Returns whether
     /// anything was added.
-    pub fn poll_transmit(&mut self, id: PathId, now: Instant, buf: &mut BytesMut, budget: usize) -> bool {
-        let before = buf.len();
+    pub fn poll_transmit(&mut self, id: PathId, now: Instant, buf: &mut impl FrameSink, budget: usize) -> bool {
+        let before = buf.queued();
         let delivered = self.delivered;
         let epoch = self.epoch;
         let acked = self.send.start;
@@ -704,35 +803,35 @@ impl Machine {
         }
         let mut frames = 0u64;
         for token in path.pongs_owed.drain(..) {
-            Frame::Pong(token).encode(buf);
+            buf.put_frame(&Frame::Pong(token));
             frames += 1;
         }
         let ping_due = now >= path.next_ping;
         // Every heartbeat repeats the acknowledgement, so a lost ACK on a
         // lossy path costs at most one heartbeat interval.
         if path.ack_owed || ping_due {
-            Frame::Ack { path_received: path.received, delivered }.encode(buf);
+            buf.put_frame(&Frame::Ack { path_received: path.received, delivered });
             path.ack_owed = false;
             frames += 1;
         }
         if ping_due {
-            Frame::Ping(now.duration_since(epoch).as_micros() as u64).encode(buf);
+            buf.put_frame(&Frame::Ping(now.duration_since(epoch).as_micros() as u64));
             path.next_ping = now + self.cfg.heartbeat_interval;
             frames += 1;
         }
         if let Some(body) = self.control_out.pop_front() {
-            Frame::Control(body).encode(buf);
+            buf.put_frame(&Frame::Control(body));
             frames += 1;
         }
         // Data: from wherever this path is (but never below what the peer
         // already has) to the end of the send buffer.
         let mut pos = path.cursor.max(acked);
         let mut data_bytes = 0u64;
-        while pos < self.send.end && buf.len() - before < budget {
+        while pos < self.send.end && buf.queued() - before < budget {
             let chunk = self.send.slice(pos, MAX_DATA_PAYLOAD).expect("pos within send buffer");
             let next = pos + chunk.len() as u64;
             let fin = self.finished && next == self.send.end;
-            Frame::encode_data(buf, pos, &chunk, fin);
+            buf.put_data(pos, &chunk, fin);
             path.fin_sent |= fin;
             data_bytes += chunk.len() as u64;
             frames += 1;
@@ -740,20 +839,85 @@ impl Machine {
         }
         if self.finished && pos == self.send.end && !path.fin_sent {
             // Nothing left to send but the FIN itself.
-            Frame::encode_data(buf, pos, &[], true);
+            buf.put_data(pos, &Bytes::new(), true);
             path.fin_sent = true;
             frames += 1;
         }
         path.cursor = path.cursor.max(pos);
         path.stats.data_bytes_sent += data_bytes;
         path.stats.frames_sent += frames;
-        path.stats.bytes_sent += (buf.len() - before) as u64;
-        buf.len() > before
+        path.stats.bytes_sent += (buf.queued() - before) as u64;
+        buf.queued() > before
     }
 
     /// Queues a CONTROL frame for the next live path that transmits.
     pub fn queue_control(&mut self, body: Bytes) {
         self.control_out.push_back(body);
+    }
+
+    // ----- cookies -----------------------------------------------------
+
+    /// Acceptor: how many fresh cookies the peer asked for, if it did; the
+    /// driver issues them and hands them to [`Machine::grant_cookies`].
+    pub fn poll_cookie_request(&mut self) -> Option<u32> {
+        self.cookies_wanted.take()
+    }
+
+    /// Acceptor: answers the peer's request with these cookies.
+    pub fn grant_cookies(&mut self, cookies: Vec<Bytes>, ttl: Duration) {
+        self.queue_control(control::cookie_grant(cookies, ttl));
+    }
+
+    /// Dialler: a cookie for a merge attempt (None when it has none now).
+    pub fn take_cookie(&mut self) -> Option<Bytes> {
+        self.wallet.as_mut()?.take()
+    }
+
+    /// Dialler: the attempt never reached the peer; the cookie is kept.
+    pub fn give_back_cookie(&mut self, cookie: Bytes) {
+        if let Some(w) = self.wallet.as_mut() {
+            w.give_back(cookie);
+        }
+    }
+
+    /// Dialler: a merge succeeded and brought `next_cookie`.
+    pub fn cookie_merged(&mut self, next_cookie: Bytes) {
+        if let Some(w) = self.wallet.as_mut() {
+            w.merged(next_cookie);
+        }
+    }
+
+    /// Dialler: the peer refused the cookie (and consumed it).
+    pub fn cookie_spent(&mut self) {
+        if let Some(w) = self.wallet.as_mut() {
+            w.spent();
+        }
+        self.check_rejoinable();
+    }
+
+    /// Dialler: with no cookie left and no live path the session can never
+    /// get a path back, so it ends at once rather than by the resume
+    /// timeout (§8.5), and the gateway opens a new one.
+    fn check_rejoinable(&mut self) {
+        let exhausted = self.wallet.as_ref().is_some_and(Wallet::exhausted);
+        if exhausted && self.live_count() == 0 {
+            self.fail(SessionError::OutOfCookies);
+        }
+    }
+
+    /// Dialler: cookies held now.
+    pub fn cookie_count(&self) -> usize {
+        self.wallet.as_ref().map_or(0, Wallet::len)
+    }
+
+    /// Dialler with a live path: asks for fresh cookies when due.
+    fn refresh_cookies(&mut self, now: Instant) {
+        if self.live_count() == 0 {
+            return;
+        }
+        if let Some(request) = self.wallet.as_mut().and_then(|w| w.poll_request(now)) {
+            self.queue_control(request);
+        }
     }
 
     /// Whether path `id` has anything to send right now.
@@ -773,16 +937,32 @@ impl Machine {
 
     /// When the driver should call [`Machine::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.poll_timeout_with(|_| true)
+    }
+
+    /// Like [`Machine::poll_timeout`], leaving out the heartbeats of paths
+    /// for which `can_send` is false (a path whose transport is still busy
+    /// with earlier frames sends its PING when it can take more, so waking
+    /// up for it before then would be a busy loop).
+    pub fn poll_timeout_with(&self, can_send: impl Fn(PathId) -> bool) -> Option<Instant> {
         if self.failed.is_some() {
             return None;
         }
         let mut next: Option<Instant> = self.no_path_since.map(|t| t + self.cfg.resume_timeout);
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(t) = self.linger_until {
+            earliest(t);
+        }
         if self.live_count() > 0 {
             earliest(self.next_check);
+            if let Some(w) = &self.wallet {
+                earliest(w.refresh_at());
+            }
         }
-        for path in self.paths.values().filter(|p| p.live) {
-            earliest(path.next_ping);
+        for (&id, path) in self.paths.iter().filter(|(_, p)| p.live) {
+            if can_send(id) {
+                earliest(path.next_ping);
+            }
             earliest(path.last_recv + self.cfg.dead_timeout);
             if !path.reliable && path.cursor > path.peer_received.max(self.send.start) {
                 earliest(path.last_progress + self.rto(path));
@@ -812,6 +992,7 @@ impl Machine {
         for id in silent {
             self.remove_path(id, format!("nothing received for {dead_timeout:?}"), now);
         }
+        self.refresh_cookies(now);
         if now >= self.next_check {
             self.next_check = now + self.cfg.heartbeat_interval;
             self.check_data_progress(now);
@@ -884,6 +1065,7 @@ impl Machine {
     /// Ends the session with an error (reported once as an event).
     pub fn fail(&mut self, err: SessionError) {
         if self.failed.is_none() {
+            self.drain_end = self.delivered;
             self.failed = Some(err.clone());
             self.events.push_back(Event::Failed(err));
         }

@@ -6,9 +6,12 @@
 //!   buffer (strict/permissive delivery), heartbeats and the live-path set.
 //!   It never touches a socket or reads a clock: the caller feeds it frames
 //!   and the current time and asks it what to send and deliver.
-//! - [`driver`]: runs one machine on tokio: a task per session (not per
-//!   frame), a reader and a writer task per path, and [`SessionStream`], the
-//!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over.
+//! - [`control`]: CONTROL messages and the dialler's merge cookies (the
+//!   machine's cookie policy).
+//! - [`driver`]: runs one machine on tokio: one future per session that
+//!   owns every path's transport, and [`SessionStream`], the
+//!   `AsyncRead + AsyncWrite` face that HTTP/2 runs over, reading and
+//!   writing the machine under the session's one lock.
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
 //! - [`admission`]: what unauthenticated Opens may cost the accepting side.
 //! - [`client`]: the dialling side: open, merge every path, redial.
@@ -17,6 +20,7 @@
 
 pub mod admission;
 pub mod client;
+pub mod control;
 pub mod driver;
 pub mod machine;
 pub mod paths;
@@ -123,6 +127,10 @@ pub enum SessionError {
     PeerMismatch(String),
     #[error("session closed locally")]
     Closed,
+    /// The dialler has no merge cookie left (and no attempt out that could
+    /// bring one) while no path is live: it can never rejoin (§8.5).
+    #[error("no merge cookie left and no live path: the session cannot be rejoined")]
+    OutOfCookies,
     #[error("could not reach any path: {0}")]
     Unreachable(String),
     #[error("protocol error: {0}")]

@@ -23,13 +23,22 @@ use tokio::sync::mpsc;
 
 use super::admission::{Entry, Table};
 pub use super::admission::OpenLimits;
-use super::driver::{self, PathIo, Role, StreamPath};
+use super::driver::{self, Role};
 use super::{Mode, SessionConfig, SessionHandle, SessionStream};
 use crate::cookie::{new_session_id, CookieJar, SessionId};
 use crate::grpc::{Code, Status};
-use crate::path::tcp;
+use crate::path::{HelloAcceptor, PathIo, PathSink};
 use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 use crate::tls::{binding_matches, CertFingerprint, ChannelBinding};
+
+/// The registry as the path layer sees it: what decides on HELLOs.
+impl HelloAcceptor for Arc<SessionRegistry> {
+    fn accept_hello(&self, hello: Bytes, channel: &ChannelBinding, peer: Option<IpAddr>) -> (Bytes, Option<PathSink>) {
+        let (reply, joined) = self.answer_hello(hello, channel, peer);
+        let sink = joined.map(|(path, handle)| Box::new(move |conn| handle.add_path(path, conn, None)) as PathSink);
+        (reply, sink)
+    }
+}
 
 /// Protocol version spoken here.
 pub const VERSION: u32 = 1;
@@ -209,28 +218,13 @@ impl SessionRegistry {
     /// names it in logs, `peer_ip` is its address for the Open limits.
     pub async fn accept_path<S: PathIo>(
         self: &Arc<Self>,
-        mut stream: S,
+        stream: S,
         peer: &str,
         peer_ip: Option<IpAddr>,
         channel: ChannelBinding,
         handshake_timeout: Duration,
     ) {
-        let (read_buf, hello) = match tcp::accept(&mut stream, handshake_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "path handshake failed");
-                return;
-            }
-        };
-        let (reply, joined) = self.answer_hello(hello, &channel, peer_ip);
-        if let Err(e) = tcp::reply(&mut stream, reply).await {
-            tracing::info!(%peer, error = %e, "path handshake reply failed");
-            return;
-        }
-        if let Some((path, handle)) = joined {
-            let conn = StreamPath { io: Box::new(stream), read_buf, reliable: true };
-            handle.add_path(path, conn, None);
-        }
+        crate::path::accept_stream(self, stream, peer, peer_ip, channel, handshake_timeout).await
     }
 
     /// Answers a HELLO that arrived on any transport: the HELLO_REPLY body
@@ -364,7 +358,14 @@ mod tests {
 
     fn registry(limits: OpenLimits) -> Arc<SessionRegistry> {
         let (registry, mut rx) = SessionRegistry::with_limits(SessionConfig::default(), limits);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        // The streams are kept open, as a gateway serving them does: a
+        // session whose application dropped its stream ends.
+        tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Some(stream) = rx.recv().await {
+                streams.push(stream);
+            }
+        });
         registry
     }
 

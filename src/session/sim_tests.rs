@@ -57,6 +57,11 @@ struct Sim {
     data_only_loss: bool,
     /// Reopen a closed link after this long (the dialler's redial).
     auto_redial: Option<Duration>,
+    /// Whether an acceptor answers the cookie requests it gets (as its
+    /// driver does, from a counter instead of a cookie jar).
+    grant_cookies: bool,
+    cookie_requests: u32,
+    cookies_issued: u64,
 }
 
 fn cfg(mode: Mode) -> SessionConfig {
@@ -88,6 +93,9 @@ impl Sim {
             max_buffered: 0,
             data_only_loss: false,
             auto_redial: None,
+            grant_cookies: true,
+            cookie_requests: 0,
+            cookies_issued: 0,
         };
         for (i, spec) in specs.into_iter().enumerate() {
             for dir in 0..2 {
@@ -143,6 +151,15 @@ impl Sim {
             }
             if side.m.poll_timeout().is_some_and(|t| t <= now) {
                 side.m.handle_timeout(now);
+            }
+            if let Some(count) = side.m.poll_cookie_request() {
+                self.cookie_requests += 1;
+                if self.grant_cookies {
+                    let first = self.cookies_issued;
+                    self.cookies_issued += count as u64;
+                    let cookies = (first..self.cookies_issued).map(|k| Bytes::from(format!("granted-{k}"))).collect();
+                    side.m.grant_cookies(cookies, Duration::from_secs(2));
+                }
             }
             self.max_buffered = self.max_buffered.max(side.m.buffered_bytes());
             while let Some(ev) = self.sides[s].m.poll_event() {
@@ -249,6 +266,18 @@ impl Sim {
             let reliable = link.spec.reliable;
             self.sides[dir].m.add_path(p as u32, reliable, now);
         }
+    }
+
+    /// Makes side 0 the dialler, holding `cookies` valid for `ttl`.
+    fn with_dialer(mut self, cookies: &[&'static str], ttl: Duration) -> Sim {
+        let cookies = cookies.iter().map(|c| Bytes::from_static(c.as_bytes())).collect();
+        let mode = self.sides[0].m.mode();
+        let mut m = Machine::dialer(cfg(mode), self.now, cookies, ttl);
+        for (p, link) in self.links[0].iter().enumerate() {
+            m.add_path(p as u32, link.spec.reliable, self.now);
+        }
+        self.sides[0].m = m;
+        self
     }
 
     fn run_for(&mut self, ms: u64) {
@@ -568,4 +597,222 @@ fn a_single_tcp_path_with_bit_flips_delivers_exactly_after_readmissions() {
     sim.run_until_done(60_000);
     sim.check_exact();
     assert!(corruption_seen(&sim, 0).0 > 0);
+}
+
+// ----- CONTROL and cookies ---------------------------------------------
+
+fn dialler_with_two_cookies(ttl_ms: u64) -> Sim {
+    Sim::new(Mode::Strict, vec![tcp(5), tcp(5)], 80).with_dialer(&["c0", "c1"], Duration::from_millis(ttl_ms))
+}
+
+#[test]
+fn a_dialler_refreshes_its_cookies_before_half_their_lifetime_and_the_grant_replaces_them() {
+    let mut sim = dialler_with_two_cookies(2000);
+    sim.run_for(900);
+    assert_eq!((sim.cookie_requests, sim.sides[0].m.cookie_count()), (0, 2), "no request before half the lifetime");
+    sim.run_for(200);
+    assert_eq!(sim.cookie_requests, 1, "one request once half the lifetime passed");
+    assert_eq!(sim.cookies_issued, 2, "the acceptor grants one cookie per path");
+    // The grant replaced the whole set: the old cookies are gone.
+    let held: Vec<Bytes> = std::iter::from_fn(|| sim.sides[0].m.take_cookie()).collect();
+    assert_eq!(held, vec![Bytes::from("granted-0"), Bytes::from("granted-1")]);
+    for c in held {
+        sim.sides[0].m.give_back_cookie(c);
+    }
+    // The fresh set is good for another half lifetime (2 s here).
+    sim.run_for(800);
+    assert_eq!(sim.cookie_requests, 1, "no request while the fresh set is young");
+    assert!(sim.failed(0).is_none() && sim.failed(1).is_none());
+}
+
+#[test]
+fn a_dialler_short_of_cookies_asks_at_once_and_repeats_an_unanswered_request_every_two_seconds() {
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.grant_cookies = false;
+    sim.run_for(100);
+    assert_eq!(sim.cookie_requests, 0);
+    let spent = sim.sides[0].m.take_cookie().expect("a cookie");
+    assert_eq!(spent, Bytes::from("c0"));
+    sim.sides[0].m.cookie_spent();
+    sim.run_for(20);
+    assert_eq!(sim.cookie_requests, 1, "a dialler short of one cookie per path asks at once");
+    sim.run_for(1900);
+    assert_eq!(sim.cookie_requests, 1, "not again within two seconds");
+    sim.run_for(200);
+    assert_eq!(sim.cookie_requests, 2, "an unanswered request is repeated");
+    sim.grant_cookies = true;
+    sim.run_for(2100);
+    assert_eq!(sim.cookie_requests, 3);
+    assert_eq!(sim.sides[0].m.cookie_count(), 2, "the grant restored one cookie per path");
+}
+
+#[test]
+fn a_dialler_with_no_live_path_asks_for_nothing_until_a_path_returns() {
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.run_for(50);
+    sim.close_link(0, "cut");
+    sim.close_link(1, "cut");
+    let _ = sim.sides[0].m.take_cookie();
+    sim.sides[0].m.cookie_spent();
+    sim.run_for(1000);
+    assert_eq!(sim.cookie_requests, 0, "a request needs a live path to go on");
+    sim.reopen_link(1);
+    sim.run_for(50);
+    assert_eq!(sim.cookie_requests, 1, "asked as soon as a path is live");
+    assert_eq!(sim.sides[0].m.cookie_count(), 2);
+}
+
+#[test]
+fn cookie_messages_for_the_other_side_and_undecodable_control_bodies_are_ignored() {
+    let now = Instant::now();
+    let mut acceptor = Machine::new(cfg(Mode::Strict), now);
+    let mut dialler = Machine::dialer(cfg(Mode::Strict), now, vec![Bytes::from("c")], Duration::from_secs(60));
+    for m in [&mut acceptor, &mut dialler] {
+        m.add_path(0, true, now);
+        m.on_frame(0, Frame::Control(Bytes::from_static(b"\xff\xff not protobuf")), now);
+    }
+    acceptor.on_frame(0, Frame::Control(control::cookie_grant(vec![Bytes::from("x")], Duration::from_secs(1))), now);
+    dialler.on_frame(0, Frame::Control(control::cookie_request(4)), now);
+    assert_eq!(acceptor.take_cookie(), None, "an acceptor holds no cookies");
+    assert_eq!(dialler.poll_cookie_request(), None, "a dialler issues no cookies");
+    assert_eq!(dialler.take_cookie(), Some(Bytes::from("c")), "the dialler's set is unchanged");
+    for m in [&mut acceptor, &mut dialler] {
+        assert!(m.failed().is_none());
+        assert!(std::iter::from_fn(|| m.poll_event()).all(|e| matches!(e, Event::PathUp { .. })));
+    }
+    // A request is clamped to 1..=16.
+    acceptor.on_frame(0, Frame::Control(control::cookie_request(99)), now);
+    assert_eq!(acceptor.poll_cookie_request(), Some(16));
+    acceptor.on_frame(0, Frame::Control(control::cookie_request(0)), now);
+    assert_eq!(acceptor.poll_cookie_request(), Some(1));
+}
+
+/// Two machines joined by one in-order path that only moves when pumped.
+fn pair(now: Instant) -> (Machine, Machine) {
+    let (mut a, mut b) = (Machine::new(cfg(Mode::Strict), now), Machine::new(cfg(Mode::Strict), now));
+    a.add_path(0, true, now);
+    b.add_path(0, true, now);
+    (a, b)
+}
+
+fn pump(from: &mut Machine, to: &mut Machine, now: Instant) {
+    let mut buf = BytesMut::new();
+    while from.poll_transmit(0, now, &mut buf, 1 << 20) {}
+    while let Some(frame) = Frame::decode(&mut buf, 1 << 20).unwrap() {
+        to.on_frame(0, frame, now);
+    }
+}
+
+#[test]
+fn a_close_from_the_peer_ends_the_session_after_what_was_deliverable_then() {
+    let now = Instant::now();
+    for (why, want) in [
+        (SessionError::Closed, SessionError::PeerClosed("session closed locally".into())),
+        (SessionError::Mismatch { offset: 3 }, SessionError::PeerMismatch(SessionError::Mismatch { offset: 3 }.to_string())),
+    ] {
+        let (mut a, mut b) = pair(now);
+        a.push(Bytes::from_static(b"before the close"));
+        pump(&mut a, &mut b, now);
+        b.on_frame(0, Frame::Control(control::close(&why)), now);
+        assert_eq!(b.failed(), Some(&want));
+        assert_eq!(b.poll_end(now), Some(want.clone()));
+        assert_eq!(b.take_delivered(usize::MAX), Some(Bytes::from_static(b"before the close")), "what was deliverable is read");
+        assert_eq!(b.take_delivered(usize::MAX), None);
+        assert_eq!(b.send_capacity(), 0, "nothing more is accepted");
+        assert!(!b.wants_transmit(0, now), "nothing more is sent");
+        assert_eq!(want.is_data_loss(), matches!(why, SessionError::Mismatch { .. }));
+    }
+    // The Close codes: 0 for a normal end, DATA_LOSS, ABORTED otherwise.
+    let code = |e: &SessionError| {
+        use prost::Message;
+        let msg = crate::proto::resi::Control::decode(control::close(e)).unwrap().msg;
+        match msg {
+            Some(crate::proto::resi::control::Msg::Close(c)) => crate::grpc::Code::from_i32(c.reason.unwrap().code),
+            other => panic!("not a Close: {other:?}"),
+        }
+    };
+    use crate::grpc::Code;
+    assert_eq!(code(&SessionError::Closed), Code::Ok);
+    assert_eq!(code(&SessionError::Mismatch { offset: 1 }), Code::DataLoss);
+    assert_eq!(code(&SessionError::PeerMismatch("x".into())), Code::DataLoss);
+    assert_eq!(code(&SessionError::ResumeTimeout(Duration::from_secs(1))), Code::Aborted);
+}
+
+#[test]
+fn a_session_ends_normally_once_both_directions_are_done_or_the_linger_passed() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    a.push(Bytes::from_static(b"request"));
+    a.shutdown(now);
+    assert_eq!(a.poll_end(now), None, "not before the peer acknowledged and finished");
+    pump(&mut a, &mut b, now);
+    assert_eq!(b.take_delivered(usize::MAX), Some(Bytes::from_static(b"request")));
+    assert!(b.at_eof());
+    b.push(Bytes::from_static(b"answer"));
+    b.shutdown(now);
+    pump(&mut b, &mut a, now);
+    pump(&mut a, &mut b, now);
+    assert_eq!(a.take_delivered(usize::MAX), Some(Bytes::from_static(b"answer")));
+    assert_eq!(a.poll_end(now), Some(SessionError::Closed), "FIN sent and acknowledged, FIN received and read");
+    assert_eq!(b.poll_end(now), None, "the peer has not yet acknowledged the answer");
+    // The ending side's driver sends a Close with code 0: that ends the peer.
+    b.on_frame(0, Frame::Control(control::close(&SessionError::Closed)), now);
+    assert_eq!(b.poll_end(now), Some(SessionError::PeerClosed(SessionError::Closed.to_string())));
+    assert!(std::iter::from_fn(|| a.poll_event()).all(|e| !matches!(e, Event::Failed(_))), "a normal end is no failure");
+
+    // A peer that never acknowledges: the linger ends it.
+    let (mut a, _b) = pair(now);
+    a.push(Bytes::from_static(b"unheard"));
+    a.shutdown(now);
+    a.reader_closed();
+    assert_eq!(a.poll_timeout().map(|t| t <= now + LINGER), Some(true), "the linger is a deadline");
+    assert_eq!(a.poll_end(now + LINGER - Duration::from_millis(1)), None);
+    assert_eq!(a.poll_end(now + LINGER), Some(SessionError::Closed));
+
+    // The linger passed while the application still reads: the session
+    // ends when it is done reading, and the passed linger is no deadline.
+    let (mut a, mut b) = pair(now);
+    b.push(Bytes::from_static(b"more to read"));
+    b.shutdown(now);
+    pump(&mut b, &mut a, now);
+    a.push(Bytes::from_static(b"unheard"));
+    a.shutdown(now);
+    let later = now + LINGER;
+    assert_eq!(a.poll_end(later), None, "the application has not read the peer's stream");
+    assert_eq!(a.linger_until, None, "a passed linger is no deadline");
+    assert_eq!(a.take_delivered(usize::MAX), Some(Bytes::from_static(b"more to read")));
+    assert_eq!(a.poll_end(later), Some(SessionError::Closed));
+}
+
+#[test]
+fn a_dialler_out_of_cookies_with_no_live_path_ends_the_session_at_once() {
+    // The acceptor restarted: every path is gone and every cookie refused.
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.run_for(50);
+    sim.close_link(0, "reset");
+    sim.close_link(1, "reset");
+    let a = &mut sim.sides[0].m;
+    let first = a.take_cookie().expect("a cookie");
+    a.give_back_cookie(first); // the dial never reached the peer
+    let (c0, c1) = (a.take_cookie().unwrap(), a.take_cookie().unwrap());
+    a.cookie_spent();
+    assert!(a.failed().is_none(), "another attempt is still out and may bring a cookie back");
+    drop((c0, c1));
+    a.cookie_spent();
+    assert_eq!(a.failed(), Some(&SessionError::OutOfCookies), "ends at once, not after the resume timeout");
+    assert_eq!(a.poll_end(sim.now), Some(SessionError::OutOfCookies));
+
+    // With a live path the same dialler just asks for fresh cookies.
+    let mut sim = dialler_with_two_cookies(60_000);
+    sim.grant_cookies = false;
+    sim.run_for(50);
+    sim.close_link(0, "reset");
+    for _ in 0..2 {
+        let _ = sim.sides[0].m.take_cookie().unwrap();
+        sim.sides[0].m.cookie_spent();
+    }
+    assert!(sim.failed(0).is_none(), "a live path can still bring cookies");
+    // Losing that path too, with the wallet empty, ends it.
+    sim.close_link(1, "reset");
+    assert_eq!(sim.failed(0), Some(&SessionError::OutOfCookies));
 }
