@@ -479,9 +479,9 @@ class ProcFixture:
     fixed ports, so either can be killed and restarted on the same ports);
     the callers use plain gRPC to the client gateway (``resi.Client.connect``)."""
 
-    def __init__(self, node: CountingNode, mode: str, workdir: Path, clients: int = 4) -> None:
+    def __init__(self, node: CountingNode, mode: str, workdir: Path, clients: int = 4, paths: int = 2) -> None:
         self.node, self.mode, self.workdir, self.n_clients = node, mode, workdir, clients
-        self.end_ports = [_free_port(), _free_port()]
+        self.end_ports = [_free_port() for _ in range(paths)]
         self.client_port = _free_port()
         timers = "\n".join(f"{''.join(w.capitalize() for w in k.split('_'))} = \"{v}\"" for k, v in FAST_TIMERS.items())
         common = f'[Resi]\nMode = "{mode}"\nShutdownGrace = "1s"\n{timers}\n'
@@ -503,7 +503,7 @@ class ProcFixture:
 
     def _start(self, which: str) -> None:
         self.procs[which] = Proc(self.configs[which])
-        self.procs[which].wait_listening(2 if which == "end" else 1)
+        self.procs[which].wait_listening(len(self.end_ports) if which == "end" else 1)
 
     def restart(self, which: str) -> None:
         """``kill -9`` of one gateway, then the same config on the same ports."""
@@ -621,15 +621,16 @@ class SoakResult:
 async def run_soak(minutes: float, clients: int, mode: str = "strict", progress: Any = None) -> SoakResult:
     """``clients`` concurrent callers (asyncio tasks over 8 plain gRPC
     connections) to a client gateway process joined to an end gateway
-    process by two TCP paths through fault relays that flap in turn (never
-    both down), for ``minutes``; reports the gateways' peak RSS and RSS
-    after the calls."""
+    process by three TCP paths through fault relays that flap in turn (one
+    path down for 1.5 s, black-holed or killed, then 1.5 s all up: never all
+    down), for ``minutes``; reports the gateways' peak RSS and RSS after
+    the calls."""
     node = CountingNode()
     node.start()
     res = SoakResult(minutes=minutes, clients=clients, row=Row(cell="soak", mode=mode))
     try:
         with tempfile.TemporaryDirectory(prefix="resi-soak-") as tmp:
-            fx = ProcFixture(node, mode, Path(tmp), clients=8)
+            fx = ProcFixture(node, mode, Path(tmp), clients=8, paths=3)
             # The client gateway dials the end through relays (its ports are fixed).
             relays = [FaultRelay(f"127.0.0.1:{p}") for p in fx.end_ports]
             try:
@@ -644,15 +645,17 @@ async def run_soak(minutes: float, clients: int, mode: str = "strict", progress:
                     runner = asyncio.ensure_future(load.run(fx.caller))
                     end_at = started + minutes * 60
                     k = 0
-                    while time.monotonic() < end_at:
-                        await asyncio.sleep(min(2.0, max(0.0, end_at - time.monotonic())))
-                        for r in relays:
-                            r.heal()
-                        if time.monotonic() < end_at - 3:
-                            relays[k % 2].blackhole() if k % 4 < 2 else relays[k % 2].kill()
+                    while time.monotonic() < end_at - 3:
+                        r = relays[k % len(relays)]
+                        r.blackhole() if k % 2 == 0 else r.kill()
+                        await asyncio.sleep(1.5)
+                        r.heal()
+                        await asyncio.sleep(1.5)
                         k += 1
                         if progress is not None:
-                            print(f"soak: {time.monotonic() - started:.0f}s {load.done} calls {dict(load.row_counts)}", file=progress, flush=True)
+                            line = f"soak: {time.monotonic() - started:.0f}s {load.done} calls {dict(load.row_counts)} {load.first_error}"
+                            print(line, file=progress, flush=True)
+                    await asyncio.sleep(max(0.0, end_at - time.monotonic()))
                     for r in relays:
                         r.heal()
                     load.stop = True
