@@ -686,8 +686,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     g.add_argument("--short", action="store_true", help="a few hundred calls per cell, a subset of cells (default)")
     g.add_argument("--long", action="store_true", help="thousands of calls per cell, every cell")
     g.add_argument("--soak", action="store_true", help="1,000 concurrent callers under flapping for --minutes")
-    p.add_argument("--cells", help="comma-separated cells (default: per mode): " + ",".join(CELLS))
-    p.add_argument("--modes", default="strict,permissive")
+    p.add_argument("--cells", help="comma-separated cells (default: the short set; every cell with --long): " + ",".join(CELLS))
+    p.add_argument("--modes", default="strict,permissive", help="comma-separated modes: strict, permissive")
     p.add_argument("--calls", type=int, help="calls per cell (short 300, long 3000)")
     p.add_argument("--seconds", type=float, help="minimum seconds of load per cell, the fault schedule (short 3, long 10)")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent callers per cell")
@@ -695,9 +695,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--clients", type=int, default=1000, help="soak callers")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     a = p.parse_args(argv)
+    modes = a.modes.split(",")
+    if not modes or any(m not in ("strict", "permissive") for m in modes):
+        p.error(f"--modes: expected strict and/or permissive, got {a.modes!r}")
     if a.soak:
         _quiet_logs()
-        res = asyncio.run(run_soak(a.minutes, a.clients, a.modes.split(",")[0], progress=sys.stderr))
+        res = asyncio.run(run_soak(a.minutes, a.clients, modes[0], progress=sys.stderr))
         print(json.dumps({**asdict(res), "passed": res.passed}, indent=2))
         return 0 if res.passed else 1
     cells = a.cells.split(",") if a.cells else (list(CELLS) if a.long else SHORT_CELLS)
@@ -708,7 +711,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     seconds = a.seconds if a.seconds is not None else (10.0 if a.long else 3.0)
     limit = 300.0 if a.long else 60.0
     _quiet_logs()
-    rows = asyncio.run(run_matrix(cells, a.modes.split(","), calls, a.concurrency, limit, seconds, progress=sys.stderr))
+    rows = asyncio.run(run_matrix(cells, modes, calls, a.concurrency, limit, seconds, progress=sys.stderr))
     if a.json:
         print(json.dumps([{**asdict(r), "passed": r.passed} for r in rows], indent=2))
     else:
