@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from typing import AsyncIterator, Iterator
 import faulthandler
 
 import pytest
+
+from resi import testing
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -83,18 +84,11 @@ LISTENING = re.compile(r"^resi: listening on (\S+)\s*$")
 
 
 def resi_command() -> str:
-    """The installed ``resi`` command: ``$RESI_BIN``, else the one next to this
-    interpreter (a venv not on PATH), else the one on PATH."""
-    env = os.environ.get("RESI_BIN")
-    if env:
-        return env
-    beside = Path(sys.executable).parent / "resi"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("resi")
-    if not found:
-        pytest.fail("the `resi` command is not installed: run `pip install .` first")
-    return found
+    """The installed ``resi`` command (``resi.testing.resi_command``)."""
+    try:
+        return testing.resi_command()
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def run_resi(*args: str, timeout: float = 30, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -11,11 +11,15 @@ a peer that is not resi.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Protocol
 
 from . import Client, FaultRelay, Gateway
@@ -293,3 +297,19 @@ async def start_pair(upstream: str, *, mode: str = "strict", paths: int = 2, **r
             r.close()
         raise
     return Pair(end=end, client=client, relays=relays, upstream=upstream, mode=mode)
+
+
+def resi_command() -> str:
+    """The ``resi`` command to start gateway processes with: ``$RESI_BIN``,
+    else the one beside this interpreter (a venv not on PATH), else the one
+    on PATH; :class:`RuntimeError` if there is none."""
+    env = os.environ.get("RESI_BIN")
+    if env:
+        return env
+    beside = Path(sys.executable).parent / "resi"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("resi")
+    if not found:
+        raise RuntimeError("the `resi` command is not installed: run `pip install .` first")
+    return found
