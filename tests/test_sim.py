@@ -586,7 +586,17 @@ async def test_facility_pushes_offer_statuses_to_the_exchange():
         rnd = await ex.run_offer_round(fac, sim.price_map(price="0.30", duration=0.3), when=t0 + 0.2)
         no = await ex.run_offer_round(fac, sim.price_map(price="0.01"))
         deadline = time.monotonic() + 5
-        while len(ex.offers[rnd.offer_id].statuses) < 3 and time.monotonic() < deadline:
+        # Each report is a call of its own, recorded at the facility when
+        # its answer is back: wait for every record (a loaded machine may
+        # finish them in any order).
+        def done() -> bool:
+            return (
+                len(ex.offers[rnd.offer_id].statuses) == 3
+                and len(fac.offers[rnd.offer_id].reported) == 3
+                and bool(ex.offers[no.offer_id].statuses)
+            )
+
+        while not done() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert ex.offers[rnd.offer_id].statuses == ["ACCEPTED", "EXECUTING", "COMPLETED"]
         assert time.time() - t0 >= 0.5  # COMPLETED came at the end, not before
