@@ -50,6 +50,12 @@ struct Args {
     /// Idle sessions opened for the memory figure.
     #[arg(long, default_value_t = 200)]
     sessions: usize,
+    /// Run one workload over one setup only, for `--secs` seconds, and print
+    /// its figure: for a profiler (docs/performance.md, "Profiling").
+    /// SETUP is direct, hops, pair or HOST:PORT (anything in front of an
+    /// echo node, e.g. one from --serve); WORKLOAD is c1, c64, large or stream.
+    #[arg(long, num_args = 2, value_names = ["SETUP", "WORKLOAD"])]
+    profile: Option<Vec<String>>,
     /// Only start the tonic node, print its address, run until stdin closes.
     #[arg(long)]
     serve: bool,
@@ -97,6 +103,17 @@ fn main() {
         sessions: args.sessions.max(1),
     };
     eprintln!("machine: {}", machine());
+    if let Some(p) = &args.profile {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+        match rt.block_on(bench::profile(&opts, &p[0], &p[1])) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("profile run failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(bench::run(&opts, |line| eprintln!("{line}"))) {
         Ok(report) => println!("{}", bench::table(&report)),

@@ -151,6 +151,49 @@ async fn figures(c: &Client, secs: f64) -> Result<Figures, String> {
     })
 }
 
+/// One workload over one setup for `opts.secs`: what a profiler watches.
+pub async fn profile(opts: &Opts, setup: &str, workload: &str) -> Result<String, String> {
+    let server = start_echo().await;
+    let mut keep = None;
+    let addr = match setup {
+        "direct" => server.addr,
+        "hops" => {
+            let hops = match &opts.haproxy {
+                Some(path) => hops::haproxy(path, server.addr).await?,
+                None => hops::tokio_relays(server.addr).await,
+            };
+            let addr = hops.addr;
+            keep = Some((Some(hops), vec![]));
+            addr
+        }
+        "pair" => {
+            let (end, client) = tcp_pair(server.addr, Mode::Permissive, None).await?;
+            let addr = client.local_addrs()[0];
+            keep = Some((None, vec![end, client]));
+            addr
+        }
+        other => match other.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => return Err(format!("unknown setup {other:?} (direct, hops, pair or an address)")),
+        },
+    };
+    let c = echo_client(addr).await;
+    let secs = opts.secs;
+    let line = match workload {
+        "c1" => {
+            let l = workload::latency(&c, secs).await?;
+            format!("{setup} c1: p50 {:.0} µs, p99 {:.0} µs", l.p50_us, l.p99_us)
+        }
+        "c64" => format!("{setup} c64: {:.0} calls/s", workload::calls_per_s(&c, secs, 64, SMALL).await?),
+        "large" => format!("{setup} 16 KiB c16: {:.0} calls/s", workload::calls_per_s(&c, secs, 16, LARGE).await?),
+        "stream" => format!("{setup} stream: {:.0} MB/s", workload::stream_mb_s(&c, secs).await?),
+        other => return Err(format!("unknown workload {other:?} (c1, c64, large or stream)")),
+    };
+    drop(keep);
+    server.stop().await;
+    Ok(line)
+}
+
 /// One killed path: a fresh permissive pair, its first path through a
 /// relay that is killed halfway (8 callers).
 async fn killed_path(server: SocketAddr, secs: f64) -> Result<Cut, String> {

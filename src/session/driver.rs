@@ -488,8 +488,8 @@ impl Driver {
     /// Logs and publishes the machine's events; a path the machine let go
     /// of loses its connection.
     fn handle_events(&mut self, machine: &mut Machine) {
-        let session = hex(&self.id);
         while let Some(event) = machine.poll_event() {
+            let session = hex(&self.id);
             match &event {
                 Event::PathDown { path, reason } => {
                     tracing::info!(%session, path, %reason, "path down");

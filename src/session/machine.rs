@@ -71,6 +71,12 @@ pub type PathId = u32;
 /// dropped (a reliable path is dropped at the first).
 pub const CORRUPT_LIMIT: usize = 3;
 
+/// How long an owed ACK may wait for the path's next DATA (or PING, PONG,
+/// CONTROL) to ride with (R-6-6). Request and answer then carry each
+/// other's acknowledgements: a call costs no ACK of its own, and the ACK
+/// never goes out ahead of the data the application is about to send.
+pub const ACK_DELAY: Duration = Duration::from_millis(1);
+
 /// After the application closed its sending side, how long to wait for the
 /// peer's acknowledgements before ending the session anyway (§8.5).
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -302,6 +308,8 @@ pub struct Machine {
     cookies_wanted: Option<u32>,
     linger_until: Option<Instant>,
     lingered: bool,
+    /// When owed ACKs go out even with nothing to ride with (None: at once).
+    ack_deadline: Option<Instant>,
     /// The application will read nothing more.
     reader_gone: bool,
 }
@@ -328,6 +336,7 @@ impl Machine {
             events: VecDeque::new(),
             no_path_since: Some(now),
             next_check: now,
+            ack_deadline: None,
             failed: None,
             drain_end: 0,
             wallet: None,
@@ -590,6 +599,8 @@ impl Machine {
         if fin && self.fin_at.is_none() {
             self.fin_at = Some(end);
         }
+        // Whatever this frame makes us owe may wait a little for company.
+        self.ack_deadline.get_or_insert(now + ACK_DELAY);
         let window = self.cfg.send_window as u64;
         let path = self.paths.get_mut(&id).expect("checked by caller");
         if end <= path.received {
@@ -805,19 +816,22 @@ impl Machine {
         let delivered = self.delivered;
         let epoch = self.epoch;
         let acked = self.send.start;
+        let ack_ready = self.ack_ready(now);
         let Some(path) = self.paths.get_mut(&id) else { return false };
         if !path.live || self.failed.is_some() {
             return false;
         }
         let mut frames = 0u64;
+        let ping_due = now >= path.next_ping;
+        let has_data = path.cursor.max(acked) < self.send.end || (self.finished && !path.fin_sent);
+        let company = has_data || ping_due || !path.pongs_owed.is_empty() || !self.control_out.is_empty();
         for token in path.pongs_owed.drain(..) {
             buf.put_frame(&Frame::Pong(token));
             frames += 1;
         }
-        let ping_due = now >= path.next_ping;
         // Every heartbeat repeats the acknowledgement, so a lost ACK on a
         // lossy path costs at most one heartbeat interval.
-        if path.ack_owed || ping_due {
+        if (path.ack_owed && (ack_ready || company)) || ping_due {
             buf.put_frame(&Frame::Ack { path_received: path.received, delivered });
             path.ack_owed = false;
             frames += 1;
@@ -855,7 +869,15 @@ impl Machine {
         path.stats.data_bytes_sent += data_bytes;
         path.stats.frames_sent += frames;
         path.stats.bytes_sent += (buf.queued() - before) as u64;
+        if !self.paths.values().any(|p| p.live && p.ack_owed) {
+            self.ack_deadline = None;
+        }
         buf.queued() > before
+    }
+
+    /// Whether an ACK owed on a path may go out alone now.
+    fn ack_ready(&self, now: Instant) -> bool {
+        self.ack_deadline.is_none_or(|d| now >= d)
     }
 
     /// Queues a CONTROL frame for the next live path that transmits.
@@ -933,7 +955,7 @@ impl Machine {
         let Some(path) = self.paths.get(&id) else { return false };
         path.live
             && self.failed.is_none()
-            && (path.ack_owed
+            && ((path.ack_owed && self.ack_ready(now))
                 || !path.pongs_owed.is_empty()
                 || now >= path.next_ping
                 || !self.control_out.is_empty()
@@ -970,6 +992,9 @@ impl Machine {
         for (&id, path) in self.paths.iter().filter(|(_, p)| p.live) {
             if can_send(id) {
                 earliest(path.next_ping);
+                if let Some(t) = self.ack_deadline.filter(|_| path.ack_owed) {
+                    earliest(t);
+                }
             }
             earliest(path.last_recv + self.cfg.dead_timeout);
             if !path.reliable && path.cursor > path.peer_received.max(self.send.start) {

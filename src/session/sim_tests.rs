@@ -816,3 +816,43 @@ fn a_dialler_out_of_cookies_with_no_live_path_ends_the_session_at_once() {
     sim.close_link(1, "reset");
     assert_eq!(sim.failed(0), Some(&SessionError::OutOfCookies));
 }
+
+/// The frames `m` would send on path 0 at `now`.
+fn transmit(m: &mut Machine, now: Instant) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while m.poll_transmit(0, now, &mut buf, 1 << 20) {}
+    std::iter::from_fn(|| Frame::decode(&mut buf, 1 << 20).unwrap()).collect()
+}
+
+#[test]
+fn an_owed_ack_rides_with_the_answer_or_goes_alone_after_the_ack_delay() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    // The first heartbeats (and the new path's ACKs) go at once.
+    pump(&mut a, &mut b, now);
+    pump(&mut b, &mut a, now);
+    let t = now + Duration::from_millis(5);
+    a.push(Bytes::from_static(b"request"));
+    pump(&mut a, &mut b, t);
+    assert_eq!(b.take_delivered(usize::MAX), Some(Bytes::from_static(b"request")));
+    assert!(transmit(&mut b, t).is_empty(), "no ACK alone before the ack delay");
+    assert!(!b.wants_transmit(0, t));
+    assert!(b.poll_timeout().is_some_and(|d| d <= t + ACK_DELAY), "the ack delay is a deadline");
+    // The answer comes within the delay: the ACK goes with it.
+    b.push(Bytes::from_static(b"answer"));
+    let frames = transmit(&mut b, t);
+    assert!(matches!(frames[0], Frame::Ack { path_received: 7, delivered: 7 }), "{frames:?}");
+    assert!(matches!(&frames[1], Frame::Data { offset: 0, payload, .. } if &payload[..] == b"answer"));
+    assert_eq!(frames.len(), 2);
+    // With nothing to ride with, the ACK goes alone once the delay is over.
+    for f in frames {
+        a.on_frame(0, f, t);
+    }
+    assert_eq!(a.take_delivered(usize::MAX), Some(Bytes::from_static(b"answer")));
+    assert!(transmit(&mut a, t + ACK_DELAY / 2).is_empty());
+    let late = t + ACK_DELAY;
+    assert!(a.wants_transmit(0, late));
+    let frames = transmit(&mut a, late);
+    assert!(matches!(frames[..], [Frame::Ack { path_received: 6, delivered: 6 }]), "{frames:?}");
+    assert!(transmit(&mut a, late).is_empty(), "owed once, sent once");
+}
