@@ -629,6 +629,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_client_certificates_only_an_open_with_the_same_certificate_ends_a_session() {
+        let reg = with_dead_timeout(Duration::from_secs(60));
+        let (cert_a, cert_b) = (Some([1u8; 32]), Some([2u8; 32]));
+        let old = reg.open_for(&named_open(&DiallerId::new("client")), cert_a, ip(1)).unwrap();
+        let id: SessionId = old.session_id[..].try_into().unwrap();
+        let old = reg.table().sessions.get(&id).unwrap().handle.clone();
+        reg.open_for(&named_open(&DiallerId::new("client")), cert_b, ip(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!old.is_closed(), "an Open with another certificate ended the session");
+        reg.open_for(&named_open(&DiallerId::new("client")), cert_a, ip(1)).unwrap();
+        assert!(matches!(ended(&old).await, SessionError::Superseded { .. }));
+        assert_eq!(reg.superseded_count(), 1, "the session opened with certificate B is kept");
+        assert_eq!(reg.session_count(), 2);
+    }
+
+    #[tokio::test]
     async fn a_malformed_dialler_identity_is_refused_and_opens_nothing() {
         let reg = with_dead_timeout(Duration::from_secs(60));
         let req = resi::OpenRequest { dialler: "client".into(), instance: Bytes::from_static(b"short"), ..open_req() };
