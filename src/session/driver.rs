@@ -519,6 +519,8 @@ impl Driver {
                 Event::LatentError { path, behind } => {
                     tracing::warn!(%session, path, behind, "path is up but not carrying data")
                 }
+                // Already logged (INFO) by the registry that ended it.
+                Event::Failed(err @ SessionError::Superseded { .. }) => tracing::debug!(%session, %err, "session ended"),
                 Event::Failed(err) => tracing::warn!(%session, %err, "session failed"),
             }
             let _ = self.events.send(event);

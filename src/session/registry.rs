@@ -629,6 +629,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_place_of_a_superseded_session_counts_for_the_new_one() {
+        let reg = registry(OpenLimits { max_sessions: 1, ..OpenLimits::default() });
+        let (old, _) = open_as(&reg, &DiallerId::new("client"), false).await;
+        let err = reg.open_from(&named_open(&DiallerId::default()), ip(1)).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted, "the hop is full");
+        reg.open_from(&named_open(&DiallerId::new("client")), ip(1)).expect("the restarted dialler takes the old place");
+        assert!(matches!(ended(&old).await, SessionError::Superseded { .. }));
+    }
+
+    #[tokio::test]
     async fn with_client_certificates_only_an_open_with_the_same_certificate_ends_a_session() {
         let reg = with_dead_timeout(Duration::from_secs(60));
         let (cert_a, cert_b) = (Some([1u8; 32]), Some([2u8; 32]));
