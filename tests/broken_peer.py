@@ -7,7 +7,10 @@ except that it breaks one rule of docs/protocol.md:
 - ``"skip_acks"``: drops every ACK frame the gateway sends on a RESI path
   (R-5.5-1: the peer never hears what arrived);
 - ``"reuse_cookie"``: answers a second presentation of a merge cookie
-  itself, with a made-up ``merged`` (R-3.2-4: it accepts a reused cookie).
+  itself, with a made-up ``merged`` (R-3.2-4: it accepts a reused cookie);
+- ``"forget_dialler"``: removes ``dialler`` and ``instance`` from every
+  Open in a HELLO, as an acceptor that ignores them would (R-3.1-9: the
+  path-less session of a restarted dialler is kept).
 
 It is an asyncio server: start it inside the loop that runs the suite.
 """
@@ -37,13 +40,14 @@ def split_frames(buf: bytearray) -> list[bytes]:
 
 class BrokenEndGateway:
     def __init__(self, target: str, fault: str):
-        assert fault in ("skip_acks", "reuse_cookie")
+        assert fault in ("skip_acks", "reuse_cookie", "forget_dialler")
         host, port = target.rsplit(":", 1)
         self.target = (host, int(port))
         self.fault = fault
         self.seen_cookies: set[bytes] = set()
         self.dropped_acks = 0
         self.accepted_reuses = 0
+        self.forgotten_diallers = 0
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
 
@@ -62,17 +66,18 @@ class BrokenEndGateway:
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
-        if head.startswith(b"RESI") and self.fault == "reuse_cookie":
-            await self._serve_checking_cookie(head, reader, writer)
+        if head.startswith(b"RESI") and self.fault in ("reuse_cookie", "forget_dialler"):
+            await self._serve_hello(head, reader, writer)
             return
         up_r, up_w = await asyncio.open_connection(*self.target)
         up_w.write(head)
         path = head.startswith(b"RESI")
         await asyncio.gather(self._copy(reader, up_w, False), self._copy(up_r, writer, path and self.fault == "skip_acks"))
 
-    async def _serve_checking_cookie(self, head: bytes, reader, writer) -> None:
-        """Reads the HELLO and answers a reused cookie itself; otherwise
-        forwards the HELLO and the rest of the connection."""
+    async def _serve_hello(self, head: bytes, reader, writer) -> None:
+        """Reads the HELLO and answers a reused cookie itself, or forgets
+        the dialler of an Open; forwards the (rewritten) HELLO and the rest
+        of the connection."""
         buf = bytearray()
         while not (frames := split_frames(buf)):
             chunk = await reader.read(65536)
@@ -83,7 +88,12 @@ class BrokenEndGateway:
         hello = frames[0]
         req = wire.esi_pb2.ModifyRequest.FromString(hello[HEADER:])
         red = wire.resi_pb2.Redundancy.FromString(req.ext.data)
-        if red.WhichOneof("msg") == "merge":
+        if self.fault == "forget_dialler" and red.WhichOneof("msg") == "open" and red.open.dialler:
+            self.forgotten_diallers += 1
+            red.open.dialler, red.open.instance = "", b""
+            req.ext.data = red.SerializeToString()
+            frames[0] = wire.encode(wire.HELLO, req.SerializeToString())
+        if self.fault == "reuse_cookie" and red.WhichOneof("msg") == "merge":
             cookie = red.merge.cookie
             if cookie in self.seen_cookies:
                 self.accepted_reuses += 1

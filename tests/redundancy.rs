@@ -496,3 +496,91 @@ async fn after_an_end_gateway_restart_calls_through_the_same_client_gateway_succ
     })
     .await;
 }
+
+/// A client gateway named "client" listening on `listen` (so a restarted
+/// one takes the same port), with no shutdown grace.
+fn client_gateway_at(listen: SocketAddr, upstream: Vec<String>) -> Gateway {
+    let config = Config {
+        tcp: Some(TcpConfig { listen: vec![listen.to_string()], address: upstream }),
+        resi: ResiConfig { shutdown_grace: Duration::ZERO, ..resi_config("client", Mode::Strict) },
+        ..Config::default()
+    };
+    Gateway::start(config).expect("client gateway starts")
+}
+
+/// Waits (at most `within`) until `end` holds `n` sessions; how long it took.
+async fn sessions_become(end: &Gateway, n: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    while end.sessions().session_count() != n {
+        let count = end.sessions().session_count();
+        assert!(start.elapsed() < within, "the end gateway still holds {count} sessions after {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_client_gateway_restart_the_end_gateway_frees_the_old_session_within_two_seconds() {
+    bounded(60, async {
+        let server = start_echo_esi(&[]).await;
+        // The end gateway keeps a session with no path for 30 s (the default).
+        let end = gateway("end", Mode::Strict, 2, vec![server.addr.to_string()]);
+        let proxies = [FaultProxy::start(end.local_addrs()[0]).await, FaultProxy::start(end.local_addrs()[1]).await];
+        let upstream: Vec<String> = proxies.iter().map(|p| p.addr().to_string()).collect();
+        let listen = free_addr().await;
+        let client = client_gateway_at(listen, upstream.clone());
+        common::wait_live(&client, 2).await;
+        let mut c = echo_client(listen).await;
+        assert_eq!(c.unary(msg(b"before", 0, "")).await.unwrap().into_inner().body, Bytes::from_static(b"before"));
+        let old = end.sessions().sessions().pop().expect("the end gateway holds the session");
+        assert_eq!(end.sessions().session_count(), 1);
+
+        // As after a kill -9: every path closes, and no Close arrives (the
+        // relays are dead while the old gateway stops).
+        for p in &proxies {
+            p.kill();
+        }
+        client.shutdown().await;
+        sessions_become(&end, 1, Duration::from_secs(5)).await;
+        assert!(!old.is_closed(), "an outage of every path alone must not end the session");
+        for p in &proxies {
+            p.heal();
+        }
+        let restarted = Instant::now();
+        let client = client_gateway_at(listen, upstream);
+        let mut c = echo_client(listen).await;
+        assert_eq!(c.unary(msg(b"after", 0, "")).await.unwrap().into_inner().body, Bytes::from_static(b"after"));
+        let freed = restarted.elapsed().max(sessions_become(&end, 1, Duration::from_secs(2)).await);
+        assert!(freed < Duration::from_secs(2), "the old session was freed only after {freed:?}");
+        println!("the old session was freed {freed:?} after the restarted client gateway started");
+        assert!(matches!(old.close_reason(), Some(resi::session::SessionError::Superseded { .. })), "{:?}", old.close_reason());
+        assert_eq!(end.sessions().superseded_count(), 1);
+        let new = client.upstream_session().expect("the new session");
+        assert_ne!(new.id(), old.id());
+        assert_eq!(end.sessions().sessions().pop().map(|s| s.id()), Some(new.id()));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_running_client_gateways_with_one_name_keep_both_sessions() {
+    bounded(60, async {
+        let server = start_echo_esi(&[]).await;
+        let end = gateway("end", Mode::Strict, 2, vec![server.addr.to_string()]);
+        let upstream: Vec<String> = end.local_addrs().iter().map(|a| a.to_string()).collect();
+        let first = client_gateway_at(free_addr().await, upstream.clone());
+        common::wait_live(&first, 2).await;
+        let second = client_gateway_at(free_addr().await, upstream);
+        common::wait_live(&second, 2).await;
+        // Past the second look (one dead timeout after the Open).
+        tokio::time::sleep(DEAD * 3).await;
+        assert_eq!(end.sessions().session_count(), 2, "a running gateway's session was ended");
+        assert_eq!(end.sessions().superseded_count(), 0);
+        for gw in [&first, &second] {
+            assert!(!gw.upstream_session().expect("a session").is_closed());
+            let mut c = echo_client(gw.local_addrs()[0]).await;
+            assert_eq!(c.unary(msg(b"both", 0, "")).await.unwrap().into_inner().body, Bytes::from_static(b"both"));
+        }
+    })
+    .await;
+}

@@ -25,7 +25,7 @@ from resi.conformance import run as run_suite
 
 #: Every requirement the suite checks in each role (both modes together).
 END_GATEWAY_REQUIREMENTS = {
-    "R-2-2", "R-3.1-1", "R-3.1-2", "R-3.1-4", "R-3.1-6", "R-3.2-1", "R-3.2-3", "R-3.2-4", "R-3.2-5",
+    "R-2-2", "R-3.1-1", "R-3.1-2", "R-3.1-4", "R-3.1-6", "R-3.1-9", "R-3.2-1", "R-3.2-3", "R-3.2-4", "R-3.2-5",
     "R-3.3-1", "R-3.3-2", "R-3.3-3", "R-3.3-5", "R-5.1-1", "R-5.3-1", "R-5.2-2", "R-5.2-3", "R-5.2-4",
     "R-5.2-5", "R-5.5-1", "R-5.5-2", "R-5.6-1", "R-5.6-2", "R-6-2", "R-6-6", "R-7-3", "R-7-5",
     "R-7-6", "R-6-5", "R-8.1-1", "R-8.1-2", "R-8.1-3", "R-8.3-3", "R-8.4-1",
@@ -104,6 +104,15 @@ def test_the_suite_catches_an_end_gateway_that_accepts_a_reused_cookie(resi):
     reused = [r for r in report.results if r.requirement == "R-3.2-4"]
     assert len(reused) == 1 and not reused[0].passed, report.table()
     assert all(r.passed for r in report.results if r.requirement == "R-3.2-3"), verdict
+
+
+def test_the_suite_catches_an_end_gateway_that_keeps_a_restarted_dialler_s_session(resi):
+    gw = resi.gateway(listen="127.0.0.1:0", address="127.0.0.1:1", name="end")
+    broken, report = asyncio.run(_against_broken(gw.addrs[0], "forget_dialler", ["R-3.1-9", "R-3.1-6"]))
+    assert broken.forgotten_diallers == 3
+    verdict = {r.requirement: r.passed for r in report.results}
+    assert verdict == {"R-3.1-9": False, "R-3.1-6": True}, report.table()
+    assert "still takes a merge" in next(r.seen for r in report.results if r.requirement == "R-3.1-9")
 
 
 def test_a_failing_run_exits_non_zero_with_a_table(resi):

@@ -184,3 +184,39 @@ def test_reverse_listener_health_follows_the_reverse_channel(resi: ResiFactory, 
         wait_status(reverse, NOT_SERVING)
     finally:
         exchange.stop()
+
+
+def wait_metrics(url: str, want: dict[str, float], timeout: float) -> float:
+    """Polls ``url`` until each metric of ``want`` (summed over its
+    samples) has its value; returns how long that took."""
+    start = time.monotonic()
+    while True:
+        found = samples(scrape(url)[1])
+        got = {metric: total(found, metric) for metric in want}
+        if got == want:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"after {timeout} s the end gateway's metrics are {got}, wanted {want}")
+        time.sleep(0.02)
+
+
+def test_a_client_gateway_restarted_after_kill_9_frees_its_old_session_at_once(resi: ResiFactory, esi_server: EsiServer):
+    metrics = '[Metrics]\nListen = "127.0.0.1:0"\n'
+    end = resi.gateway(listen=["127.0.0.1:0", "127.0.0.1:0"], address=esi_server.addr, name="end", extra=metrics)
+    url = METRICS.match(end.wait_for_line(METRICS.pattern)).group(1)
+    client = resi.gateway(listen="127.0.0.1:0", address=end.addrs[:2], name="client")
+    listen = client.addrs[0]
+    wait_status(listen, SERVING)
+    unary(listen, 2)
+    client.kill()  # SIGKILL: no Close is sent
+    # Both paths closed: the end gateway keeps the session for its
+    # ResumeTimeout (30 s), as in an outage of every path.
+    wait_metrics(url, {"resi_sessions_open": 1, "resi_path_up": 0, "resi_sessions_superseded_total": 0}, timeout=10)
+
+    client = resi.gateway(listen=listen, address=end.addrs[:2], name="client")  # the same Name and port
+    took = wait_metrics(url, {"resi_sessions_open": 1, "resi_path_up": 2, "resi_sessions_superseded_total": 1}, timeout=10)
+    assert took < 2, f"the old session was freed only {took:.2f} s after the restarted gateway listened"
+    print(f"old session freed {took:.3f} s after the restarted client gateway listened")
+    unary(listen, 2)
+    line = end.wait_for_line("dialler restarted")
+    assert "client" in line and "old" in line and "new" in line, line

@@ -525,6 +525,44 @@ async def test_plugin_fixtures(resi_pair, resi_gateway, esi_node):
     assert modify(gw.address, NODE_EXTENSION, True, b"z") == (NODE_EXTENSION, True, b"node:z")
 
 
+@pytest.mark.parametrize("named", [True, False])
+async def test_a_named_redundant_client_frees_the_path_less_session_of_its_predecessor(esi_server: EsiServer, named: bool):
+    """connect_redundant(name=...) names its Opens: a new client of that name
+    ends at once the session an earlier one left with no live path (its
+    Close never arrived); an anonymous client's old session is kept."""
+    async with resi.Gateway(listen=["127.0.0.1:0"] * 2, address=esi_server.addr, name="end", **FAST) as end:
+        relays = [resi.FaultRelay(a) for a in end.addresses]
+        paths = [r.address for r in relays]
+        kw = {"name": "exchange-7"} if named else {}
+        try:
+            old = await resi.Client.connect_redundant(paths, **kw, **FAST)
+            assert await old.unary(f"/{SERVICE}/Unary", b"old") == b"echo:old"
+            old_id = (await old.stats()).session_id
+            for r in relays:
+                r.kill()  # every path closes, and the Close of close() cannot arrive
+            await old.close()
+            for r in relays:
+                r.heal()
+            async with await resi.Client.connect_redundant(paths, **kw, **FAST) as new:
+                assert await new.unary(f"/{SERVICE}/Unary", b"new") == b"echo:new"
+                new_id = (await new.stats()).session_id
+
+                async def held() -> list[str]:
+                    return sorted(s.session_id for s in await end.session_stats())
+
+                async def freed() -> bool:
+                    return await held() == [new_id]
+
+                if named:
+                    await eventually(freed, timeout=2, what="the old session freed")
+                else:
+                    await asyncio.sleep(1)
+                    assert await held() == sorted([old_id, new_id]), "an anonymous client's session was ended"
+        finally:
+            for r in relays:
+                r.close()
+
+
 async def test_fault_relay_from_python(esi_server: EsiServer):
     relay = resi.FaultRelay(esi_server.addr)
     assert relay.state == "pass" and relay.target == esi_server.addr

@@ -361,7 +361,12 @@ class Client:
         :class:`NotEndGatewayError` (a :class:`SessionError`) if the peer is
         not a resi end gateway (a plain gRPC or ESI server: there would be
         no redundancy) unless ``allow_plain=True``, which then uses it over
-        plain gRPC (``upstream_kind == "plain"``)."""
+        plain gRPC (``upstream_kind == "plain"``). With ``name`` (``[Resi]
+        Name``) its Opens name this client, with an instance drawn for it:
+        the end gateway then frees at once the sessions that an earlier
+        client (or client gateway) of that name left without a live path;
+        without it the client is anonymous and its sessions are never freed
+        that way."""
         # Validated as a gateway's file; nothing listens ("Listen" only
         # satisfies the check).
         config: dict[str, Any] = {"Tcp": {"Address": list(paths), "Listen": "127.0.0.1:0"}, "Resi": {"Mode": mode, **resi}}
@@ -371,7 +376,8 @@ class Client:
         tls = _client_tls(tls_ca, tls_cert, tls_key, tls_server_name)
         if tls is not None:
             config["Tls"] = tls
-        client = cls(_resi.Client.redundant(config, "<keyword arguments>"))
+        named = any(k.replace("_", "").replace("-", "").lower() == "name" for k in resi)
+        client = cls(_resi.Client.redundant(config, "<keyword arguments>", named))
         await client._ready()
         if client.upstream_kind == "plain" and not allow_plain:
             await client.close()

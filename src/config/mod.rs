@@ -104,7 +104,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::session::registry::OpenLimits;
-use crate::session::{Mode, SessionConfig};
+use crate::session::{DiallerId, Mode, SessionConfig};
 use crate::tls::{TlsFiles, TlsSettings};
 
 pub use checks::is_loopback_listen;
@@ -336,7 +336,8 @@ impl Default for ResiConfig {
 
 impl ResiConfig {
     /// The session parameters this gateway uses for sessions it opens or
-    /// accepts.
+    /// accepts. The dialler is anonymous here: its instance is drawn at
+    /// each start ([`crate::gateway::Gateway::start`] names it `Name`).
     pub fn session_config(&self) -> SessionConfig {
         SessionConfig {
             mode: self.mode,
@@ -347,6 +348,7 @@ impl ResiConfig {
             cookie_ttl: self.cookie_ttl,
             send_window: self.send_window,
             max_frame: (self.max_message_size + 64 * 1024).max(1 << 20),
+            dialler: DiallerId::default(),
         }
     }
 

@@ -172,6 +172,9 @@ fn gateway_metrics(f: &Families, src: &Sources, up: bool, sessions: &[Snapshot])
     one("connections_limit", "[Resi] MaxConnections in force", c.limit as i64);
     let channels = src.reverse.as_ref().map_or(0, |r| r.count());
     one("reverse_channels_open", "Reverse channels client gateways keep open to this gateway", channels as i64);
+    f.counter("sessions_superseded_total", "Accepted sessions ended at once because their client gateway restarted", &[])
+        .with_label_values::<&str>(&[])
+        .inc_by(src.registry.superseded_count());
     f.counter("nkn_refused_hellos_total", "NKN HELLOs dropped: their sender is not in [Nkn] AllowedPeers", &[])
         .with_label_values::<&str>(&[])
         .inc_by(src.nkn.as_ref().map_or(0, |n| n.refused_hellos()));

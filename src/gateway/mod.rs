@@ -42,7 +42,7 @@ use crate::path::nkn::NknEndpoint;
 use crate::extension::ExtensionRegistry;
 use crate::grpc::Status;
 use crate::session::registry::SessionRegistry;
-use crate::session::SessionHandle;
+use crate::session::{DiallerId, SessionConfig, SessionHandle};
 
 pub use upstream::UpstreamKind;
 
@@ -196,7 +196,9 @@ impl Gateway {
         let stop_upstream = CancellationToken::new();
 
         let resi = &config.resi;
-        let session_cfg = resi.session_config();
+        // A new instance at each start: the end gateway frees the sessions
+        // an earlier run of this name left behind (protocol §3.1).
+        let session_cfg = SessionConfig { dialler: DiallerId::new(resi.name.clone()), ..resi.session_config() };
         let (registry, sessions) = SessionRegistry::with_limits(session_cfg.clone(), resi.open_limits());
         let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
         let upstream_tls = config.tls.as_ref().and_then(|t| t.upstream.clone());

@@ -17,6 +17,7 @@ use super::stats::{dialled_stats_of, EventStream};
 use crate::client::{Call as CoreCall, CallBody, CallError, CallOptions, Client as CoreClient, UnaryReply as CoreUnaryReply};
 use crate::gateway::UpstreamKind;
 use crate::grpc::Code;
+use crate::session::DiallerId;
 
 /// Request messages a streaming call may have queued before ``send``
 /// waits.
@@ -53,10 +54,13 @@ impl Client {
     /// A redundant session to the end gateway reachable at every address of
     /// ``[Tcp] Address`` of ``config`` (nested dicts, validated like a
     /// file; ``[Resi]`` gives the mode and timers; ``[Reverse] Address``,
-    /// the local ESI server that serves calls coming back).
+    /// the local ESI server that serves calls coming back). With
+    /// ``named``, its Opens name it ``[Resi] Name`` with an instance of its
+    /// own, so that the end gateway frees the sessions an earlier client
+    /// of that name left behind (docs/protocol.md §3.1).
     #[staticmethod]
-    #[pyo3(signature = (config, origin = "<dict>"))]
-    fn redundant(config: &Bound<'_, PyDict>, origin: &str) -> PyResult<Client> {
+    #[pyo3(signature = (config, origin = "<dict>", named = false))]
+    fn redundant(config: &Bound<'_, PyDict>, origin: &str, named: bool) -> PyResult<Client> {
         let py = config.py();
         let cfg = convert::config_from_dict(config, origin)?;
         let paths = cfg.upstream_tcp().to_vec();
@@ -69,8 +73,11 @@ impl Client {
             Some(t) => Some(convert::require_upstream(py, Some(t), origin)?),
             None => None,
         };
-        let inner =
-            CoreClient::redundant_with_reverse(paths, cfg.session_config(), cfg.resi.connect_timeout, tls, reverse);
+        let mut session = cfg.session_config();
+        if named {
+            session.dialler = DiallerId::new(cfg.resi.name.clone());
+        }
+        let inner = CoreClient::redundant_with_reverse(paths, session, cfg.resi.connect_timeout, tls, reverse);
         Ok(Client { inner: Arc::new(inner) })
     }
 

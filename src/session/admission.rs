@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::cookie::SessionId;
 use crate::grpc::{Code, Status};
-use super::SessionHandle;
+use super::{DiallerId, SessionHandle};
 
 /// Peer addresses whose Open rate is remembered before idle ones are
 /// forgotten.
@@ -60,6 +60,8 @@ pub(super) struct Entry {
     pub opened: Instant,
     /// A path has merged at least once (no longer pending).
     pub merged: bool,
+    /// Who opened it (anonymous if the Open did not say).
+    pub dialler: DiallerId,
 }
 
 /// Open tokens of one peer address (a token bucket).
@@ -82,6 +84,9 @@ impl Table {
     /// among the pending sessions, made by removing the oldest pending one
     /// of this peer, or of anyone. Returns the sessions removed (to be
     /// closed, their cookies revoked).
+    ///
+    /// (Sessions a restarted dialler left behind are removed before, by
+    /// the registry: their places count for the new one.)
     pub fn make_room(
         &mut self,
         limits: &OpenLimits,
@@ -133,6 +138,13 @@ impl Table {
     fn evict_oldest_pending(&mut self, which: impl Fn(&Entry) -> bool) -> Option<(SessionId, SessionHandle)> {
         let oldest = self.sessions.iter().filter(|(_, e)| which(e)).min_by_key(|(_, e)| e.opened).map(|(id, _)| *id)?;
         self.sessions.remove(&oldest).map(|e| (oldest, e.handle))
+    }
+
+    /// The sessions `dialler` opened in an earlier run
+    /// ([`DiallerId::is_superseded_by`]), whatever their paths.
+    pub fn superseded_by(&self, dialler: &DiallerId) -> Vec<(SessionId, SessionHandle)> {
+        let old = |(_, e): &(&SessionId, &Entry)| e.dialler.is_superseded_by(dialler);
+        self.sessions.iter().filter(old).map(|(id, e)| (*id, e.handle.clone())).collect()
     }
 
     /// The session `id`, now marked as having had a path merged.

@@ -18,12 +18,15 @@ use crate::proto::{esi, resi, REDUNDANCY_EXTENSION_ID};
 /// First redial delay; doubles up to `SessionConfig::redial_max_backoff`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The Open request a gateway sends (inside Modify) to ask for a session.
+/// The Open request a gateway sends (inside Modify) to ask for a session;
+/// it names the dialler (`cfg.dialler`, empty when anonymous).
 pub fn open_request(cfg: &SessionConfig, paths: usize) -> resi::OpenRequest {
     resi::OpenRequest {
         version: super::registry::VERSION,
         mode: cfg.mode.to_wire(),
         cookies: paths.clamp(1, 16) as u32,
+        dialler: cfg.dialler.name.clone(),
+        instance: cfg.dialler.instance.clone(),
     }
 }
 

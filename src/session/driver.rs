@@ -102,6 +102,8 @@ struct Shared {
     machine: Machine,
     incoming: Vec<Incoming>,
     close_requested: bool,
+    /// Why the session is to end with an error ([`SessionHandle::end`]).
+    end_requested: Option<SessionError>,
     /// Set (with the `closed` watch) once the session is over.
     ended: Option<SessionError>,
     reader: Option<Waker>,
@@ -184,6 +186,18 @@ impl SessionHandle {
         sh.wake_driver();
     }
 
+    /// Ends the session with `reason` (its `Close` says `ABORTED`, §8.5).
+    pub fn end(&self, reason: SessionError) {
+        let mut sh = lock(&self.shared);
+        sh.end_requested.get_or_insert(reason);
+        sh.wake_driver();
+    }
+
+    /// How many paths are live now (in the live set, §8).
+    pub fn live_paths(&self) -> usize {
+        lock(&self.shared).machine.live_count()
+    }
+
     /// Hands a connected path to the session. `on_close` fires when the
     /// session lets go of it (the path died or the session ended).
     pub fn add_path(&self, path: PathId, conn: impl Into<NewPath>, on_close: Option<oneshot::Sender<()>>) {
@@ -249,6 +263,7 @@ pub fn spawn(cfg: SessionConfig, role: Role, id: SessionId) -> (SessionStream, S
         machine,
         incoming: Vec::new(),
         close_requested: false,
+        end_requested: None,
         ended: None,
         reader: None,
         writer: None,
@@ -459,6 +474,9 @@ impl Driver {
         // A path the machine let go of loses its connection now, before a
         // replacement for it is taken.
         self.handle_events(machine);
+        if let Some(reason) = sh.end_requested.take() {
+            machine.fail(reason);
+        }
         if sh.close_requested {
             machine.close();
         }
@@ -501,6 +519,8 @@ impl Driver {
                 Event::LatentError { path, behind } => {
                     tracing::warn!(%session, path, behind, "path is up but not carrying data")
                 }
+                // Already logged (INFO) by the registry that ended it.
+                Event::Failed(err @ SessionError::Superseded { .. }) => tracing::debug!(%session, %err, "session ended"),
                 Event::Failed(err) => tracing::warn!(%session, %err, "session failed"),
             }
             let _ = self.events.send(event);

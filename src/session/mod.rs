@@ -14,6 +14,8 @@
 //!   writing the machine under the session's one lock.
 //! - [`registry`]: the accepting side: sessions by cookie, path handshakes.
 //! - [`admission`]: what unauthenticated Opens may cost the accepting side.
+//! - [`restart`]: who a dialler is, so that a restarted one frees the
+//!   sessions its previous run left behind.
 //! - [`client`]: the dialling side: open, merge every path, redial.
 //! - [`paths`]: the dialling side's record of every configured path (for
 //!   the statistics: where it goes, why it is down).
@@ -25,10 +27,12 @@ pub mod driver;
 pub mod machine;
 pub mod paths;
 pub mod registry;
+pub mod restart;
 
 use std::time::Duration;
 
 pub use driver::{SessionHandle, SessionStream};
+pub use restart::DiallerId;
 
 /// How copies arriving over several paths become one delivered stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +94,9 @@ pub struct SessionConfig {
     pub send_window: usize,
     /// Largest frame accepted on a path.
     pub max_frame: usize,
+    /// Who this end is when it dials (sent in its Opens; anonymous by
+    /// default). A gateway sets it at each start from `[Resi] Name`.
+    pub dialler: DiallerId,
 }
 
 impl Default for SessionConfig {
@@ -103,6 +110,7 @@ impl Default for SessionConfig {
             cookie_ttl: Duration::from_secs(60),
             send_window: 16 << 20,
             max_frame: 1 << 20,
+            dialler: DiallerId::default(),
         }
     }
 }
@@ -127,6 +135,10 @@ pub enum SessionError {
     PeerMismatch(String),
     #[error("session closed locally")]
     Closed,
+    /// Acceptor: the dialler `dialler` restarted, and its new run opened
+    /// session `by` while this one had no live path (§3.1).
+    #[error("dialler {dialler:?} restarted (its new session is {by}): the old session is ended")]
+    Superseded { dialler: String, by: String },
     /// The dialler has no merge cookie left (and no attempt out that could
     /// bring one) while no path is live: it can never rejoin (§8.5).
     #[error("no merge cookie left and no live path: the session cannot be rejoined")]

@@ -11,8 +11,14 @@
 //! merged yet) expire after the open timeout and are limited per peer
 //! address and in total, and Opens per peer address are rate-limited. Every
 //! check and the insert are one locked step.
+//!
+//! An Open that names its dialler ends the sessions an earlier run of that
+//! dialler left behind with no live path ([`super::restart`]): a restarted
+//! client gateway frees its old session at once, not after the resume
+//! timeout.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +30,7 @@ use tokio::sync::mpsc;
 use super::admission::{Entry, Table};
 pub use super::admission::OpenLimits;
 use super::driver::{self, Role};
-use super::{Mode, SessionConfig, SessionHandle, SessionStream};
+use super::{DiallerId, Mode, SessionConfig, SessionError, SessionHandle, SessionStream};
 use crate::cookie::{new_session_id, CookieJar, SessionId};
 use crate::grpc::{Code, Status};
 use crate::path::{HelloAcceptor, PathIo, PathSink};
@@ -51,6 +57,8 @@ pub struct SessionRegistry {
     /// The client certificate each session was opened with (mutual TLS).
     owners: Mutex<std::collections::HashMap<SessionId, CertFingerprint>>,
     new_sessions: mpsc::Sender<SessionStream>,
+    /// Sessions ended because their dialler restarted.
+    superseded: AtomicU64,
 }
 
 impl SessionRegistry {
@@ -71,6 +79,7 @@ impl SessionRegistry {
             sessions: Mutex::new(Table::default()),
             owners: Mutex::new(std::collections::HashMap::new()),
             new_sessions: tx,
+            superseded: AtomicU64::new(0),
         };
         (Arc::new(registry), rx)
     }
@@ -94,7 +103,9 @@ impl SessionRegistry {
     /// Open came over a socket) that presented the client certificate
     /// `owner` (mutual TLS: paths of the session must present it too):
     /// creates a pending session waiting for its paths and returns its
-    /// cookies, within the [`OpenLimits`].
+    /// cookies, within the [`OpenLimits`]. An Open that names its dialler
+    /// first ends the sessions an earlier run of it left without a live
+    /// path (their places then count for this one).
     pub fn open_for(
         self: &Arc<Self>,
         req: &resi::OpenRequest,
@@ -105,18 +116,22 @@ impl SessionRegistry {
             let msg = format!("RESI version {} is not supported (this hop speaks {VERSION})", req.version);
             return Err(Status::new(Code::FailedPrecondition, msg));
         }
+        let dialler = DiallerId::from_open(req)?;
         let mut cfg = self.cfg.clone();
         // This hop's configured mode is a floor: a dialler may ask for
         // strict, never weaken a strict acceptor (protocol §3.1).
         cfg.mode = Mode::from_wire(req.mode).stricter(self.cfg.mode);
         let id = new_session_id();
+        if dialler.is_named() {
+            self.end_superseded(&dialler, owner, &id);
+        }
         let count = req.cookies.clamp(1, 16);
         let now = Instant::now();
         let cookies = {
             let mut jar = self.jar.lock().expect("cookie jar lock");
             (0..count).map(|_| jar.issue(id, cfg.cookie_ttl, now)).collect()
         };
-        let handle = match self.admit(id, &cfg, peer, now) {
+        let handle = match self.admit(id, &cfg, peer, now, dialler) {
             Ok(handle) => handle,
             Err(status) => {
                 self.jar.lock().expect("cookie jar lock").revoke_session(&id);
@@ -160,7 +175,14 @@ impl SessionRegistry {
     /// Checks every limit and takes the session's place in one locked step
     /// ([`Table::make_room`]), then starts the session; the pending
     /// sessions that made room are closed and their cookies revoked.
-    fn admit(&self, id: SessionId, cfg: &SessionConfig, peer: Option<IpAddr>, now: Instant) -> Result<SessionHandle, Status> {
+    fn admit(
+        &self,
+        id: SessionId,
+        cfg: &SessionConfig,
+        peer: Option<IpAddr>,
+        now: Instant,
+        dialler: DiallerId,
+    ) -> Result<SessionHandle, Status> {
         let (handle, evicted) = {
             let mut table = self.table();
             let evicted = table.make_room(&self.limits, peer, now)?;
@@ -170,7 +192,7 @@ impl SessionRegistry {
                 handle.close();
                 return Err(Status::new(Code::Unavailable, "this hop is not accepting sessions"));
             }
-            table.sessions.insert(id, Entry { handle: handle.clone(), peer, opened: now, merged: false });
+            table.sessions.insert(id, Entry { handle: handle.clone(), peer, opened: now, merged: false, dialler });
             (handle, evicted)
         };
         for old in evicted {
@@ -179,6 +201,65 @@ impl SessionRegistry {
             old.1.close();
         }
         Ok(handle)
+    }
+
+    /// Ends the sessions an earlier run of `dialler` left behind with no
+    /// live path (protocol §3.1, R-3.1-9), for the Open of session `by`
+    /// that presented the client certificate `owner`: a session opened
+    /// with a certificate is only ended by an Open with the same one. Those
+    /// that still have a live path are looked at once more a dead timeout
+    /// later: a path whose peer vanished without closing it (a crashed
+    /// host) is live until then.
+    fn end_superseded(self: &Arc<Self>, dialler: &DiallerId, owner: Option<CertFingerprint>, by: &SessionId) {
+        let mut old = self.table().superseded_by(dialler);
+        {
+            let owners = self.owners.lock().expect("owners lock");
+            old.retain(|(id, _)| owners.get(id).is_none_or(|o| Some(*o) == owner));
+        }
+        let kept = self.end_pathless(old, dialler, by);
+        if kept.is_empty() {
+            return;
+        }
+        let registry = Arc::downgrade(self);
+        let (dialler, by) = (dialler.clone(), *by);
+        let again = self.cfg.dead_timeout + self.cfg.heartbeat_interval;
+        tokio::spawn(async move {
+            tokio::time::sleep(again).await;
+            if let Some(registry) = registry.upgrade() {
+                registry.end_pathless(kept, &dialler, &by);
+            }
+        });
+    }
+
+    /// Ends those of `sessions` that have no live path now, as `ABORTED`
+    /// (§8.5: cookies revoked, `Close` on any path still open); returns the
+    /// others. (Each session's lock is taken with the table's released.)
+    fn end_pathless(
+        &self,
+        sessions: Vec<(SessionId, SessionHandle)>,
+        dialler: &DiallerId,
+        by: &SessionId,
+    ) -> Vec<(SessionId, SessionHandle)> {
+        let mut kept = Vec::new();
+        for (id, handle) in sessions {
+            if handle.is_closed() {
+                continue;
+            }
+            if handle.live_paths() > 0 {
+                kept.push((id, handle));
+                continue;
+            }
+            if self.table().sessions.remove(&id).is_none() {
+                continue;
+            }
+            let (old, new) = (driver::hex(&id), driver::hex(by));
+            tracing::info!(dialler = %dialler.name, %old, %new, "dialler restarted: its old session, with no live path, is ended");
+            self.jar.lock().expect("cookie jar lock").revoke_session(&id);
+            self.owners.lock().expect("owners lock").remove(&id);
+            handle.end(SessionError::Superseded { dialler: dialler.name.clone(), by: new });
+            self.superseded.fetch_add(1, Ordering::Relaxed);
+        }
+        kept
     }
 
     /// Removes a session that still has no merged path (its open timeout
@@ -334,6 +415,11 @@ impl SessionRegistry {
         self.table().sessions.len()
     }
 
+    /// Sessions ended so far because their dialler restarted (§3.1).
+    pub fn superseded_count(&self) -> u64 {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
     /// Number of sessions alive that no path has merged into yet.
     pub fn pending_count(&self) -> usize {
         self.table().sessions.values().filter(|e| !e.merged).count()
@@ -357,7 +443,11 @@ mod tests {
     use super::*;
 
     fn registry(limits: OpenLimits) -> Arc<SessionRegistry> {
-        let (registry, mut rx) = SessionRegistry::with_limits(SessionConfig::default(), limits);
+        registry_with(SessionConfig::default(), limits)
+    }
+
+    fn registry_with(cfg: SessionConfig, limits: OpenLimits) -> Arc<SessionRegistry> {
+        let (registry, mut rx) = SessionRegistry::with_limits(cfg, limits);
         // The streams are kept open, as a gateway serving them does: a
         // session whose application dropped its stream ends.
         tokio::spawn(async move {
@@ -370,7 +460,7 @@ mod tests {
     }
 
     fn open_req() -> resi::OpenRequest {
-        resi::OpenRequest { version: VERSION, mode: Mode::Strict.to_wire(), cookies: 1 }
+        resi::OpenRequest { version: VERSION, mode: Mode::Strict.to_wire(), cookies: 1, ..Default::default() }
     }
 
     fn ip(last: u8) -> Option<IpAddr> {
@@ -444,6 +534,133 @@ mod tests {
         let err = reg.open_from(&open_req(), ip(3)).unwrap_err();
         assert_eq!(err.code, Code::ResourceExhausted);
         assert_eq!(reg.session_count(), 2);
+    }
+
+    fn named_open(dialler: &DiallerId) -> resi::OpenRequest {
+        resi::OpenRequest { dialler: dialler.name.clone(), instance: dialler.instance.clone(), ..open_req() }
+    }
+
+    /// Opens a session as `dialler` and merges one path; with `live`, a
+    /// path is handed to it (an in-memory stream whose far end is returned)
+    /// and is live when this returns.
+    async fn open_as(reg: &Arc<SessionRegistry>, dialler: &DiallerId, live: bool) -> (SessionHandle, Option<tokio::io::DuplexStream>) {
+        let opened = reg.open_from(&named_open(dialler), ip(1)).unwrap();
+        let merge = resi::MergeRequest { cookie: opened.cookies[0].clone(), path_id: 0, ..Default::default() };
+        let handle = reg.merge(&merge, &ChannelBinding::default()).unwrap().1;
+        if !live {
+            return (handle, None);
+        }
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let path = crate::path::StreamPath { io: Box::new(near), read_buf: Default::default(), reliable: true };
+        handle.add_path(0, path, None);
+        for _ in 0..200 {
+            if handle.live_paths() == 1 {
+                return (handle, Some(far));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the path never became live");
+    }
+
+    /// Waits (at most 5 s) until `handle` has ended; its reason.
+    async fn ended(handle: &SessionHandle) -> SessionError {
+        tokio::time::timeout(Duration::from_secs(5), handle.closed()).await.expect("the session ends")
+    }
+
+    fn with_dead_timeout(dead_timeout: Duration) -> Arc<SessionRegistry> {
+        registry_with(SessionConfig { dead_timeout, ..SessionConfig::default() }, OpenLimits::default())
+    }
+
+    #[tokio::test]
+    async fn a_new_instance_of_a_dialler_ends_its_old_sessions_without_a_live_path() {
+        let reg = with_dead_timeout(Duration::from_secs(60));
+        // Another running gateway of the same name, with a live path.
+        let (alive, _far) = open_as(&reg, &DiallerId::new("client"), true).await;
+        let (gone, _) = open_as(&reg, &DiallerId::new("client"), false).await;
+        assert!(!alive.is_closed(), "a session with a live path is never ended");
+        let (other_name, _) = open_as(&reg, &DiallerId::new("other"), false).await;
+        let (anonymous, _) = open_as(&reg, &DiallerId::default(), false).await;
+        let no_instance = DiallerId { name: "client".into(), instance: Bytes::new() };
+        let (unnumbered, _) = open_as(&reg, &no_instance, false).await;
+        assert_eq!(reg.session_count(), 5);
+
+        let new = DiallerId::new("client");
+        let (current, _) = open_as(&reg, &new, false).await;
+        let reason = ended(&gone).await;
+        assert_eq!(reason, SessionError::Superseded { dialler: "client".into(), by: driver::hex(&current.id()) });
+        let close = resi::Control::decode(crate::session::control::close(&reason)).unwrap();
+        let Some(resi::control::Msg::Close(close)) = close.msg else { panic!("not a Close: {close:?}") };
+        assert_eq!(close.reason.map(|r| r.code), Some(Code::Aborted as i32), "its Close says ABORTED");
+        assert_eq!(reg.superseded_count(), 1);
+        assert_eq!(reg.session_count(), 5, "only the old path-less session of the name was ended");
+        for kept in [&other_name, &anonymous, &unnumbered, &alive, &current] {
+            assert!(!kept.is_closed(), "{:?}", kept.close_reason());
+        }
+        // The same instance opening again (a new session of the same run)
+        // ends nothing, and an anonymous Open never does.
+        open_as(&reg, &new, false).await;
+        open_as(&reg, &DiallerId::default(), false).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!current.is_closed() && !anonymous.is_closed() && !unnumbered.is_closed());
+        assert_eq!((reg.session_count(), reg.superseded_count()), (7, 1));
+    }
+
+    #[tokio::test]
+    async fn a_superseded_session_s_cookies_are_revoked() {
+        let reg = with_dead_timeout(Duration::from_secs(60));
+        let old = DiallerId::new("client");
+        let opened = reg.open_from(&named_open(&old), ip(1)).unwrap();
+        open_as(&reg, &DiallerId::new("client"), false).await;
+        let merge = resi::MergeRequest { cookie: opened.cookies[0].clone(), path_id: 0, ..Default::default() };
+        let err = reg.merge(&merge, &ChannelBinding::default()).err().expect("a revoked cookie");
+        assert_eq!((err.code, err.message.as_str()), (Code::Unauthenticated, "unknown merge cookie"));
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_path_dies_soon_after_the_new_open_is_ended_one_dead_timeout_later() {
+        let reg = with_dead_timeout(Duration::from_millis(300));
+        let (old, far) = open_as(&reg, &DiallerId::new("client"), true).await;
+        open_as(&reg, &DiallerId::new("client"), false).await;
+        assert!(!old.is_closed(), "a session with a live path is not ended at the Open");
+        drop(far); // its dialler's socket closes only now
+        let started = Instant::now();
+        assert!(matches!(ended(&old).await, SessionError::Superseded { .. }));
+        assert!(started.elapsed() < Duration::from_secs(2), "ended only after {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn the_place_of_a_superseded_session_counts_for_the_new_one() {
+        let reg = registry(OpenLimits { max_sessions: 1, ..OpenLimits::default() });
+        let (old, _) = open_as(&reg, &DiallerId::new("client"), false).await;
+        let err = reg.open_from(&named_open(&DiallerId::default()), ip(1)).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted, "the hop is full");
+        reg.open_from(&named_open(&DiallerId::new("client")), ip(1)).expect("the restarted dialler takes the old place");
+        assert!(matches!(ended(&old).await, SessionError::Superseded { .. }));
+    }
+
+    #[tokio::test]
+    async fn with_client_certificates_only_an_open_with_the_same_certificate_ends_a_session() {
+        let reg = with_dead_timeout(Duration::from_secs(60));
+        let (cert_a, cert_b) = (Some([1u8; 32]), Some([2u8; 32]));
+        let old = reg.open_for(&named_open(&DiallerId::new("client")), cert_a, ip(1)).unwrap();
+        let id: SessionId = old.session_id[..].try_into().unwrap();
+        let old = reg.table().sessions.get(&id).unwrap().handle.clone();
+        reg.open_for(&named_open(&DiallerId::new("client")), cert_b, ip(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!old.is_closed(), "an Open with another certificate ended the session");
+        reg.open_for(&named_open(&DiallerId::new("client")), cert_a, ip(1)).unwrap();
+        assert!(matches!(ended(&old).await, SessionError::Superseded { .. }));
+        assert_eq!(reg.superseded_count(), 1, "the session opened with certificate B is kept");
+        assert_eq!(reg.session_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_dialler_identity_is_refused_and_opens_nothing() {
+        let reg = with_dead_timeout(Duration::from_secs(60));
+        let req = resi::OpenRequest { dialler: "client".into(), instance: Bytes::from_static(b"short"), ..open_req() };
+        let err = reg.open_from(&req, ip(1)).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert_eq!(reg.session_count(), 0);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ requirement of docs/protocol.md each one tests.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 from typing import Optional
@@ -36,14 +37,16 @@ class EndGatewayChecks:
     async def hello(self, body: bytes, session: Optional[Session], name: str, **kw):
         return await dial(self.host, self.port, body, session, name, **kw)
 
-    async def open(self, cookies: int = 2, mode: Optional[int] = None, acks: bool = True) -> Session:
-        """A new session with path 0 open (an Open in its HELLO); with
-        `acks` False its paths never acknowledge (the peer keeps every byte)."""
+    async def open(self, cookies: int = 2, mode: Optional[int] = None, acks: bool = True, dialler: str = "", instance: bytes = b"") -> Session:
+        """A new session with path 0 open (an Open in its HELLO, anonymous
+        unless `dialler` and `instance` are given); with `acks` False its
+        paths never acknowledge (the peer keeps every byte)."""
         s = Session()
         s.send_acks = acks
         deadline = time.monotonic() + 5
+        hello = wire.open_request(self.mode if mode is None else mode, cookies, dialler=dialler, instance=instance)
         while True:
-            path, reply = await self.hello(wire.open_request(self.mode if mode is None else mode, cookies), s, "path 0")
+            path, reply = await self.hello(hello, s, "path 0")
             if reply is not None and reply.code == wire.RESOURCE_EXHAUSTED and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)  # the Open rate limit (§3.1): try again
                 continue
@@ -171,6 +174,25 @@ class EndGatewayChecks:
         expect(len(s.cookies) == 3, f"asked for 3 cookies in a HELLO open, the reply carries {len(s.cookies)}")
         expect(await s.paths[0].ping(), "path 0 does not answer PING after the Open")
         return "path 0 admitted at once; the reply carries the 3 cookies asked for"
+
+    async def restarted_dialler(self) -> str:
+        # Three runs of one dialler name: one keeps its path live (another
+        # running gateway of that name), one dies without a Close, one is
+        # its restart.
+        name = f"conformance-{os.urandom(4).hex()}"
+        running = await self.open(1, dialler=name, instance=os.urandom(16))
+        dead = await self.open(2, dialler=name, instance=os.urandom(16))
+        dead.paths[0].stop()  # its only path closes, no Close sent
+        await asyncio.sleep(0.3)
+        await self.open(1, dialler=name, instance=os.urandom(16))
+        await asyncio.sleep(0.3)
+        path, reply = await self.hello(wire.merge_request(dead.cookies[0], 1), None, "dead run")
+        if path is not None:
+            path.stop()
+        ended = path is None and reply is not None and reply.code in (wire.UNAUTHENTICATED, wire.NOT_FOUND)
+        expect(ended, f"the path-less session of the earlier run still takes a merge after the restarted dialler's Open: {reply}")
+        expect(await running.paths[0].ping(), "the session of the same name with a live path was ended")
+        return f"the earlier run's path-less session was ended (a merge with its cookie: {reply}); the one with a live path still answers PING"
 
     # --- §3.2 cookies ----------------------------------------------------
 
@@ -506,6 +528,7 @@ CHECKS = [
     ("R-3.1-2", "opened.mode is the stricter of request and acceptor", "mode_in_force", None),
     ("R-3.1-4", "Open over gRPC: 16-byte id, cookies clamped to 1..16", "open_over_grpc", None),
     ("R-3.1-6", "Open in a HELLO admits path 0 with one cookie more", "open_in_hello", None),
+    ("R-3.1-9", "a restarted dialler's Open ends its earlier path-less session, not one with a live path", "restarted_dialler", None),
     ("R-3.2-1", "cookies have 128 bits or more and differ", "cookie_entropy", None),
     ("R-3.2-3", "a forged cookie is refused", "forged_cookie", None),
     ("R-3.2-3", "a cookie of an ended session is refused", "ended_session_cookie", None),

@@ -124,8 +124,9 @@ def modify(redundancy: resi_pb2.Redundancy, ext_id: int = REDUNDANCY) -> bytes:
     return req.SerializeToString()
 
 
-def open_request(mode: int, cookies: int, version: int = 1) -> bytes:
-    return modify(resi_pb2.Redundancy(open=resi_pb2.OpenRequest(version=version, mode=mode, cookies=cookies)))
+def open_request(mode: int, cookies: int, version: int = 1, dialler: str = "", instance: bytes = b"") -> bytes:
+    req = resi_pb2.OpenRequest(version=version, mode=mode, cookies=cookies, dialler=dialler, instance=instance)
+    return modify(resi_pb2.Redundancy(open=req))
 
 
 def merge_request(cookie: bytes, path_id: int) -> bytes:

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nresi.proto\x12\x04resi\"\xa8\x01\n\nRedundancy\x12!\n\x04open\x18\x01 \x01(\x0b\x32\x11.resi.OpenRequestH\x00\x12$\n\x06opened\x18\x02 \x01(\x0b\x32\x12.resi.OpenResponseH\x00\x12#\n\x05merge\x18\x03 \x01(\x0b\x32\x12.resi.MergeRequestH\x00\x12%\n\x06merged\x18\x04 \x01(\x0b\x32\x13.resi.MergeResponseH\x00\x42\x05\n\x03msg\"I\n\x0bOpenRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x18\n\x04mode\x18\x02 \x01(\x0e\x32\n.resi.Mode\x12\x0f\n\x07\x63ookies\x18\x03 \x01(\r\"u\n\x0cOpenResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ookies\x18\x03 \x03(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x04 \x01(\r\x12\x18\n\x04mode\x18\x05 \x01(\x0e\x32\n.resi.Mode\"@\n\x0cMergeRequest\x12\x0e\n\x06\x63ookie\x18\x01 \x01(\x0c\x12\x0f\n\x07path_id\x18\x02 \x01(\r\x12\x0f\n\x07\x62inding\x18\x03 \x01(\x0c\"L\n\rMergeResponse\x12\x0f\n\x07path_id\x18\x01 \x01(\r\x12\x13\n\x0bnext_cookie\x18\x02 \x01(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x03 \x01(\r\"I\n\nHelloReply\x12\x12\n\x08response\x18\x01 \x01(\x0cH\x00\x12\x1d\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0c.resi.StatusH\x00\x42\x08\n\x06result\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x88\x01\n\x07\x43ontrol\x12-\n\x0e\x63ookie_request\x18\x01 \x01(\x0b\x32\x13.resi.CookieRequestH\x00\x12)\n\x0c\x63ookie_grant\x18\x02 \x01(\x0b\x32\x11.resi.CookieGrantH\x00\x12\x1c\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x0b.resi.CloseH\x00\x42\x05\n\x03msg\"\x1e\n\rCookieRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"5\n\x0b\x43ookieGrant\x12\x0f\n\x07\x63ookies\x18\x01 \x03(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x02 \x01(\r\"%\n\x05\x43lose\x12\x1c\n\x06reason\x18\x01 \x01(\x0b\x32\x0c.resi.Status\"(\n\x07HopInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t*8\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\n\n\x06STRICT\x10\x01\x12\x0e\n\nPERMISSIVE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nresi.proto\x12\x04resi\"\xa8\x01\n\nRedundancy\x12!\n\x04open\x18\x01 \x01(\x0b\x32\x11.resi.OpenRequestH\x00\x12$\n\x06opened\x18\x02 \x01(\x0b\x32\x12.resi.OpenResponseH\x00\x12#\n\x05merge\x18\x03 \x01(\x0b\x32\x12.resi.MergeRequestH\x00\x12%\n\x06merged\x18\x04 \x01(\x0b\x32\x13.resi.MergeResponseH\x00\x42\x05\n\x03msg\"l\n\x0bOpenRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x18\n\x04mode\x18\x02 \x01(\x0e\x32\n.resi.Mode\x12\x0f\n\x07\x63ookies\x18\x03 \x01(\r\x12\x0f\n\x07\x64ialler\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\x0c\"u\n\x0cOpenResponse\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63ookies\x18\x03 \x03(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x04 \x01(\r\x12\x18\n\x04mode\x18\x05 \x01(\x0e\x32\n.resi.Mode\"@\n\x0cMergeRequest\x12\x0e\n\x06\x63ookie\x18\x01 \x01(\x0c\x12\x0f\n\x07path_id\x18\x02 \x01(\r\x12\x0f\n\x07\x62inding\x18\x03 \x01(\x0c\"L\n\rMergeResponse\x12\x0f\n\x07path_id\x18\x01 \x01(\r\x12\x13\n\x0bnext_cookie\x18\x02 \x01(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x03 \x01(\r\"I\n\nHelloReply\x12\x12\n\x08response\x18\x01 \x01(\x0cH\x00\x12\x1d\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x0c.resi.StatusH\x00\x42\x08\n\x06result\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x88\x01\n\x07\x43ontrol\x12-\n\x0e\x63ookie_request\x18\x01 \x01(\x0b\x32\x13.resi.CookieRequestH\x00\x12)\n\x0c\x63ookie_grant\x18\x02 \x01(\x0b\x32\x11.resi.CookieGrantH\x00\x12\x1c\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x0b.resi.CloseH\x00\x42\x05\n\x03msg\"\x1e\n\rCookieRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"5\n\x0b\x43ookieGrant\x12\x0f\n\x07\x63ookies\x18\x01 \x03(\x0c\x12\x15\n\rcookie_ttl_ms\x18\x02 \x01(\r\"%\n\x05\x43lose\x12\x1c\n\x06reason\x18\x01 \x01(\x0b\x32\x0c.resi.Status\"(\n\x07HopInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t*8\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\n\n\x06STRICT\x10\x01\x12\x0e\n\nPERMISSIVE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'resi_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=952
-  _globals['_MODE']._serialized_end=1008
+  _globals['_MODE']._serialized_start=987
+  _globals['_MODE']._serialized_end=1043
   _globals['_REDUNDANCY']._serialized_start=21
   _globals['_REDUNDANCY']._serialized_end=189
   _globals['_OPENREQUEST']._serialized_start=191
-  _globals['_OPENREQUEST']._serialized_end=264
-  _globals['_OPENRESPONSE']._serialized_start=266
-  _globals['_OPENRESPONSE']._serialized_end=383
-  _globals['_MERGEREQUEST']._serialized_start=385
-  _globals['_MERGEREQUEST']._serialized_end=449
-  _globals['_MERGERESPONSE']._serialized_start=451
-  _globals['_MERGERESPONSE']._serialized_end=527
-  _globals['_HELLOREPLY']._serialized_start=529
-  _globals['_HELLOREPLY']._serialized_end=602
-  _globals['_STATUS']._serialized_start=604
-  _globals['_STATUS']._serialized_end=643
-  _globals['_CONTROL']._serialized_start=646
-  _globals['_CONTROL']._serialized_end=782
-  _globals['_COOKIEREQUEST']._serialized_start=784
-  _globals['_COOKIEREQUEST']._serialized_end=814
-  _globals['_COOKIEGRANT']._serialized_start=816
-  _globals['_COOKIEGRANT']._serialized_end=869
-  _globals['_CLOSE']._serialized_start=871
-  _globals['_CLOSE']._serialized_end=908
-  _globals['_HOPINFO']._serialized_start=910
-  _globals['_HOPINFO']._serialized_end=950
+  _globals['_OPENREQUEST']._serialized_end=299
+  _globals['_OPENRESPONSE']._serialized_start=301
+  _globals['_OPENRESPONSE']._serialized_end=418
+  _globals['_MERGEREQUEST']._serialized_start=420
+  _globals['_MERGEREQUEST']._serialized_end=484
+  _globals['_MERGERESPONSE']._serialized_start=486
+  _globals['_MERGERESPONSE']._serialized_end=562
+  _globals['_HELLOREPLY']._serialized_start=564
+  _globals['_HELLOREPLY']._serialized_end=637
+  _globals['_STATUS']._serialized_start=639
+  _globals['_STATUS']._serialized_end=678
+  _globals['_CONTROL']._serialized_start=681
+  _globals['_CONTROL']._serialized_end=817
+  _globals['_COOKIEREQUEST']._serialized_start=819
+  _globals['_COOKIEREQUEST']._serialized_end=849
+  _globals['_COOKIEGRANT']._serialized_start=851
+  _globals['_COOKIEGRANT']._serialized_end=904
+  _globals['_CLOSE']._serialized_start=906
+  _globals['_CLOSE']._serialized_end=943
+  _globals['_HOPINFO']._serialized_start=945
+  _globals['_HOPINFO']._serialized_end=985
 # @@protoc_insertion_point(module_scope)
