@@ -161,6 +161,7 @@ impl Shared {
 /// A running gateway. Stop it with [`Gateway::shutdown`]; dropping it stops
 /// it too, without waiting.
 pub struct Gateway {
+    name: String,
     local_addrs: Vec<SocketAddr>,
     reverse_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
@@ -186,7 +187,7 @@ impl Gateway {
             return Err(GatewayError::NoListenAddress);
         }
         let listeners = tcp.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
-        let local_addrs = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let local_addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
         let rev = config.reverse.clone().unwrap_or_default();
         let reverse_listeners = rev.listen.iter().map(|a| listener::bind(a)).collect::<Result<Vec<_>, _>>()?;
         let reverse_addrs = reverse_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -196,11 +197,12 @@ impl Gateway {
         let stop_upstream = CancellationToken::new();
 
         let resi = &config.resi;
+        let name = bound_name(&resi.name, &tcp.listen, &local_addrs);
         // A new instance at each start: the end gateway frees the sessions
         // an earlier run of this name left behind (protocol §3.1).
-        let session_cfg = SessionConfig { dialler: DiallerId::new(resi.name.clone()), ..resi.session_config() };
+        let session_cfg = SessionConfig { dialler: DiallerId::new(name.clone()), ..resi.session_config() };
         let (registry, sessions) = SessionRegistry::with_limits(session_cfg.clone(), resi.open_limits());
-        let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), resi.name.clone()));
+        let extensions = Arc::new(ExtensionRegistry::with_builtins(registry.clone(), name.clone()));
         let upstream_tls = config.tls.as_ref().and_then(|t| t.upstream.clone());
         let upstream = upstream::Upstream::new(tcp.address, resi.connect_timeout, upstream_tls);
         let nkn = config.nkn.as_ref().and_then(|n| start_nkn(n, &registry, resi.connect_timeout));
@@ -240,7 +242,7 @@ impl Gateway {
         }
         if let Some(listener) = metrics_listener {
             let sources = metrics::Sources {
-                name: resi.name.clone(),
+                name: name.clone(),
                 upstream: upstream.clone(),
                 registry: registry.clone(),
                 calls,
@@ -254,8 +256,9 @@ impl Gateway {
         let manager =
             tokio::spawn(upstream::Upstream::supervise(upstream.clone(), session_cfg, stop_upstream.clone()));
         let tls = config.tls.as_ref().is_some_and(|t| t.listener.is_some());
-        tracing::info!(name = %resi.name, addrs = ?local_addrs, reverse = ?reverse_addrs, tls, "gateway started");
+        tracing::info!(%name, addrs = ?local_addrs, reverse = ?reverse_addrs, tls, "gateway started");
         Ok(Gateway {
+            name,
             local_addrs,
             reverse_addrs,
             shared,
@@ -287,6 +290,12 @@ impl Gateway {
     }
 
     /// The bound listen addresses (real ports when the configuration said 0).
+    /// `[Resi] Name`; a name that defaulted to a first listen address with
+    /// port 0 is the address bound.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.local_addrs.clone()
     }
@@ -453,4 +462,15 @@ fn h2_server_builder(ping: bool) -> hyper::server::conn::http2::Builder<TokioExe
         .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);
     b
+}
+
+/// The gateway's name once its listeners are bound: a name that defaulted
+/// to a first listen address with port 0 becomes the address bound, so
+/// gateways started side by side (tests, notebooks) have distinct names,
+/// which the end gateway's restart rule relies on (protocol §3.1).
+fn bound_name(name: &str, listen: &[String], bound: &[std::net::SocketAddr]) -> String {
+    match (listen.first(), bound.first()) {
+        (Some(first), Some(addr)) if first == name && name.ends_with(":0") => addr.to_string(),
+        _ => name.to_string(),
+    }
 }

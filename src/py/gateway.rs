@@ -124,10 +124,11 @@ impl Gateway {
         self.running().as_ref().and_then(|g| g.metrics_addr()).map(|a| a.to_string())
     }
 
-    /// The configured name (``[Resi] Name``).
+    /// ``[Resi] Name``; while running, a name that defaulted to a first
+    /// listen address with port 0 is the address bound.
     #[getter]
     fn name(&self) -> String {
-        self.config.resi.name.clone()
+        self.running().as_ref().map_or_else(|| self.config.resi.name.clone(), |g| g.name().to_string())
     }
 
     /// Answers ``Modify`` for ``ext_id`` with ``handler(data) -> bytes``
