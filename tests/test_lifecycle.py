@@ -228,3 +228,23 @@ async def test_an_nkn_path_that_cannot_reach_its_seeds(esi_node: EsiNode, caplog
             # The TCP path carries the calls meanwhile.
             async with await resi.Client.connect(gw.address) as c:
                 assert await c.unary(f"{ECHO}/Unary", b"n", timeout=5) == b"n"
+
+
+async def test_a_repeated_warning_is_written_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    # An upstream that refuses every connection: each redial (50 ms
+    # backoff, doubling to 2 s) fails the same way.
+    caplog.set_level(logging.INFO, logger="resi")
+    resi.refresh_logging()
+    dead = _closed_port()
+    async with resi.Gateway(listen="127.0.0.1:0", address=dead, connect_timeout="1s", name="lonely") as gw:
+        text = f"cannot connect upstream: {dead}"
+        deadline = time.monotonic() + 15
+        while not any(text in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.5)  # 50+100+200+400+800 ms: five more attempts at least
+        assert gw.upstream_kind is None
+    assert resi.flush_logging()
+    same = [r for r in caplog.records if text in r.getMessage()]
+    assert len(same) == 1, [r.getMessage() for r in same]
+    assert same[0].levelno == logging.WARNING

@@ -13,6 +13,12 @@
 //!
 //! The queue is bounded: when Python cannot keep up, records are dropped and
 //! counted, and the next batch starts with a warning saying how many.
+//!
+//! A warning or error repeated within a minute (same level, target and
+//! text) is left out and counted, as `resi gateway` does with its own log
+//! (`crate::logs`): a gateway whose peer is down does not write the same
+//! line every redial forever. The next copy written says how many were
+//! left out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -52,6 +58,7 @@ struct QueuedLogger {
     python: &'static pyo3_log::Logger,
     queue: SyncSender<Item>,
     dropped: &'static AtomicU64,
+    repeats: crate::logs::Repeats,
 }
 
 static QUEUE_TX: OnceLock<SyncSender<Item>> = OnceLock::new();
@@ -66,10 +73,19 @@ impl Log for QueuedLogger {
         if !self.python.enabled(record.metadata()) {
             return;
         }
+        let mut message = record.args().to_string();
+        if record.level() <= Level::Warn {
+            let key = format!("{} {} {message}", record.level(), record.target());
+            match self.repeats.admit_key(key, std::time::Instant::now()) {
+                crate::logs::Admit::Skip => return,
+                crate::logs::Admit::Write { left_out: 0 } => {}
+                crate::logs::Admit::Write { left_out } => message += &format!(" ({left_out} more like this left out)"),
+            }
+        }
         let owned = OwnedRecord {
             level: record.level(),
             target: record.target().to_string(),
-            message: record.args().to_string(),
+            message,
             file: record.file().map(str::to_string),
             line: record.line(),
             module: record.module_path().map(str::to_string),
@@ -103,6 +119,7 @@ pub(crate) fn install(py: Python<'_>) {
         python,
         queue: tx.clone(),
         dropped,
+        repeats: crate::logs::Repeats::new(crate::logs::REPEAT_WINDOW),
     };
     if log::set_boxed_logger(Box::new(logger)).is_err() {
         return; // another logger was installed first; leave it
