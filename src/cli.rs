@@ -357,6 +357,7 @@ fn gateway(path: PathBuf, log: Logging) -> i32 {
     }
     print_warnings(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.resi.threads)
         .enable_all()
         .thread_name("resi")
         .build()

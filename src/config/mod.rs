@@ -62,6 +62,7 @@
 //! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
+//! | `[Resi] Threads` | worker threads of `resi gateway`, 1..=1024 \[half the CPUs, at least 1\] |
 //! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
@@ -254,6 +255,10 @@ pub struct ResiConfig {
     /// `MaxConnections`: accepted TCP connections served at once.
     #[serde(deserialize_with = "values::count::<_, _, 1, 1_000_000>")]
     pub max_connections: usize,
+    /// `Threads`: the tokio worker threads `resi gateway` runs on (a
+    /// gateway started from Python shares its process's runtime instead).
+    #[serde(deserialize_with = "values::count::<_, _, 1, 1024>")]
+    pub threads: usize,
 }
 
 /// `[Tls]` as written: file names, resolved against the configuration's
@@ -330,8 +335,17 @@ impl Default for ResiConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            threads: default_threads(),
         }
     }
+}
+
+/// Half the CPUs, at least one. A gateway moves bytes between sockets and
+/// waits on them: on a machine it shares with its ESI server or its peer
+/// gateway, more workers mostly wake each other (measured in
+/// docs/performance.md, "What bounds it").
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl ResiConfig {
@@ -849,6 +863,12 @@ mod tests {
             "gateway.toml: [Resi] MaxConnections: 0 is out of range (allowed: 1 to 1000000)"
         );
         assert!(err(&format!("{TCP}[Resi]\nMaxConnections = \"many\"\n")).contains("expected an integer (1 to 1000000), got a string"));
+        assert_eq!(load(&format!("{TCP}[Resi]\nThreads = 3\n")).unwrap().resi.threads, 3);
+        assert!(d.resi.threads >= 1, "half the CPUs, at least one");
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nThreads = 0\n")),
+            "gateway.toml: [Resi] Threads: 0 is out of range (allowed: 1 to 1024)"
+        );
         assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));
         assert_eq!(
             err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")),

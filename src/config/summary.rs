@@ -69,10 +69,11 @@ impl Config {
             s.push_str(&format!("            local server: {}\n", list_or_none(&rv.address)));
         }
         s.push_str(&format!(
-            "         handshake timeout: {}, idle timeout: {}, max connections: {}\n",
+            "         handshake timeout: {}, idle timeout: {}, max connections: {}, threads: {}\n",
             fmt_duration(r.handshake_timeout),
             fmt_duration(r.idle_timeout),
-            r.max_connections
+            r.max_connections,
+            r.threads
         ));
         if let Some(m) = &self.metrics {
             s.push_str(&format!("  [Metrics] listen: http://{}/metrics\n", m.listen));
