@@ -6,6 +6,8 @@
 //! - a resi pair, permissive and strict: client → client gateway ⇒ two TCP
 //!   paths ⇒ end gateway → node;
 //! - a resi pair joined by one TCP path and NKN through a local node;
+//! - with `--resi PATH`, the permissive pair as two `resi gateway`
+//!   processes (what a check from outside measures);
 //!
 //! in interleaved rounds: unary 64 B at concurrency 1 (p50, p99) and 64
 //! (calls/s), unary 16 KiB at concurrency 16, server-streamed 64 KiB
@@ -24,6 +26,8 @@ mod bench;
 mod hops;
 #[path = "e2e/memory.rs"]
 mod memory;
+#[path = "e2e/processes.rs"]
+mod processes;
 #[path = "e2e/workload.rs"]
 mod workload;
 
@@ -44,6 +48,10 @@ struct Args {
     /// HAProxy executable for the two L4 hops (without: two tokio relays).
     #[arg(long)]
     haproxy: Option<PathBuf>,
+    /// The `resi` command: adds the pair as two `resi gateway` processes
+    /// (permissive, two TCP paths), as operators run it.
+    #[arg(long)]
+    resi: Option<PathBuf>,
     /// Leave out the TCP + NKN pair.
     #[arg(long)]
     no_nkn: bool,
@@ -99,6 +107,7 @@ fn main() {
         rounds: args.rounds.max(1),
         secs: args.secs,
         haproxy: args.haproxy,
+        resi: args.resi,
         nkn: !args.no_nkn,
         sessions: args.sessions.max(1),
     };

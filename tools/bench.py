@@ -6,18 +6,21 @@
 
 What it does, in order (everything on 127.0.0.1):
 
-1. Finds HAProxy (``--haproxy`` or on PATH) and, if missing, installs it
+1. Installs this checkout's Python package in release mode into the
+   running interpreter's environment (``maturin develop --release``;
+   ``--no-build`` skips it): the ``resi`` command and the Python client.
+2. Finds HAProxy (``--haproxy`` or on PATH) and, if missing, installs it
    from the distribution (``apt-get install haproxy``, as root or with
    sudo).
-2. Builds (release) and runs ``cargo bench --bench e2e``: one tonic node
+3. Builds (release) and runs ``cargo bench --bench e2e``: one tonic node
    behind direct / two HAProxy L4 hops / the resi pair (two TCP paths,
-   permissive and strict) / the pair over TCP + NKN on a local node;
-   interleaved rounds of unary 64 B (c1 p50/p99, c64 calls/s), unary 16 KiB
-   at c16, server-streamed 64 KiB chunks; a path killed mid-run; gateway
-   memory per idle session. Prints its table.
-3. Installs this checkout's Python package in release mode into the
-   running interpreter's environment (``maturin develop --release``),
-   starts the tonic node alone (``cargo bench --bench e2e -- --serve``) and
+   permissive and strict, in the bench's process) / the pair as two
+   ``resi gateway`` processes (``--resi``, the installed command) / the
+   pair over TCP + NKN on a local node; interleaved rounds of unary 64 B
+   (c1 p50/p99, c64 calls/s), unary 16 KiB at c16, server-streamed 64 KiB
+   chunks; a path killed mid-run; gateway memory per idle session. Prints
+   its table.
+4. Starts the tonic node alone (``cargo bench --bench e2e -- --serve``) and
    runs ``tools/bench_clients.py`` against it: resi's Python client and
    resi.aio.Channel against grpc.aio, interleaved. Prints its table.
 
@@ -65,19 +68,31 @@ def cargo_bench(*args: str) -> list[str]:
     return ["cargo", "bench", "--quiet", "--bench", "e2e", "--", *args]
 
 
+def resi_command() -> str | None:
+    """The installed ``resi`` command (this interpreter's, else on PATH)."""
+    beside = Path(sys.executable).parent / "resi"
+    return str(beside) if beside.exists() else shutil.which("resi")
+
+
 def rust_part(args: argparse.Namespace, haproxy: str) -> int:
+    resi = resi_command()
+    if resi is None:
+        log("no resi command installed: the pair as two processes is left out")
     cmd = cargo_bench("--rounds", str(args.rounds), "--secs", str(args.secs), "--haproxy", haproxy,
-                      "--sessions", str(args.sessions), *(["--no-nkn"] if args.no_nkn else []))
+                      "--sessions", str(args.sessions), *(["--no-nkn"] if args.no_nkn else []),
+                      *(["--resi", resi] if resi else []))
     log("running " + " ".join(cmd))
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 
+def build(args: argparse.Namespace) -> int:
+    if args.no_build:
+        return 0
+    log("installing resi (release) with maturin develop --release")
+    return subprocess.run([sys.executable, "-m", "maturin", "develop", "--release", "-q"], cwd=ROOT).returncode
+
+
 def python_part(args: argparse.Namespace) -> int:
-    if not args.no_build:
-        log("installing resi (release) with maturin develop --release")
-        r = subprocess.run([sys.executable, "-m", "maturin", "develop", "--release", "-q"], cwd=ROOT)
-        if r.returncode != 0:
-            return r.returncode
     node = subprocess.Popen(cargo_bench("--serve"), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert node.stdout is not None
@@ -114,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     started = time.monotonic()
     failed = []
+    if (rc := build(args)) != 0:
+        log(f"installing resi failed with status {rc}")
+        return 1
     if args.only != "clients" and (rc := rust_part(args, find_haproxy(args.haproxy))) != 0:
         failed.append(f"gateways part exited with status {rc}")
     if args.only != "gateways" and (rc := python_part(args)) != 0:

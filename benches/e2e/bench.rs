@@ -14,7 +14,11 @@ use resi::session::Mode;
 use crate::echo::{echo_client, start_echo, TestServer};
 use crate::hops::{self, Hops};
 use crate::memory;
+use crate::processes::{self, ProcessPair};
 use crate::workload::{self, Client, Cut, LARGE, SMALL};
+
+/// The name of the setup of two `resi gateway` processes.
+const PROCESSES: &str = "resi pair, two processes";
 
 /// What to run.
 pub struct Opts {
@@ -23,6 +27,8 @@ pub struct Opts {
     pub secs: f64,
     /// HAProxy for the two L4 hops (a tokio relay without).
     pub haproxy: Option<PathBuf>,
+    /// The `resi` command, for the pair as two processes.
+    pub resi: Option<PathBuf>,
     /// Also the pair joined by one TCP path and NKN through a local node.
     pub nkn: bool,
     /// Idle sessions opened for the memory figure.
@@ -52,13 +58,14 @@ struct Setup {
     name: String,
     client: Client,
     _hops: Option<Hops>,
+    _processes: Option<ProcessPair>,
     _gateways: Vec<Gateway>,
     _node: Option<LocalNode>,
 }
 
 impl Setup {
     async fn new(name: &str, addr: SocketAddr) -> Setup {
-        Setup { name: name.into(), client: echo_client(addr).await, _hops: None, _gateways: vec![], _node: None }
+        Setup { name: name.into(), client: echo_client(addr).await, _hops: None, _processes: None, _gateways: vec![], _node: None }
     }
 }
 
@@ -131,6 +138,11 @@ async fn setups(server: &TestServer, opts: &Opts) -> Result<Vec<Setup>, String> 
         let (end, client) = tcp_pair(server.addr, mode, None).await?;
         let setup = Setup::new(name, client.local_addrs()[0]).await;
         out.push(Setup { _gateways: vec![end, client], ..setup });
+    }
+    if let Some(resi) = &opts.resi {
+        let pair = processes::start(resi, server.addr).await?;
+        let setup = Setup::new(PROCESSES, pair.addr).await;
+        out.push(Setup { _processes: Some(pair), ..setup });
     }
     if opts.nkn {
         let (gateways, node) = nkn_pair(server.addr).await?;
@@ -273,13 +285,16 @@ fn metrics() -> [Metric; 5] {
 pub fn table(report: &Report) -> String {
     let rounds = report.rounds[0].len();
     let mut out = format!("Medians of {rounds} interleaved rounds (min–max); ratios are paired per round.\n\n");
-    out += &format!("| workload | {} | permissive / L4 hops | goal |\n", report.names.join(" | "));
-    out += &format!("|---|{}---|---|\n", "---|".repeat(report.names.len()));
+    let processes = report.names.iter().position(|n| n == PROCESSES);
+    let extra = if processes.is_some() { " two processes / L4 hops |" } else { "" };
+    out += &format!("| workload | {} | permissive / L4 hops |{extra} goal |\n", report.names.join(" | "));
+    out += &format!("|---|{}---|{}---|\n", "---|".repeat(report.names.len()), if processes.is_some() { "---|" } else { "" });
     let col = |i: usize, m: &Metric| report.rounds[i].iter().map(m.1).collect::<Vec<_>>();
     let metrics = metrics();
     for m in &metrics {
         let cells: Vec<String> = (0..report.names.len()).map(|i| spread(&col(i, m), m.2, "")).collect();
-        out += &format!("| {} | {} | {} | {} |\n", m.0, cells.join(" | "), paired(&col(2, m), &col(1, m)), m.3);
+        let extra = processes.map(|p| format!(" {} |", paired(&col(p, m), &col(1, m)))).unwrap_or_default();
+        out += &format!("| {} | {} | {} |{extra} {} |\n", m.0, cells.join(" | "), paired(&col(2, m), &col(1, m)), m.3);
     }
     let p50 = &metrics[0];
     out += &format!("\n- strict / permissive, c1 p50: {} (goal ≤ 1.2×)\n", paired(&col(3, p50), &col(2, p50)));
