@@ -61,7 +61,8 @@ struct Args {
     /// Run one workload over one setup only, for `--secs` seconds, and print
     /// its figure: for a profiler (docs/performance.md, "Profiling").
     /// SETUP is direct, hops, pair or HOST:PORT (anything in front of an
-    /// echo node, e.g. one from --serve); WORKLOAD is c1, c64, large or stream.
+    /// echo node, e.g. one from --serve); WORKLOAD is c1, c64, large or
+    /// stream, or several of them comma-separated, run in that order.
     #[arg(long, num_args = 2, value_names = ["SETUP", "WORKLOAD"])]
     profile: Option<Vec<String>>,
     /// Only start the tonic node, print its address, run until stdin closes.

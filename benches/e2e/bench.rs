@@ -190,19 +190,26 @@ pub async fn profile(opts: &Opts, setup: &str, workload: &str) -> Result<String,
         },
     };
     let c = echo_client(addr).await;
-    let secs = opts.secs;
-    let line = match workload {
-        "c1" => {
-            let l = workload::latency(&c, secs).await?;
-            format!("{setup} c1: p50 {:.0} µs, p99 {:.0} µs", l.p50_us, l.p99_us)
-        }
-        "c64" => format!("{setup} c64: {:.0} calls/s", workload::calls_per_s(&c, secs, 64, SMALL).await?),
-        "large" => format!("{setup} 16 KiB c16: {:.0} calls/s", workload::calls_per_s(&c, secs, 16, LARGE).await?),
-        "stream" => format!("{setup} stream: {:.0} MB/s", workload::stream_mb_s(&c, secs).await?),
-        other => return Err(format!("unknown workload {other:?} (c1, c64, large or stream)")),
-    };
+    let mut lines = Vec::new();
+    for w in workload.split(',') {
+        lines.push(one_workload(&c, setup, w, opts.secs).await?);
+    }
     drop(keep);
     server.stop().await;
+    Ok(lines.join("\n"))
+}
+
+async fn one_workload(c: &Client, setup: &str, workload: &str, secs: f64) -> Result<String, String> {
+    let line = match workload {
+        "c1" => {
+            let l = workload::latency(c, secs).await?;
+            format!("{setup} c1: p50 {:.0} µs, p99 {:.0} µs", l.p50_us, l.p99_us)
+        }
+        "c64" => format!("{setup} c64: {:.0} calls/s", workload::calls_per_s(c, secs, 64, SMALL).await?),
+        "large" => format!("{setup} 16 KiB c16: {:.0} calls/s", workload::calls_per_s(c, secs, 16, LARGE).await?),
+        "stream" => format!("{setup} stream: {:.0} MB/s", workload::stream_mb_s(c, secs).await?),
+        other => return Err(format!("unknown workload {other:?} (c1, c64, large or stream)")),
+    };
     Ok(line)
 }
 
