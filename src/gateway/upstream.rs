@@ -519,7 +519,7 @@ impl Upstream {
             .map_err(|e| format!("opening a session over NKN: {e}"))?;
         let session_id = Bytes::copy_from_slice(&handle.id());
         self.watch_paths(&handle);
-        match h2_client(stream, Ping::Off).await {
+        match h2_client(stream, Ping::Session).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -550,7 +550,7 @@ impl Upstream {
             Ok(Ok(pair)) => pair,
         };
         self.watch_paths(&handle);
-        match h2_client(stream, Ping::Off).await {
+        match h2_client(stream, Ping::Session).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -733,7 +733,13 @@ pub(crate) enum Ping {
     /// Over TCP: a PING every 20 s, a peer silent for 10 s more is gone.
     On,
     /// Over a session: its paths' heartbeats watch the peer, and a failed
-    /// session ends the connection; hyper then takes no lock per frame.
+    /// session ends the connection. PINGs only while calls are open, every
+    /// 5 s, answered within 5 s: they catch an HTTP/2 stream that the
+    /// session still carries but that its peer can no longer parse (a
+    /// tampered copy taken first in permissive mode, §10.5), which would
+    /// otherwise hold every call to its deadline.
+    Session,
+    /// Never (the reverse channel's connection).
     Off,
 }
 
@@ -743,7 +749,11 @@ pub(crate) async fn h2_client<I>(io: I, ping: Ping) -> Result<(SendRequest<ReqBo
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let interval = (ping == Ping::On).then_some(Duration::from_secs(20));
+    let (interval, timeout) = match ping {
+        Ping::On => (Some(Duration::from_secs(20)), Duration::from_secs(10)),
+        Ping::Session => (Some(Duration::from_secs(5)), Duration::from_secs(5)),
+        Ping::Off => (None, Duration::from_secs(10)),
+    };
     let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(FLOW_STREAM_WINDOW)
@@ -752,7 +762,7 @@ where
         .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
         .max_header_list_size(1 << 20)
         .keep_alive_interval(interval)
-        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_timeout(timeout)
         .handshake(TokioIo::new(io))
         .await?;
     let driver = tokio::spawn(async move {
