@@ -315,7 +315,13 @@ impl Upstream {
             };
             match attempt {
                 Ok(mut conn) => {
-                    tracing::info!(upstream = %self.label, kind = ?conn.kind, "upstream connected");
+                    match &conn.kind {
+                        UpstreamKind::Plain { addr } => tracing::info!(upstream = %self.label, %addr, "upstream connected: plain ESI"),
+                        UpstreamKind::Resi { session_id, paths } => {
+                            let session = crate::session::driver::hex(session_id);
+                            tracing::info!(upstream = %self.label, %session, paths, "upstream connected: RESI session")
+                        }
+                    }
                     let link =
                         Link::Ready { tx: conn.tx.clone(), kind: conn.kind.clone(), session: conn.session.clone() };
                     self.publish(link, true);
