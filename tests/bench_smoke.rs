@@ -1,7 +1,9 @@
 //! The benchmark command's Rust part (`benches/e2e.rs`) in seconds, so it
 //! cannot rot: one short round of every setup and workload, the killed
 //! path and the idle-session memory figure, and the table it prints.
-//! HAProxy is used when on PATH, two tokio relays otherwise.
+//! HAProxy is used when on PATH, two tokio relays otherwise; the pair as
+//! two `resi gateway` processes is included when the `resi` command is on
+//! PATH (as in CI, which installs the package first).
 
 #[path = "common/echo.rs"]
 #[allow(dead_code)]
@@ -12,14 +14,17 @@ mod bench;
 mod hops;
 #[path = "../benches/e2e/memory.rs"]
 mod memory;
+#[path = "../benches/e2e/processes.rs"]
+mod processes;
 #[path = "../benches/e2e/workload.rs"]
 mod workload;
 
 use std::time::{Duration, Instant};
 
-fn haproxy_on_path() -> Option<std::path::PathBuf> {
+fn on_path(name: &str, extra: &[&str]) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).chain(["/usr/sbin".into()]).map(|d| d.join("haproxy")).find(|p| p.is_file())
+    let dirs = std::env::split_paths(&path).chain(extra.iter().map(std::path::PathBuf::from)).collect::<Vec<_>>();
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn main() {
@@ -33,7 +38,9 @@ fn main() {
         println!("bench_smoke: test");
         return;
     }
-    let opts = bench::Opts { rounds: 2, secs: 0.2, haproxy: haproxy_on_path(), nkn: true, sessions: 8 };
+    let resi = on_path("resi", &[]);
+    let processes = usize::from(resi.is_some());
+    let opts = bench::Opts { rounds: 2, secs: 0.2, haproxy: on_path("haproxy", &["/usr/sbin"]), resi, nkn: true, sessions: 8 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let started = Instant::now();
     let report = rt.block_on(async {
@@ -42,7 +49,12 @@ fn main() {
             .expect("the smoke run finishes within 120 s")
             .expect("every setup and workload runs with every answer checked")
     });
-    assert_eq!(report.names.len(), 5, "direct, two L4 hops, permissive, strict, TCP + NKN: {:?}", report.names);
+    assert_eq!(
+        report.names.len(),
+        5 + processes,
+        "direct, two L4 hops, permissive, strict, (two processes,) TCP + NKN: {:?}",
+        report.names
+    );
     for (name, rounds) in report.names.iter().zip(&report.rounds) {
         assert_eq!(rounds.len(), 2, "{name}: one figure per round");
         for f in rounds {
