@@ -9,6 +9,7 @@
 #[allow(dead_code)]
 mod echo;
 #[path = "../benches/e2e/bench.rs"]
+#[allow(dead_code)] // the bench's --profile mode is not smoke-tested
 mod bench;
 #[path = "../benches/e2e/hops.rs"]
 mod hops;
