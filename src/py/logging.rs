@@ -64,13 +64,27 @@ struct QueuedLogger {
 static QUEUE_TX: OnceLock<SyncSender<Item>> = OnceLock::new();
 static RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
 
+/// The bridge's own filter (as installed on pyo3-log below): `resi`'s
+/// targets at every level, other crates' from warnings up. Checked first
+/// because it costs nothing, while pyo3-log's cache lookup hashes and
+/// searches the target: hyper's and h2's trace events, several per HTTP/2
+/// frame, all pass `log`'s global level and were a third of a busy
+/// client's CPU (docs/performance.md).
+fn may_pass(metadata: &Metadata) -> bool {
+    metadata.level() <= Level::Warn || is_resi(metadata.target())
+}
+
+fn is_resi(target: &str) -> bool {
+    target.strip_prefix("resi").is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 impl Log for QueuedLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        self.python.enabled(metadata)
+        may_pass(metadata) && self.python.enabled(metadata)
     }
 
     fn log(&self, record: &Record) {
-        if !self.python.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
             return;
         }
         let mut message = record.args().to_string();
