@@ -27,7 +27,8 @@ impl Drop for Hops {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A port free on 127.0.0.1 now (for configurations written in advance).
+pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -30,8 +30,8 @@ impl Drop for ProcessPair {
 }
 
 fn free_addr() -> Result<SocketAddr, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map_err(|e| e.to_string())
+    let port = crate::hops::free_port().map_err(|e| format!("no free port: {e}"))?;
+    Ok(([127, 0, 0, 1], port).into())
 }
 
 fn quoted(addrs: &[SocketAddr]) -> String {
