@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request};
+use futures_util::{future, FutureExt};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use prost::Message;
@@ -417,11 +418,18 @@ async fn explain(session: Option<&SessionHandle>, mut e: CallError) -> CallError
 }
 
 /// Runs `fut` until `deadline`; past it, `DEADLINE_EXCEEDED`.
-async fn with_deadline<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Result<F::Output, Status> {
+fn with_deadline<F: std::future::Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> impl std::future::Future<Output = Result<F::Output, Status>> {
+    // Combinators, not an `async fn`: one that awaits its argument keeps
+    // two copies of it in its state, and `fut` is a whole HTTP/2 request
+    // (several KiB, moved with every call).
     match deadline {
-        None => Ok(fut.await),
-        Some(d) => tokio::time::timeout_at(d, fut)
-            .await
-            .map_err(|_| Status::new(Code::DeadlineExceeded, "deadline exceeded (local)")),
+        None => future::Either::Left(fut.map(Ok)),
+        Some(d) => future::Either::Right(tokio::time::timeout_at(d, fut).map(|timed| {
+            timed.map_err(|_| Status::new(Code::DeadlineExceeded, "deadline exceeded (local)"))
+        })),
     }
 }
+

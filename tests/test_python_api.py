@@ -270,6 +270,62 @@ async def test_hundreds_of_concurrent_calls_do_not_serialise(esi_server: EsiServ
             assert elapsed < 5, f"300 calls of 0.3 s took {elapsed:.1f}s"
 
 
+def test_calls_from_successive_loops_on_one_thread(esi_server: EsiServer):
+    """Each asyncio loop gets its own batch of started calls (and its own
+    driver on the runtime): bursts of calls work in a loop, in the next
+    loop on the same thread, and with some cancelled in the middle."""
+
+    async def burst(n: int) -> None:
+        async with await resi.Client.connect(esi_server.addr) as c:
+            calls = [asyncio.ensure_future(c.unary(f"/{SERVICE}/Unary", b"%d" % i, timeout=20)) for i in range(n)]
+            cancelled = calls[::7]
+            for t in cancelled:
+                t.cancel()
+            done = await asyncio.gather(*calls, return_exceptions=True)
+            for i, reply in enumerate(done):
+                if calls[i] in cancelled:
+                    assert isinstance(reply, asyncio.CancelledError)
+                else:
+                    assert reply == b"echo:%d" % i
+            # The client still works after the cancellations.
+            assert await c.unary(f"/{SERVICE}/Unary", b"after", timeout=20) == b"echo:after"
+
+    for _ in range(3):
+        asyncio.run(burst(200))
+
+
+def _resi_in_subprocess(threads: str, code: str) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "RESI_THREADS": threads}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+WORKERS = """
+import asyncio, pathlib, resi
+async def main():
+    try:
+        await resi.Client.connect("127.0.0.1:9", connect_timeout=0.5)
+    except resi.SessionError:
+        pass
+asyncio.run(main())
+names = [p.read_text().strip() for p in pathlib.Path("/proc/self/task").glob("*/comm")]
+print(names.count("resi-worker"))
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_resi_threads_sets_the_runtime_workers(threads: str):
+    run = _resi_in_subprocess(threads, WORKERS)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == threads
+
+
+@pytest.mark.parametrize("bad", ["0", "many", "1025"])
+def test_a_bad_resi_threads_fails_the_import_naming_it(bad: str):
+    run = _resi_in_subprocess(bad, "import resi")
+    assert run.returncode != 0
+    assert "ValueError" in run.stderr and f'RESI_THREADS: "{bad}"' in run.stderr, run.stderr
+
+
 # ---------------------------------------------------------------------------
 # 3. Extensions in Python
 

@@ -344,7 +344,7 @@ impl Default for ResiConfig {
 /// waits on them: on a machine it shares with its ESI server or its peer
 /// gateway, more workers mostly wake each other (measured in
 /// docs/performance.md, "What bounds it").
-fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 

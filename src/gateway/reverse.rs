@@ -272,9 +272,12 @@ impl Channels {
 
     /// Sends one call over the most recent channel, waiting up to the
     /// connect timeout (or the caller's deadline) for one to open.
-    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, CallSession), Status> {
+    pub(crate) fn send(
+        &self,
+        mut req: Request<ReqBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, CallSession), Status>> + Send + '_ {
         complete_uri(&mut req, &self.authority);
-        send_on(self, req).await
+        send_on(self, req)
     }
 
     /// Shutdown, once the reverse listeners' calls are done: refuse new

@@ -221,9 +221,12 @@ impl Upstream {
     /// retried once on the next connection, unless that connection's session
     /// failed because copies disagreed (`DATA_LOSS`). The response comes
     /// with the [`CallSession`] it went over.
-    pub(crate) async fn send(&self, mut req: Request<ReqBody>) -> Result<(Response<Incoming>, CallSession), Status> {
+    pub(crate) fn send(
+        &self,
+        mut req: Request<ReqBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, CallSession), Status>> + Send + '_ {
         complete_uri(&mut req, &self.authority);
-        send_on(self, req).await
+        send_on(self, req)
     }
 
     fn unavailable(&self, why: &str) -> Status {

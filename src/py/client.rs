@@ -47,7 +47,7 @@ impl Client {
             Some(t) => convert::upstream_tls(t, origin)?,
             None => None,
         };
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         Ok(Client { inner: Arc::new(CoreClient::plain(target, timeout, tls)) })
     }
 
@@ -67,7 +67,7 @@ impl Client {
         if paths.is_empty() {
             return Err(super::errors::config_key_error(py, origin, "[Tcp] Address", "at least one path is needed"));
         }
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         let reverse = cfg.reverse.as_ref().map(|r| r.address.clone()).unwrap_or_default();
         let tls = match &cfg.tls {
             Some(t) => Some(convert::require_upstream(py, Some(t), origin)?),
@@ -163,7 +163,7 @@ impl Client {
         let inner = self.inner.clone();
         let cancel = CancellationToken::new();
         let token = cancel.clone();
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         let start = tokio::spawn(async move {
             tokio::select! {
                 r = inner.call(&path, body, &opts) => r,

@@ -41,7 +41,7 @@ impl FaultRelay {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| PyValueError::new_err(format!("not a reachable host:port: {target:?}")))?;
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         let relay = Relay::bind(addr)?;
         Ok(FaultRelay { relay })
     }
@@ -136,7 +136,7 @@ impl FaultRelay {
         if up.is_zero() || down.is_zero() {
             return Err(PyValueError::new_err("up and down must be more than 0 seconds"));
         }
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         self.relay.flap(up, down, total, how);
         Ok(())
     }

@@ -59,7 +59,7 @@ impl Gateway {
         if running.is_some() {
             return Err(resi_error(py, "the gateway is already running"));
         }
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         let gw = CoreGateway::start(self.config.clone()).map_err(|e| gateway_error(py, &self.origin, e))?;
         for (id, h) in self.handlers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             gw.extensions().register(*id, h.clone());

@@ -19,14 +19,24 @@
 //! (`crate::logs`): a gateway whose peer is down does not write the same
 //! line every redial forever. The next copy written says how many were
 //! left out.
+//!
+//! `tracing` events reach the bridge through a `tracing` subscriber of
+//! our own ([`bridge_tracing`]), not through `tracing`'s `log` fallback:
+//! that fallback asks `log` about every event and span of hyper and h2,
+//! several per HTTP/2 frame, while a subscriber is asked once per call
+//! site and answers "never" for the ones the bridge would refuse.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::fmt::Write as _;
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 
 /// Records waiting for the Python side before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -71,7 +81,11 @@ static RESET: OnceLock<pyo3_log::ResetHandle> = OnceLock::new();
 /// frame, all pass `log`'s global level and were a third of a busy
 /// client's CPU (docs/performance.md).
 fn may_pass(metadata: &Metadata) -> bool {
-    metadata.level() <= Level::Warn || is_resi(metadata.target())
+    passes(metadata.level(), metadata.target())
+}
+
+fn passes(level: Level, target: &str) -> bool {
+    level <= Level::Warn || is_resi(target)
 }
 
 fn is_resi(target: &str) -> bool {
@@ -227,4 +241,87 @@ fn emit_dropped(python: &pyo3_log::Logger, lost: u64) {
             ))
             .build(),
     );
+}
+
+/// Makes this process's `tracing` events `log` records of the bridge,
+/// once. Called when the bindings first use the runtime rather than at
+/// import: the `resi` command imports the module too, and `resi gateway`
+/// installs its own subscriber, which must stay free to do so. Events of
+/// a process where this never ran still reach the bridge, through
+/// `tracing`'s `log` fallback.
+pub(crate) fn bridge_tracing() {
+    static BRIDGED: Once = Once::new();
+    BRIDGED.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(EventsToLog));
+    });
+}
+
+/// The `tracing` layer of [`bridge_tracing`]: events only (no span is
+/// ever enabled), filtered like the bridge, written as `tracing`'s `log`
+/// fallback writes them (the message, then ` field=value`).
+struct EventsToLog;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EventsToLog {
+    fn register_callsite(&self, metadata: &'static tracing::Metadata<'static>) -> Interest {
+        // "Sometimes", not "always": Python's levels can change, so
+        // `enabled` asks the bridge each time.
+        match metadata.is_event() && passes(log_level(metadata.level()), metadata.target()) {
+            true => Interest::sometimes(),
+            false => Interest::never(),
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        let level = log_level(metadata.level());
+        metadata.is_event()
+            && level <= log::max_level()
+            && log::logger().enabled(&Metadata::builder().level(level).target(metadata.target()).build())
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let metadata = event.metadata();
+        let mut line = LogLine(String::new());
+        event.record(&mut line);
+        log::logger().log(
+            &Record::builder()
+                .level(log_level(metadata.level()))
+                .target(metadata.target())
+                .args(format_args!("{}", line.0))
+                .file(metadata.file())
+                .line(metadata.line())
+                .module_path(metadata.module_path())
+                .build(),
+        );
+    }
+}
+
+fn log_level(level: &tracing::Level) -> Level {
+    match *level {
+        tracing::Level::ERROR => Level::Error,
+        tracing::Level::WARN => Level::Warn,
+        tracing::Level::INFO => Level::Info,
+        tracing::Level::DEBUG => Level::Debug,
+        tracing::Level::TRACE => Level::Trace,
+    }
+}
+
+/// An event's fields as one line: the message first, then `name=value`
+/// (values in their `Debug` form), separated by spaces.
+struct LogLine(String);
+
+impl Visit for LogLine {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let gap = if self.0.is_empty() { "" } else { " " };
+        let _ = match field.name() {
+            "message" => write!(self.0, "{gap}{value:?}"),
+            name => write!(self.0, "{gap}{name}={value:?}"),
+        };
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.record_debug(field, &format_args!("{value}")),
+            _ => self.record_debug(field, &value),
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //!   thread so no Rust thread ever waits for the GIL to log.
 //! - `nkn`: `NknClient`, `NknMessage`, `NknLocalNode` and identities
 //!   (`resi.nkn`).
+//! - `runtime`: the runtime's worker threads (`RESI_THREADS`).
 
 mod client;
 mod complete;
@@ -28,6 +29,7 @@ mod fault;
 mod gateway;
 mod logging;
 mod nkn;
+mod runtime;
 mod stats;
 
 use pyo3::prelude::*;
@@ -59,6 +61,7 @@ fn flush_logs(py: Python<'_>) -> bool {
 
 #[pymodule]
 fn _resi(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    runtime::configure()?;
     logging::install(m.py());
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;

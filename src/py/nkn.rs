@@ -146,7 +146,7 @@ impl NknClient {
             client.seed_rpc_servers = servers;
         }
         let cfg = MultiClientConfig { client, num_clients: subclients, original_client, ..MultiClientConfig::default() };
-        let _rt = pyo3_async_runtimes::tokio::get_runtime().enter();
+        let _rt = super::runtime::get().enter();
         let (inner, rx) = MultiClient::new(identity, cfg);
         Ok(NknClient { inner: Arc::new(inner), rx: Arc::new(tokio::sync::Mutex::new(rx)), closed: CancellationToken::new() })
     }

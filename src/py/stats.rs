@@ -416,7 +416,7 @@ impl EventStream {
         forwarder.refresh();
         let closed = CancellationToken::new();
         let stop = closed.clone();
-        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        super::runtime::get().spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = forwarder.run() => {}
