@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -447,8 +448,10 @@ where
     let ctx = Arc::new(ctx);
     let svc = service_fn(move |req| {
         let call = svc_activity.as_ref().map(Activity::call);
+        // A combinator, not `async move { rsp.await... }`, which would hold
+        // the call's future twice (docs/performance.md).
         let rsp = proxy::handle(svc_shared.clone(), ctx.clone(), req);
-        async move { rsp.await.map(|r| r.map(|body| Tracked::new(body, call))) }
+        rsp.map(|r| r.map(|r| r.map(|body| Tracked::new(body, call))))
     });
     let conn = h2.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
