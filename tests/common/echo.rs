@@ -163,7 +163,14 @@ async fn start_server(listener: TcpListener, opts: ServerOpts) -> TestServer {
         });
         router = router.add_service(esi);
     }
-    let incoming = TcpListenerStream::new(listener);
+    // `Server::tcp_nodelay` applies to tonic's own listener only: an
+    // incoming stream of ours must set it on each connection, or a reply's
+    // trailers wait behind its DATA for the caller's delayed ACK (Nagle).
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
     let task = tokio::spawn(async move {
         let _ = router
             .serve_with_incoming_shutdown(incoming, async {
