@@ -257,7 +257,7 @@ pub struct ResiConfig {
     pub max_connections: usize,
     /// `Threads`: the tokio worker threads `resi gateway` runs on (a
     /// gateway started from Python shares its process's runtime instead).
-    #[serde(deserialize_with = "values::count::<_, _, 1, 1024>")]
+    #[serde(deserialize_with = "values::count::<_, _, 1, MAX_THREADS>")]
     pub threads: usize,
 }
 
@@ -339,6 +339,9 @@ impl Default for ResiConfig {
         }
     }
 }
+
+/// The most worker threads a gateway (or a Python process) may run.
+pub(crate) const MAX_THREADS: u64 = 1024;
 
 /// Half the CPUs, at least one. A gateway moves bytes between sockets and
 /// waits on them: on a machine it shares with its ESI server or its peer

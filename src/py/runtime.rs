@@ -19,10 +19,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::PyResult;
 use tokio::runtime::Runtime;
 
+use crate::config::MAX_THREADS;
+
 /// The environment variable that sets the number of worker threads.
 const VARIABLE: &str = "RESI_THREADS";
-/// The most worker threads `RESI_THREADS` may ask for (as `[Resi] Threads`).
-const MAX_THREADS: usize = 1024;
 
 /// Sets up the runtime's builder (before its first use); a bad
 /// `RESI_THREADS` is refused with a `ValueError` naming it.
@@ -50,8 +50,8 @@ fn thread_namer(workers: usize) -> impl Fn() -> String + Send + Sync + 'static {
 }
 
 fn parse(value: &str) -> Result<usize, String> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n as usize),
         _ => Err(format!("{VARIABLE}: {value:?} is not a number of threads (allowed: 1 to {MAX_THREADS})")),
     }
 }
