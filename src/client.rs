@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request};
 use futures_util::{future, FutureExt};
+use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use prost::Message;
@@ -432,4 +432,3 @@ fn with_deadline<F: std::future::Future>(
         })),
     }
 }
-

@@ -26,9 +26,9 @@
 //! several per HTTP/2 frame, while a subscriber is asked once per call
 //! site and answers "never" for the ones the bridge would refuse.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::fmt::Write as _;
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
