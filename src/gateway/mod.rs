@@ -11,6 +11,7 @@
 //!   gateway's side back to the client gateway's side over the same session.
 //! - [`body`]: request and response body types (with `MaxMessageSize`).
 //! - [`guard`]: handshake deadline, idle connections, connection limit.
+//! - [`coalesce`]: an upstream connection's request goes out in one write.
 //! - [`health`]: `grpc.health.v1.Health`, answered by the gateway itself.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format
 //!   (`[Metrics] Listen`).
@@ -20,6 +21,7 @@
 //! or longer).
 
 pub(crate) mod body;
+mod coalesce;
 mod guard;
 pub mod health;
 mod listener;

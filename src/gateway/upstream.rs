@@ -753,7 +753,8 @@ pub(crate) enum Ping {
 }
 
 /// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
-/// own task.
+/// own task. Its small writes wait one turn ([`super::coalesce`]), so a
+/// request's HEADERS and DATA leave in one write.
 pub(crate) async fn h2_client<I>(io: I, ping: Ping) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -772,7 +773,7 @@ where
         .max_header_list_size(1 << 20)
         .keep_alive_interval(interval)
         .keep_alive_timeout(timeout)
-        .handshake(TokioIo::new(io))
+        .handshake(TokioIo::new(super::coalesce::Coalesce::new(io)))
         .await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = conn.await {
