@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Writes shorter than this may wait one turn (a request's HEADERS frame,
 /// a WINDOW_UPDATE or a PING are far below it; a DATA frame of a bulk
 /// transfer is above it).
-pub(crate) const SMALL: usize = 4096;
+const SMALL: usize = 4096;
 
 /// An I/O object whose small writes wait one turn of the scheduler.
 #[derive(Debug)]
