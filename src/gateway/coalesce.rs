@@ -16,6 +16,13 @@
 //! The next write always goes through, so nothing waits longer than one
 //! turn, and a write of at least [`SMALL`] bytes (bulk data, where there is
 //! nothing to gain) never waits.
+//!
+//! Nothing waits before the peer has first been heard from: the
+//! connection's preface and SETTINGS go at once, and its first read comes
+//! right after them, as without this wrapper. That order matters over TLS
+//! 1.3, where a server that refuses the client certificate sends its alert
+//! and closes: a client that reads first sees the alert
+//! ([`crate::tls::FirstRead`]), one that writes first may meet the reset.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -32,18 +39,20 @@ const SMALL: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Coalesce<I> {
     io: I,
+    /// The peer has sent bytes: from now on small writes may wait.
+    heard: bool,
     /// The last small write was put off: the next one goes through.
     waited: bool,
 }
 
 impl<I> Coalesce<I> {
     pub(crate) fn new(io: I) -> Coalesce<I> {
-        Coalesce { io, waited: false }
+        Coalesce { io, heard: false, waited: false }
     }
 
     /// `Pending` (task woken) if a write of `len` bytes should wait a turn.
     fn wait_turn(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<()> {
-        if self.waited || len == 0 || len >= SMALL {
+        if !self.heard || self.waited || len == 0 || len >= SMALL {
             self.waited = false;
             return Poll::Ready(());
         }
@@ -55,7 +64,10 @@ impl<I> Coalesce<I> {
 
 impl<I: AsyncRead + Unpin> AsyncRead for Coalesce<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.heard |= buf.filled().len() > before;
+        polled
     }
 }
 
@@ -88,26 +100,44 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Coalesce<I> {
 mod tests {
     use super::*;
     use std::future::Future;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A `Coalesce` over one end of a pipe whose peer has spoken.
+    async fn heard() -> (Coalesce<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut w = Coalesce::new(a);
+        b.write_all(b"settings").await.unwrap();
+        let mut got = [0u8; 8];
+        w.read_exact(&mut got).await.unwrap();
+        (w, b)
+    }
+
+    #[tokio::test]
+    async fn before_the_peer_spoke_nothing_waits() {
+        let (a, _b) = tokio::io::duplex(1 << 16);
+        let mut w = Coalesce::new(a);
+        let mut preface = std::pin::pin!(w.write(b"preface"));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(preface.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+    }
 
     #[tokio::test]
     async fn a_small_write_waits_one_turn_and_then_goes_through() {
-        let (a, mut b) = tokio::io::duplex(1 << 16);
-        let mut w = Coalesce::new(a);
+        let (mut w, mut b) = heard().await;
         let mut first = std::pin::pin!(w.write(b"headers"));
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(first.as_mut().poll(&mut cx).is_pending(), "the first small write waits");
         assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(7))), "then it goes through");
         let mut got = [0u8; 7];
-        tokio::io::AsyncReadExt::read_exact(&mut b, &mut got).await.unwrap();
+        b.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"headers");
     }
 
     #[tokio::test]
     async fn a_large_write_never_waits() {
-        let (a, _b) = tokio::io::duplex(1 << 16);
-        let mut w = Coalesce::new(a);
+        let (mut w, _b) = heard().await;
         let big = vec![7u8; SMALL];
         let mut write = std::pin::pin!(w.write(&big));
         let waker = futures_util::task::noop_waker();
