@@ -32,7 +32,6 @@ use bytes::Bytes;
 use futures_util::{future, FutureExt};
 use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -40,7 +39,7 @@ use tokio::time::Instant;
 use crate::extension::{not_implemented, run_handler, ExtensionRegistry};
 use crate::gateway::body::LocalBody;
 use crate::gateway::reverse::Opener;
-use crate::gateway::upstream::{CallSession, Manager, Upstream, UpstreamKind};
+use crate::gateway::upstream::{CallSession, Manager, ResponseBody, Upstream, UpstreamKind};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::MODIFY_PATH;
@@ -316,7 +315,7 @@ pub struct UnaryReply {
 /// An answered call: response headers, then messages, then the status.
 pub struct Call {
     headers: HeaderMap,
-    body: Incoming,
+    body: ResponseBody,
     /// Splits the response body into messages (no copy of a message that
     /// arrived in one DATA frame).
     decoder: grpc::Decoder,
@@ -362,7 +361,7 @@ impl Call {
                     return Err(CallError::new(Code::Internal, "response ended without a gRPC status"));
                 }
                 Some(Err(e)) => {
-                    let code = if e.to_string().contains("cancel") { Code::Cancelled } else { Code::Unavailable };
+                    let code = if e.reason() == Some(h2::Reason::CANCEL) { Code::Cancelled } else { Code::Unavailable };
                     let st = self.session.failure(Status::new(code, format!("response stream failed: {e}")));
                     return Err(st.into());
                 }

@@ -7,6 +7,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -132,23 +134,39 @@ async fn tcp_killed_mid_load_loses_no_call_with_nkn_message_loss() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let s = setup(Mode::Permissive, 0.1).await;
         let c = echo_client(s.client.local_addrs()[0]).await;
+        let done = Arc::new(AtomicUsize::new(0));
         let mut tasks = vec![];
         for t in 0..8u32 {
             let mut c = c.clone();
+            let done = done.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..10u32 {
                     let body = pattern(1000 + (t * 10 + i) as usize * 50, (t * 10 + i) as u8);
                     let rsp = c.unary(Msg { body: body.clone(), count: i, note: String::new() }).await;
                     assert!(rsp.expect("call failed").into_inner().body == body, "task {t} call {i}");
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Mid-load: once a quarter of the 80 calls are done.
+        while done.load(Ordering::Relaxed) < 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         s.tcp.kill();
         for t in tasks {
             t.await.unwrap();
         }
-        let stats = s.client.upstream_session().unwrap().stats().await.unwrap();
+        // The reset is seen by the session's driver, not necessarily before
+        // the last call came back.
+        let session = s.client.upstream_session().unwrap();
+        let mut stats = session.stats().await.unwrap();
+        for _ in 0..500 {
+            if !stats.paths[0].live {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stats = session.stats().await.unwrap();
+        }
         assert!(!stats.paths[0].live, "{stats:?}");
         assert!(stats.paths[1].live, "{stats:?}");
     })

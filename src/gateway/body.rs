@@ -31,6 +31,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
+use super::h2client::ResponseBody;
 use super::metrics::CallCounts;
 use super::upstream::CallSession;
 use crate::grpc::{frame_bytes, status_trailers, Code, MessageTooLarge, MessageTracker, Status};
@@ -108,7 +109,7 @@ impl Body for LimitedRequest {
 /// ended early with a status if its request was refused.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    body: Incoming,
+    body: ResponseBody,
     tracker: MessageTracker,
     refused: Refusal,
     /// The session it came over decides the status should the body break.
@@ -118,7 +119,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(body: Incoming, max: usize, refused: Refusal, session: CallSession) -> UpstreamBody {
+    pub(crate) fn new(body: ResponseBody, max: usize, refused: Refusal, session: CallSession) -> UpstreamBody {
         UpstreamBody { body, tracker: MessageTracker::new(max), refused, session, tally: None }
     }
 

@@ -11,6 +11,8 @@
 //!   gateway's side back to the client gateway's side over the same session.
 //! - [`body`]: request and response body types (with `MaxMessageSize`).
 //! - [`guard`]: handshake deadline, idle connections, connection limit.
+//! - [`h2client`]: the HTTP/2 client of every upstream connection, on `h2`
+//!   directly (no task or channel per call).
 //! - [`coalesce`]: an upstream connection's request goes out in one write.
 //! - [`health`]: `grpc.health.v1.Health`, answered by the gateway itself.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format
@@ -23,6 +25,7 @@
 pub(crate) mod body;
 mod coalesce;
 mod guard;
+mod h2client;
 pub mod health;
 mod listener;
 mod metrics;
@@ -96,7 +99,7 @@ impl Target {
     fn send(
         &self,
         req: http::Request<body::ReqBody>,
-    ) -> impl Future<Output = Result<(http::Response<hyper::body::Incoming>, upstream::CallSession), Status>> + Send + '_
+    ) -> impl Future<Output = Result<(http::Response<h2client::ResponseBody>, upstream::CallSession), Status>> + Send + '_
     {
         match self {
             Target::Upstream(u) => future::Either::Left(u.send(req)),

@@ -89,6 +89,13 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
             })
         }
         Err(st) => {
+            // A request refused while it was being sent fails the send too
+            // (its stream is reset): the refusal is the reason to give.
+            if let Some(Ok(e)) = futures_util::FutureExt::now_or_never(&mut refused) {
+                let st = e.status("request");
+                shared.calls.record(st.code);
+                return st.to_response();
+            }
             tracing::debug!("call not forwarded: {st}");
             shared.calls.record(st.code);
             st.to_response()

@@ -31,7 +31,6 @@ use futures_util::TryStreamExt;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -41,7 +40,8 @@ use tokio_util::io::StreamReader;
 use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureOwned};
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
-use super::upstream::{complete_uri, h2_client, send_on, CallSession, Connections, Manager, Ping, Upstream};
+use super::h2client::{self, ResponseBody, Sender};
+use super::upstream::{complete_uri, send_on, CallSession, Connections, Manager, Ping, Upstream};
 use super::{proxy, Shared, Target};
 use crate::extension::{CallContext, ExtensionRegistry};
 use crate::grpc::{Code, Status};
@@ -105,11 +105,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for CutReader<R> {
 
 /// The channel as one byte stream: reads `body`, writes into `tx`; reads
 /// end when `cut` is cancelled.
-fn pipe(
-    body: Incoming,
+fn pipe<B>(
+    body: B,
     tx: mpsc::Sender<Bytes>,
     cut: CancellationToken,
-) -> impl AsyncRead + AsyncWrite + Unpin + Send + 'static {
+) -> impl AsyncRead + AsyncWrite + Unpin + Send + 'static
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let inner = StreamReader::new(body.into_data_stream().map_err(io::Error::other));
     let reader = CutReader { inner, cut: Box::pin(cut.cancelled_owned()) };
     tokio::io::join(reader, ChannelWriter(PollSender::new(tx)))
@@ -148,7 +152,7 @@ impl Opener {
     /// Keeps one reverse channel open on `outer` (the session's HTTP/2
     /// connection) until that connection closes; the caller aborts this
     /// task when the session ends.
-    pub(crate) async fn keep_open(self: Arc<Self>, mut outer: SendRequest<ReqBody>) {
+    pub(crate) async fn keep_open(self: Arc<Self>, mut outer: Sender) {
         let mut delay = REOPEN_DELAY;
         while !outer.is_closed() {
             let started = Instant::now();
@@ -165,14 +169,13 @@ impl Opener {
     }
 
     /// Opens the channel and serves the inner HTTP/2 connection until it ends.
-    async fn run_once(&self, outer: &mut SendRequest<ReqBody>) -> Result<(), String> {
+    async fn run_once(&self, outer: &mut Sender) -> Result<(), String> {
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let req = Request::post(format!("http://resi{REVERSE_PATH}"))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))
             .body(Either::Right(LocalBody::Raw(rx)))
             .map_err(|e| e.to_string())?;
-        outer.ready().await.map_err(|e| format!("session connection: {e}"))?;
-        let rsp = outer.send_request(req).await.map_err(|e| format!("cannot open: {e}"))?;
+        let rsp = outer.send(req).await.map_err(|e| format!("cannot open: {}", e.error))?;
         if let Some(st) = Status::from_response_head(rsp.status(), rsp.headers()) {
             return Err(format!("refused by the end gateway: {st}"));
         }
@@ -198,7 +201,7 @@ impl Opener {
 /// The reverse channels client gateways opened to this gateway.
 pub(crate) struct Channels {
     /// Live channels, oldest first.
-    open: Mutex<Vec<SendRequest<ReqBody>>>,
+    open: Mutex<Vec<Sender>>,
     /// Bumped on every change, so waiting calls look again.
     changed: watch::Sender<u64>,
     connect_timeout: Duration,
@@ -217,7 +220,7 @@ impl Channels {
         })
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<ReqBody>>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -231,7 +234,7 @@ impl Channels {
         let io = pipe(req.into_body(), tx, self.closing.clone());
         let channels = self.clone();
         tokio::spawn(async move {
-            match h2_client(io, Ping::Off).await {
+            match h2client::handshake(io, Ping::Off).await {
                 Ok((sender, driver)) => {
                     channels.add(sender);
                     let _ = driver.await;
@@ -246,7 +249,7 @@ impl Channels {
         rsp
     }
 
-    fn add(&self, sender: SendRequest<ReqBody>) {
+    fn add(&self, sender: Sender) {
         if self.closing.is_cancelled() {
             return; // dropping the sender closes the inner connection
         }
@@ -275,7 +278,7 @@ impl Channels {
     pub(crate) fn send(
         &self,
         mut req: Request<ReqBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, CallSession), Status>> + Send + '_ {
+    ) -> impl Future<Output = Result<(Response<ResponseBody>, CallSession), Status>> + Send + '_ {
         complete_uri(&mut req, &self.authority);
         send_on(self, req)
     }
@@ -292,12 +295,12 @@ impl Channels {
 
 impl Connections for Channels {
     /// The most recently opened live channel.
-    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)> {
+    fn current(&self) -> Option<(Sender, CallSession)> {
         let tx = self.open().iter().rev().find(|s| !s.is_closed()).cloned()?;
         Some((tx, CallSession::default()))
     }
 
-    async fn wait(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, CallSession), Status> {
+    async fn wait(&self, caller: Option<Duration>) -> Result<(Sender, CallSession), Status> {
         let mut rx = self.changed.subscribe();
         let wait = caller.map_or(self.connect_timeout, |t| t.min(self.connect_timeout));
         let deadline = Instant::now() + wait;

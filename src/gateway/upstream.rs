@@ -27,11 +27,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Either;
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -39,8 +35,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{LocalBody, ReqBody};
+pub(crate) use super::h2client::Ping;
+pub(crate) use super::h2client::ResponseBody;
+use super::h2client::{self, Sender};
 use super::reverse::Opener;
-use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
 use crate::grpc::{self, Code, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::resi::{self, redundancy};
@@ -108,7 +106,7 @@ enum Link {
     /// Being (re)connected; no attempt outcome yet.
     Connecting,
     Ready {
-        tx: SendRequest<ReqBody>,
+        tx: Sender,
         kind: UpstreamKind,
         session: Option<SessionHandle>,
     },
@@ -224,7 +222,7 @@ impl Upstream {
     pub(crate) fn send(
         &self,
         mut req: Request<ReqBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, CallSession), Status>> + Send + '_ {
+    ) -> impl Future<Output = Result<(Response<ResponseBody>, CallSession), Status>> + Send + '_ {
         complete_uri(&mut req, &self.authority);
         send_on(self, req)
     }
@@ -234,7 +232,7 @@ impl Upstream {
     }
 
     /// The live connection and its session, if there is one.
-    fn current(&self) -> Option<(SendRequest<ReqBody>, Option<SessionHandle>)> {
+    fn current(&self) -> Option<(Sender, Option<SessionHandle>)> {
         match &self.state.borrow().link {
             Link::Ready { tx, session, .. } if !tx.is_closed() => Some((tx.clone(), session.clone())),
             _ => None,
@@ -252,7 +250,7 @@ impl Upstream {
     /// Wakes the manager and waits for a live connection, or for the outcome
     /// of an attempt that finished after this call arrived; no longer than
     /// the `caller`'s deadline.
-    async fn wait_ready(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, Option<SessionHandle>), Status> {
+    async fn wait_ready(&self, caller: Option<Duration>) -> Result<(Sender, Option<SessionHandle>), Status> {
         let base = self.state.borrow().attempts;
         self.kick.notify_one();
         let mut rx = self.state.subscribe();
@@ -442,7 +440,7 @@ impl Upstream {
                     let _ = tcp.set_nodelay(true);
                     let (tx, driver) = match &self.tls {
                         Some(tls) => self.h2_over_tls(tls, tcp, addr).await?,
-                        None => h2_client(tcp, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
+                        None => h2client::handshake(tcp, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?,
                     };
                     let kind = UpstreamKind::Plain { addr: addr.clone() };
                     return Ok((addr, Conn { tx, kind, driver, driver_done: false, session: None }));
@@ -462,11 +460,11 @@ impl Upstream {
         tls: &UpstreamTls,
         tcp: TcpStream,
         addr: &str,
-    ) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), String> {
+    ) -> Result<(Sender, JoinHandle<()>), String> {
         let setup = async {
             let stream = tls.connect(tcp, addr, Alpn::H2).await.map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
             let (stream, first_read) = FirstRead::new(stream);
-            let (tx, driver) = h2_client(stream, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
+            let (tx, driver) = h2client::handshake(stream, Ping::On).await.map_err(|e| format!("{addr}: HTTP/2 handshake: {e}"))?;
             match first_read.await {
                 Ok(Ok(())) => Ok((tx, driver)),
                 Ok(Err(e)) => {
@@ -485,7 +483,7 @@ impl Upstream {
     /// gateway, `None` from a server that does not know extension 1.
     async fn probe(
         &self,
-        tx: &mut SendRequest<ReqBody>,
+        tx: &mut Sender,
         addr: &str,
         cfg: &SessionConfig,
     ) -> Result<Option<resi::OpenResponse>, String> {
@@ -499,7 +497,7 @@ impl Upstream {
             .header(http::header::TE, HeaderValue::from_static("trailers"))
             .body(Either::Right(LocalBody::full(body)))
             .map_err(|e| e.to_string())?;
-        let rsp = tx.send_request(req).await.map_err(|e| format!("{addr}: probe failed: {e}"))?;
+        let rsp = tx.send(req).await.map_err(|e| format!("{addr}: probe failed: {}", e.error))?;
         match unary_result(rsp).await {
             Ok(msg) => match decode_opened(msg) {
                 Ok(opened) => Ok(Some(opened)),
@@ -528,7 +526,7 @@ impl Upstream {
             .map_err(|e| format!("opening a session over NKN: {e}"))?;
         let session_id = Bytes::copy_from_slice(&handle.id());
         self.watch_paths(&handle);
-        match h2_client(stream, Ping::Session).await {
+        match h2client::handshake(stream, Ping::Session).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -559,7 +557,7 @@ impl Upstream {
             Ok(Ok(pair)) => pair,
         };
         self.watch_paths(&handle);
-        match h2_client(stream, Ping::Session).await {
+        match h2client::handshake(stream, Ping::Session).await {
             Ok((tx, driver)) => {
                 let kind = UpstreamKind::Resi { session_id, paths: self.path_count() };
                 Ok(Conn { tx, kind, driver, driver_done: false, session: Some(handle) })
@@ -573,11 +571,11 @@ impl Upstream {
 }
 
 impl Connections for Upstream {
-    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)> {
+    fn current(&self) -> Option<(Sender, CallSession)> {
         Upstream::current(self).map(|(tx, session)| (tx, CallSession(session)))
     }
 
-    async fn wait(&self, caller: Option<Duration>) -> Result<(SendRequest<ReqBody>, CallSession), Status> {
+    async fn wait(&self, caller: Option<Duration>) -> Result<(Sender, CallSession), Status> {
         let (tx, session) = self.wait_ready(caller).await?;
         Ok((tx, CallSession(session)))
     }
@@ -596,10 +594,10 @@ impl Connections for Upstream {
 /// or a reverse channel.
 pub(crate) trait Connections {
     /// A live connection and the session under it, without waiting.
-    fn current(&self) -> Option<(SendRequest<ReqBody>, CallSession)>;
+    fn current(&self) -> Option<(Sender, CallSession)>;
     /// Waits for one, no longer than the `caller`'s deadline or the connect
     /// timeout.
-    fn wait(&self, caller: Option<Duration>) -> impl Future<Output = Result<(SendRequest<ReqBody>, CallSession), Status>> + Send;
+    fn wait(&self, caller: Option<Duration>) -> impl Future<Output = Result<(Sender, CallSession), Status>> + Send;
     /// The connection went away before it took a request.
     fn lost(&self) -> impl Future<Output = ()> + Send;
     /// The status of a call that could not be sent.
@@ -611,7 +609,7 @@ pub(crate) trait Connections {
 pub(crate) async fn send_on<C: Connections + Sync>(
     conns: &C,
     mut req: Request<ReqBody>,
-) -> Result<(Response<Incoming>, CallSession), Status> {
+) -> Result<(Response<ResponseBody>, CallSession), Status> {
     let mut retried = false;
     loop {
         let (mut tx, session) = match conns.current() {
@@ -622,21 +620,21 @@ pub(crate) async fn send_on<C: Connections + Sync>(
                 Box::pin(conns.wait(caller)).await?
             }
         };
-        match tx.try_send_request(req).await {
+        match tx.send(req).await {
             // Kept with the response, so a body that breaks later can tell
             // a failed-closed session (DATA_LOSS).
             Ok(rsp) => return Ok((rsp, session)),
-            Err(mut e) => {
+            Err(e) => {
                 if let Some(st) = session.data_loss() {
                     return Err(st);
                 }
-                match e.take_message() {
+                match e.request {
                     Some(r) if !retried => {
                         retried = true;
                         req = r;
                         conns.lost().await;
                     }
-                    _ => return Err(conns.failed(&e.into_error().to_string())),
+                    _ => return Err(conns.failed(&e.error.to_string())),
                 }
             }
         }
@@ -676,7 +674,7 @@ impl Drop for Manager {
 /// One upstream connection: the h2 client, the task driving it and, for a
 /// resi upstream, the session under it.
 struct Conn {
-    tx: SendRequest<ReqBody>,
+    tx: Sender,
     kind: UpstreamKind,
     driver: JoinHandle<()>,
     /// The driver task has been awaited to completion (a `JoinHandle` must
@@ -736,55 +734,8 @@ pub(crate) fn complete_uri(req: &mut Request<ReqBody>, authority: &http::uri::Au
     }
 }
 
-/// Whether an HTTP/2 client connection pings its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ping {
-    /// Over TCP: a PING every 20 s, a peer silent for 10 s more is gone.
-    On,
-    /// Over a session: its paths' heartbeats watch the peer, and a failed
-    /// session ends the connection. PINGs only while calls are open, every
-    /// 5 s, answered within 5 s: they catch an HTTP/2 stream that the
-    /// session still carries but that its peer can no longer parse (a
-    /// tampered copy taken first in permissive mode, §10.5), which would
-    /// otherwise hold every call to its deadline.
-    Session,
-    /// Never (the reverse channel's connection).
-    Off,
-}
-
-/// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
-/// own task. Its small writes wait one turn ([`super::coalesce`]), so a
-/// request's HEADERS and DATA leave in one write.
-pub(crate) async fn h2_client<I>(io: I, ping: Ping) -> Result<(SendRequest<ReqBody>, JoinHandle<()>), hyper::Error>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (interval, timeout) = match ping {
-        Ping::On => (Some(Duration::from_secs(20)), Duration::from_secs(10)),
-        Ping::Session => (Some(Duration::from_secs(5)), Duration::from_secs(5)),
-        Ping::Off => (None, Duration::from_secs(10)),
-    };
-    let (tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(FLOW_STREAM_WINDOW)
-        .initial_connection_window_size(FLOW_CONN_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
-        .max_header_list_size(1 << 20)
-        .keep_alive_interval(interval)
-        .keep_alive_timeout(timeout)
-        .handshake(TokioIo::new(super::coalesce::Coalesce::new(io)))
-        .await?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream HTTP/2 connection: {e}");
-        }
-    });
-    Ok((tx, driver))
-}
-
 /// The message of a unary gRPC response, or its status.
-async fn unary_result(rsp: Response<Incoming>) -> Result<Bytes, Status> {
+async fn unary_result(rsp: Response<ResponseBody>) -> Result<Bytes, Status> {
     if let Some(st) = Status::from_response_head(rsp.status(), rsp.headers()) {
         return Err(if st.code == Code::Ok { Status::new(Code::Internal, "OK status without a message") } else { st });
     }

@@ -1,0 +1,356 @@
+//! The HTTP/2 client side of every upstream connection (to an ESI server,
+//! over a session, back over a reverse channel, and the Python client's),
+//! on `h2` directly.
+//!
+//! hyper's HTTP/2 client hands each request to its connection task through
+//! a channel, spawns a task that waits for the response and another that
+//! pipes the request body, and answers through a oneshot: per forwarded
+//! call, two tasks and two channel hops in each gateway, which profiles of
+//! the pair at concurrency 64 showed as about a seventh of a gateway's CPU
+//! (docs/performance.md). Here the calling future opens the stream itself
+//! (`h2`'s `SendRequest` is a handle on the connection's shared state, not
+//! a channel) and awaits the response directly. A request body already in
+//! hand when the call starts (a unary call, or a `Modify` passed on) is
+//! queued in the same poll, so HEADERS and DATA leave together and no task
+//! is spawned; a body still arriving (a client stream) is piped by a task
+//! of its own, with hyper's back-pressure rule: wait for stream capacity
+//! before taking the next chunk.
+//!
+//! The connection's own task drives the socket and, where asked, sends
+//! keep-alive PINGs while calls are open ([`Ping`]).
+
+use std::error::Error as StdError;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Reason, RecvStream, SendStream};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinHandle;
+
+use super::body::ReqBody;
+use super::coalesce::Coalesce;
+use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
+
+/// Largest response header block accepted from upstream.
+const MAX_RESPONSE_HEADERS: u32 = 1 << 20;
+
+/// Whether an HTTP/2 client connection pings its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ping {
+    /// Over TCP: a PING every 20 s while calls are open; a peer silent for
+    /// 10 s more is gone.
+    On,
+    /// Over a session: its paths' heartbeats watch the peer, and a failed
+    /// session ends the connection. PINGs only while calls are open, every
+    /// 5 s, answered within 5 s: they catch an HTTP/2 stream that the
+    /// session still carries but that its peer can no longer parse (a
+    /// tampered copy taken first in permissive mode, §10.5), which would
+    /// otherwise hold every call to its deadline.
+    Session,
+    /// Never (the reverse channel's connection).
+    Off,
+}
+
+impl Ping {
+    /// How often to ping, and how long to wait for the answer.
+    fn schedule(self) -> Option<(Duration, Duration)> {
+        match self {
+            Ping::On => Some((Duration::from_secs(20), Duration::from_secs(10))),
+            Ping::Session => Some((Duration::from_secs(5), Duration::from_secs(5))),
+            Ping::Off => None,
+        }
+    }
+}
+
+/// What the connection's task and its senders share.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// The connection is gone, or refuses new streams.
+    closed: AtomicBool,
+    /// Calls whose response is still awaited or read (keep-alive pings
+    /// only while some are).
+    open_calls: AtomicUsize,
+}
+
+/// Opens calls on one HTTP/2 connection; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    tx: SendRequest<Bytes>,
+    state: Arc<ConnState>,
+}
+
+/// A call that could not be sent, with its request if the connection never
+/// took it (so it can go on another connection).
+pub(crate) struct SendError {
+    pub error: h2::Error,
+    pub request: Option<Request<ReqBody>>,
+}
+
+impl Sender {
+    /// The connection ended or refuses new calls.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` (its URI must carry scheme and authority) and waits for
+    /// the response head.
+    pub(crate) async fn send(&mut self, req: Request<ReqBody>) -> Result<Response<ResponseBody>, SendError> {
+        if let Err(error) = poll_fn(|cx| self.tx.poll_ready(cx)).await {
+            self.state.closed.store(true, Ordering::Release);
+            return Err(SendError { error, request: Some(req) });
+        }
+        let (parts, body) = req.into_parts();
+        let end = body.is_end_stream();
+        let call = OpenCall::new(&self.state);
+        let (response, stream) = self
+            .tx
+            .send_request(Request::from_parts(parts, ()), end)
+            .map_err(|error| SendError { error, request: None })?;
+        if !end {
+            start_pipe(Pipe { stream, body, held: None }).await;
+        }
+        let rsp = response.await.map_err(|error| SendError { error, request: None })?;
+        Ok(rsp.map(|recv| ResponseBody { recv, data_done: false, _call: call }))
+    }
+}
+
+/// Counts a call among the connection's open ones while it lives.
+#[derive(Debug)]
+struct OpenCall(Arc<ConnState>);
+
+impl OpenCall {
+    fn new(state: &Arc<ConnState>) -> OpenCall {
+        state.open_calls.fetch_add(1, Ordering::Relaxed);
+        OpenCall(state.clone())
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.open_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/2 client connection (prior knowledge) over `io`, driven by its
+/// own task. Its small writes wait one turn ([`super::coalesce`]), so a
+/// streamed request's HEADERS and first DATA leave in one write.
+pub(crate) async fn handshake<I>(io: I, ping: Ping) -> Result<(Sender, JoinHandle<()>), h2::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut conn) = h2::client::Builder::new()
+        .initial_window_size(FLOW_STREAM_WINDOW)
+        .initial_connection_window_size(FLOW_CONN_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_send_buffer_size(FLOW_STREAM_WINDOW as usize)
+        .max_header_list_size(MAX_RESPONSE_HEADERS)
+        .enable_push(false)
+        .handshake::<_, Bytes>(Coalesce::new(io))
+        .await?;
+    let state = Arc::new(ConnState::default());
+    let pings = ping.schedule().and_then(|(every, within)| Some((conn.ping_pong()?, every, within)));
+    let watched = state.clone();
+    let driver = tokio::spawn(async move {
+        let outcome = match pings {
+            None => (&mut conn).await.map_err(|e| e.to_string()),
+            Some((pinger, every, within)) => tokio::select! {
+                done = &mut conn => done.map_err(|e| e.to_string()),
+                why = keep_alive(pinger, every, within, &watched) => Err(why),
+            },
+        };
+        // Dropping the connection fails the calls still open on it.
+        drop(conn);
+        watched.closed.store(true, Ordering::Release);
+        if let Err(e) = outcome {
+            tracing::debug!("upstream HTTP/2 connection: {e}");
+        }
+    });
+    Ok((Sender { tx, state }, driver))
+}
+
+/// PINGs every `every` while calls are open; returns why the peer is gone
+/// when one is not answered `within`.
+async fn keep_alive(mut pinger: h2::PingPong, every: Duration, within: Duration, state: &ConnState) -> String {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if state.open_calls.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        if let Err(e) = pinger.send_ping(h2::Ping::opaque()) {
+            return format!("PING: {e}");
+        }
+        match tokio::time::timeout(within, poll_fn(|cx| pinger.poll_pong(cx))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("PING: {e}"),
+            Err(_) => return format!("keep-alive timed out: no PING answer within {within:?}"),
+        }
+    }
+}
+
+/// Polls the pipe once in the calling task; if the body is not all there
+/// yet, a task of its own carries on.
+async fn start_pipe(mut pipe: Pipe) {
+    if let Poll::Ready(()) = poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx))).await {
+        return;
+    }
+    tokio::spawn(pipe);
+}
+
+/// A request body on its way into its stream.
+struct Pipe {
+    stream: SendStream<Bytes>,
+    body: ReqBody,
+    /// A chunk taken from the body that waits for stream capacity.
+    held: Option<Bytes>,
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match ready!(this.pump(cx)) {
+            Ok(()) => Poll::Ready(()),
+            Err(why) => {
+                tracing::debug!("upstream request body: {why}");
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Pipe {
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        loop {
+            // The peer reset the stream: stop reading the body (dropping it
+            // resets the caller's stream in turn).
+            if let Poll::Ready(reason) = self.stream.poll_reset(cx) {
+                return Poll::Ready(Err(match reason {
+                    Ok(reason) => format!("stream reset by the upstream: {reason:?}"),
+                    Err(e) => e.to_string(),
+                }));
+            }
+            if let Some(chunk) = self.held.take() {
+                if let Err(e) = ready!(self.wait_capacity(cx, chunk)) {
+                    return Poll::Ready(Err(e));
+                }
+                continue;
+            }
+            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => return Poll::Ready(self.stream.send_data(Bytes::new(), true).map_err(|e| e.to_string())),
+                Some(Err(e)) => {
+                    self.stream.send_reset(reason_of(&*e));
+                    return Poll::Ready(Err(e.to_string()));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(chunk) => {
+                    let end = self.body.is_end_stream();
+                    // The last chunk (or an empty one) goes at once: h2
+                    // queues it until the window allows, and nothing more
+                    // is read that back-pressure would hold back.
+                    if end || chunk.is_empty() {
+                        self.stream.send_data(chunk, end).map_err(|e| e.to_string())?;
+                        if end {
+                            return Poll::Ready(Ok(()));
+                        }
+                        continue;
+                    }
+                    // Claim one byte, not the chunk: h2 raises the claim to
+                    // what is queued, and a small claim cannot pin the
+                    // connection's window against other streams.
+                    self.stream.reserve_capacity(1);
+                    self.held = Some(chunk);
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        self.stream.reserve_capacity(0);
+                        return Poll::Ready(self.stream.send_trailers(trailers).map_err(|e| e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `chunk` once the stream has capacity (held again meanwhile).
+    fn wait_capacity(&mut self, cx: &mut Context<'_>, chunk: Bytes) -> Poll<Result<(), String>> {
+        while self.stream.capacity() == 0 {
+            match self.stream.poll_capacity(cx) {
+                Poll::Pending => {
+                    self.held = Some(chunk);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(0))) => {}
+                Poll::Ready(Some(Ok(_))) => break,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(None) => return Poll::Ready(Err("the stream no longer takes data".into())),
+            }
+        }
+        Poll::Ready(self.stream.send_data(chunk, false).map_err(|e| e.to_string()))
+    }
+}
+
+/// The reset to send upstream for a request body that failed: the caller's
+/// own reset (e.g. CANCEL) if that is why, else INTERNAL_ERROR.
+fn reason_of(e: &(dyn StdError + 'static)) -> Reason {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return reason;
+        }
+        next = err.source();
+    }
+    Reason::INTERNAL_ERROR
+}
+
+/// An upstream response's body: DATA (its flow-control window released as
+/// it is read), then trailers.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    recv: RecvStream,
+    data_done: bool,
+    _call: OpenCall,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
