@@ -146,6 +146,15 @@ pub(crate) async fn handshake<I>(io: I, ping: Ping) -> Result<(Sender, JoinHandl
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    connect(io, ping.schedule()).await
+}
+
+/// [`handshake`], pinging every `.0` while calls are open and giving up on
+/// a peer that does not answer within `.1`.
+async fn connect<I>(io: I, pings: Option<(Duration, Duration)>) -> Result<(Sender, JoinHandle<()>), h2::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut conn) = h2::client::Builder::new()
         .initial_window_size(FLOW_STREAM_WINDOW)
         .initial_connection_window_size(FLOW_CONN_WINDOW)
@@ -156,7 +165,7 @@ where
         .handshake::<_, Bytes>(Coalesce::new(io))
         .await?;
     let state = Arc::new(ConnState::default());
-    let pings = ping.schedule().and_then(|(every, within)| Some((conn.ping_pong()?, every, within)));
+    let pings = pings.and_then(|(every, within)| Some((conn.ping_pong()?, every, within)));
     let watched = state.clone();
     let driver = tokio::spawn(async move {
         let outcome = match pings {
@@ -352,5 +361,87 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::body::LocalBody;
+    use http_body_util::{BodyExt, Either};
+    use tokio::io::AsyncReadExt;
+
+    const FAST: Option<(Duration, Duration)> = Some((Duration::from_millis(50), Duration::from_millis(50)));
+
+    fn request(body: &'static [u8]) -> Request<ReqBody> {
+        Request::post("http://peer/resitest.Echo/Unary").body(Either::Right(LocalBody::full(Bytes::from_static(body)))).unwrap()
+    }
+
+    /// A peer that reads everything and never answers, not even a PING.
+    fn silent_peer() -> tokio::io::DuplexStream {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while matches!(theirs.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        ours
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_ping_ends_the_connection_while_a_call_is_open() {
+        let (mut tx, driver) = connect(silent_peer(), FAST).await.unwrap();
+        let call = tokio::spawn(async move { tx.send(request(b"hi")).await.is_ok() });
+        tokio::time::timeout(Duration::from_secs(5), driver).await.expect("connection still open").unwrap();
+        assert!(!call.await.unwrap(), "the call succeeded on a dead connection");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_not_pinged() {
+        let (tx, driver) = connect(silent_peer(), FAST).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!driver.is_finished() && !tx.is_closed(), "an idle connection was given up");
+    }
+
+    #[tokio::test]
+    async fn answered_pings_keep_a_slow_call_open_and_bodies_arrive_whole() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(theirs).await.unwrap();
+            let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+            let body = tokio::spawn(async move {
+                let mut recv = req.into_body();
+                let mut got = Vec::new();
+                while let Some(chunk) = recv.data().await {
+                    let chunk = chunk.unwrap();
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                Bytes::from(got)
+            });
+            // Answer after several ping rounds, while the connection (and
+            // with it the PING answers) keeps being polled.
+            let answer = async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let mut send = respond.send_response(Response::new(()), false).unwrap();
+                send.send_data(Bytes::from_static(b"pong"), false).unwrap();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                send.send_trailers(trailers).unwrap();
+            };
+            tokio::select! { _ = answer => {}, _ = conn.accept() => panic!("a second request") }
+            let got = body.await.unwrap();
+            // Serve until the client goes.
+            while conn.accept().await.is_some() {}
+            got
+        });
+        let (mut tx, driver) = connect(ours, FAST).await.unwrap();
+        let rsp = tx.send(request(b"ping body")).await.ok().expect("call failed");
+        let collected = rsp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).unwrap(), "0");
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"pong"));
+        assert!(!driver.is_finished());
+        drop(tx);
+        assert_eq!(server.await.unwrap(), Bytes::from_static(b"ping body"));
+        tokio::time::timeout(Duration::from_secs(5), driver).await.expect("dropping the last sender closes").unwrap();
     }
 }
