@@ -62,7 +62,7 @@
 //! | `[Resi] HandshakeTimeout` | duration, 100ms..=10m \[5s\]: sniff + HTTP/2 preface and SETTINGS, or RESI preface and HELLO |
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
-//! | `[Resi] Threads` | worker threads of `resi gateway`, 1..=1024 \[half the CPUs, at least 1\] |
+//! | `[Resi] Threads` | worker threads of `resi gateway`, 1..=1024 \[half the CPUs, at least 1\]; 1 runs the gateway on its main thread alone |
 //! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
@@ -255,8 +255,9 @@ pub struct ResiConfig {
     /// `MaxConnections`: accepted TCP connections served at once.
     #[serde(deserialize_with = "values::count::<_, _, 1, 1_000_000>")]
     pub max_connections: usize,
-    /// `Threads`: the tokio worker threads `resi gateway` runs on (a
-    /// gateway started from Python shares its process's runtime instead).
+    /// `Threads`: the tokio worker threads `resi gateway` runs on; with 1,
+    /// a current-thread runtime on the main thread (a gateway started from
+    /// Python shares its process's runtime instead).
     #[serde(deserialize_with = "values::count::<_, _, 1, MAX_THREADS>")]
     pub threads: usize,
 }
