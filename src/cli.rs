@@ -372,9 +372,9 @@ fn gateway(path: PathBuf, log: Logging) -> i32 {
 
 /// The gateway's runtime. One thread (`[Resi] Threads = 1`, the default on
 /// two CPUs) is the main thread itself: a current-thread scheduler, with no
-/// hand-over between a worker and the thread that drives the I/O, costs
-/// about a tenth less CPU per forwarded call than one worker of the
-/// multi-thread scheduler (docs/performance.md).
+/// hand-over between a worker and the thread that waits for I/O, carried
+/// about an eighth more calls per second at concurrency 64 than one worker
+/// of the multi-thread scheduler (docs/performance.md).
 fn runtime_builder(threads: usize) -> tokio::runtime::Builder {
     if threads == 1 {
         return tokio::runtime::Builder::new_current_thread();

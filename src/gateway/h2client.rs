@@ -227,14 +227,10 @@ impl Future for Pipe {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        match ready!(this.pump(cx)) {
-            Ok(()) => Poll::Ready(()),
-            Err(why) => {
-                tracing::debug!("upstream request body: {why}");
-                Poll::Ready(())
-            }
+        if let Err(why) = ready!(self.get_mut().pump(cx)) {
+            tracing::debug!("upstream request body: {why}");
         }
+        Poll::Ready(())
     }
 }
 

@@ -21,7 +21,7 @@ use prost::Message;
 use super::body::{LimitedRequest, LocalBody, ProxyBody, Refusal, ReqBody, UpstreamBody};
 use super::{health, Shared};
 use crate::extension::{not_implemented, run_handler_in, CallContext};
-use crate::grpc::{self, Code, Status};
+use crate::grpc::{self, Code, MessageTooLarge, Status};
 use crate::proto::esi::{Extension, ModifyRequest, ModifyResponse};
 use crate::proto::{HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, MODIFY_PATH, REVERSE_PATH};
 
@@ -65,11 +65,7 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
     tokio::pin!(send);
     let sent = tokio::select! {
         biased;
-        Ok(e) = &mut refused => {
-            let st = e.status("request");
-            shared.calls.record(st.code);
-            return st.to_response();
-        }
+        Ok(e) = &mut refused => return refusal(shared, &e),
         sent = &mut send => sent,
     };
     match sent {
@@ -92,15 +88,20 @@ async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -
             // A request refused while it was being sent fails the send too
             // (its stream is reset): the refusal is the reason to give.
             if let Some(Ok(e)) = futures_util::FutureExt::now_or_never(&mut refused) {
-                let st = e.status("request");
-                shared.calls.record(st.code);
-                return st.to_response();
+                return refusal(shared, &e);
             }
             tracing::debug!("call not forwarded: {st}");
             shared.calls.record(st.code);
             st.to_response()
         }
     }
+}
+
+/// The answer to a call whose request was refused on its way upstream.
+fn refusal(shared: &Shared, e: &MessageTooLarge) -> Response<ProxyBody> {
+    let st = e.status("request");
+    shared.calls.record(st.code);
+    st.to_response()
 }
 
 async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> Response<ProxyBody> {
