@@ -17,8 +17,8 @@
 //! at concurrency, the frames of more calls share the write. The next
 //! write always goes through, so nothing waits longer than one turn, and a
 //! write of at least [`SMALL`] bytes (bulk data, where there is nothing to
-//! gain) never waits. (Measured against writing at once, with the h2
-//! client: 19,120–21,143 against 20,676–22,710 calls/s at concurrency 64,
+//! gain) never waits. (Measured with the h2 client at concurrency 64:
+//! 20,676–22,710 calls/s with the wait, 19,120–21,143 writing at once, and
 //! c1 p50 no worse; docs/performance.md.)
 //!
 //! Nothing waits before the peer has first been heard from: the
