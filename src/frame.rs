@@ -175,6 +175,17 @@ impl Frame {
         dst.put_slice(&off);
     }
 
+    /// How many more bytes `src` needs to hold the whole frame it begins
+    /// with: 0 when it holds one, or not yet its header (a reader makes
+    /// room for a frame it knows the size of; [`Frame::decode`] does not).
+    pub fn missing(src: &[u8]) -> usize {
+        if src.len() < HEADER_LEN {
+            return 0;
+        }
+        let len = u32::from_be_bytes([src[4], src[5], src[6], src[7]]) as usize;
+        (HEADER_LEN + len).saturating_sub(src.len())
+    }
+
     /// Takes one whole frame off the front of `src`, if one is buffered.
     /// `Ok(None)` means "need more bytes". Frames of an unknown type flagged
     /// ignorable are consumed and skipped. A whole frame whose CRC-32C fails
@@ -192,7 +203,6 @@ impl Frame {
                 return Err(FrameError::TooLarge { len, max: max_frame });
             }
             if src.len() < HEADER_LEN + len {
-                src.reserve(HEADER_LEN + len - src.len());
                 return Ok(None);
             }
             let sent = u32::from_be_bytes([src[8], src[9], src[10], src[11]]);
@@ -409,6 +419,19 @@ mod tests {
         buf.put_slice(body);
         seal(&mut buf);
         buf
+    }
+
+    #[test]
+    fn missing_counts_what_a_begun_frame_still_needs() {
+        let mut whole = BytesMut::new();
+        Frame::encode_data(&mut whole, 0, &[7u8; 1000], false);
+        assert_eq!(Frame::missing(&whole), 0, "a whole frame needs nothing");
+        assert_eq!(Frame::missing(&whole[..HEADER_LEN - 1]), 0, "no header yet: size unknown");
+        assert_eq!(Frame::missing(&whole[..HEADER_LEN]), whole.len() - HEADER_LEN);
+        assert_eq!(Frame::missing(&whole[..600]), whole.len() - 600);
+        let mut part = BytesMut::from(&whole[..600]);
+        assert_eq!(Frame::decode(&mut part, 1 << 20).unwrap(), None);
+        assert_eq!(part.len(), 600, "an incomplete frame is left as it was");
     }
 
     #[test]

@@ -58,6 +58,15 @@ const IOV_MAX: usize = 64;
 /// Reads (or messages) taken from one path per turn, so that one busy path
 /// cannot starve the others.
 const READS_PER_TURN: usize = 8;
+/// Room a path's read buffer is given when it grows, beyond the rest of a
+/// frame already begun. Whole frames leave the buffer as shared slices
+/// (the machine keeps them), so growing it cannot reuse its front: it
+/// moves the partial frame at its end to a new buffer. Growing by this
+/// much makes that one move per 256 KiB read rather than one per read,
+/// and lets one read take several 64 KiB frames.
+const READ_ROOM: usize = 256 * 1024;
+/// Free space below which a read buffer is grown before the next read.
+const READ_MIN: usize = 16 * 1024;
 /// Turns of the driver before it yields to other tasks.
 const TURNS_PER_POLL: usize = 16;
 /// How long the final `Close` frames may take to leave.
@@ -661,9 +670,7 @@ fn read_stream(
         inputs.push((path, end));
         return Read::Done;
     }
-    if buf.capacity() - buf.len() < 16 * 1024 {
-        buf.reserve(64 * 1024);
-    }
+    make_room(buf);
     let n = match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
         Poll::Pending => return Read::Pending,
         Poll::Ready(Ok(n)) => n,
@@ -681,6 +688,15 @@ fn read_stream(
         return Read::Done;
     }
     Read::Some
+}
+
+/// Grows `buf` ([`READ_ROOM`]) when it has no room for the rest of the
+/// frame it holds the start of, or less than [`READ_MIN`] free.
+fn make_room(buf: &mut BytesMut) {
+    let missing = Frame::missing(buf);
+    if buf.capacity() - buf.len() < missing.max(READ_MIN) {
+        buf.reserve(missing + READ_ROOM);
+    }
 }
 
 /// Decodes the whole frames in `buf`; returns what ends the reading, if a
@@ -893,4 +909,36 @@ impl Drop for SessionStream {
 
 fn broken_pipe() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "session ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_buffer_grows_past_the_rest_of_its_begun_frame() {
+        let mut wire = BytesMut::new();
+        for _ in 0..2 {
+            Frame::encode_data(&mut wire, 0, &[1u8; 64 * 1024], false);
+        }
+        let half = wire.len() - 32 * 1024;
+        let mut buf = BytesMut::from(&wire[..half]);
+        // The first frame leaves as a shared slice and stays alive, as the
+        // machine keeps it: the buffer cannot reuse its front.
+        let first = Frame::decode(&mut buf, 1 << 20).unwrap().unwrap();
+        assert_eq!(Frame::missing(&buf), 32 * 1024);
+        make_room(&mut buf);
+        assert!(buf.capacity() - buf.len() >= 32 * 1024 + READ_ROOM);
+        buf.extend_from_slice(&wire[half..]);
+        assert!(matches!(Frame::decode(&mut buf, 1 << 20).unwrap(), Some(Frame::Data { .. })));
+        drop(first);
+    }
+
+    #[test]
+    fn a_read_buffer_with_room_is_left_alone() {
+        let mut buf = BytesMut::with_capacity(READ_MIN + 1);
+        let before = buf.capacity();
+        make_room(&mut buf);
+        assert_eq!(buf.capacity(), before);
+    }
 }
