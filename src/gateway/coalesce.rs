@@ -3,17 +3,19 @@
 //!
 //! When a request's body is not all there as the call starts (a client
 //! stream, or a message whose DATA came after its HEADERS), the body is
-//! piped by a task of its own ([`super::h2client`]); the connection's task
-//! would write the HEADERS frame alone and the DATA in a second flush. Over
-//! TCP that is two `writev` calls, and the peer wakes twice; over a session
-//! it is two DATA frames on every path. The HEADERS alone are of no use to
-//! the peer: it must wait for the message anyway. (A body in hand is queued
-//! with its HEADERS and needs no wait.)
+//! sent later, by the call's future or by a task of its own
+//! ([`super::h2client`]); the connection's task would write the HEADERS
+//! frame alone and the DATA in a second flush. Over TCP that is two
+//! `writev` calls, and the peer wakes twice; over a session it is two DATA
+//! frames on every path. The HEADERS alone are of no use to the peer: it
+//! must wait for the message anyway. (A body in hand is queued with its
+//! HEADERS and needs no wait.)
 //!
 //! [`Coalesce`] makes the first write of a small buffer return `Pending`
 //! after waking its own task. tokio runs a task that woke itself after the
-//! tasks already queued, so the body's pipe runs first and queues its DATA,
-//! and the connection writes HEADERS and DATA together on its next poll;
+//! tasks already queued, so whatever sends the body runs first and queues
+//! its DATA, and the connection writes HEADERS and DATA together on its
+//! next poll;
 //! at concurrency, the frames of more calls share the write. The next
 //! write always goes through, so nothing waits longer than one turn, and a
 //! write of at least [`SMALL`] bytes (bulk data, where there is nothing to

@@ -12,9 +12,12 @@
 //! a channel) and awaits the response directly. A request body already in
 //! hand when the call starts (a unary call, or a `Modify` passed on) is
 //! queued in the same poll, so HEADERS and DATA leave together and no task
-//! is spawned; a body still arriving (a client stream) is piped by a task
-//! of its own, with hyper's back-pressure rule: wait for stream capacity
-//! before taking the next chunk.
+//! is spawned. A body still arriving is sent by the calling future while
+//! it awaits the response head (a unary request's END_STREAM often comes
+//! a moment after its message), and by a task of its own only if it is
+//! still open when the head arrives (a client stream), with hyper's
+//! back-pressure rule: wait for stream capacity before taking the next
+//! chunk.
 //!
 //! The connection's own task drives the socket and, where asked, sends
 //! keep-alive PINGs while calls are open ([`Ping`]).
@@ -114,10 +117,8 @@ impl Sender {
             .tx
             .send_request(Request::from_parts(parts, ()), end)
             .map_err(|error| SendError { error, request: None })?;
-        if !end {
-            start_pipe(Pipe { stream, body, held: None }).await;
-        }
-        let rsp = response.await.map_err(|error| SendError { error, request: None })?;
+        let pipe = (!end).then(|| Pipe { stream, body, held: None, done: false });
+        let rsp = respond_while_piping(response, pipe).await.map_err(|error| SendError { error, request: None })?;
         Ok(rsp.map(|recv| ResponseBody { recv, data_done: false, _call: call }))
     }
 }
@@ -206,13 +207,28 @@ async fn keep_alive(mut pinger: h2::PingPong, every: Duration, within: Duration,
     }
 }
 
-/// Polls the pipe once in the calling task; if the body is not all there
-/// yet, a task of its own carries on.
-async fn start_pipe(mut pipe: Pipe) {
-    if let Poll::Ready(()) = poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx))).await {
-        return;
-    }
-    tokio::spawn(pipe);
+/// Awaits the response head while the calling future sends the request
+/// body. A unary request's END_STREAM, which often comes a moment after
+/// its message, then costs no task; a body still open when the head
+/// arrives (a client or bidi stream) is left to a task of its own, so that
+/// neither the response nor the body waits for the other.
+async fn respond_while_piping(
+    mut response: h2::client::ResponseFuture,
+    mut pipe: Option<Pipe>,
+) -> Result<Response<RecvStream>, h2::Error> {
+    poll_fn(|cx| {
+        if let Some(p) = pipe.as_mut() {
+            if Pin::new(p).poll(cx).is_ready() {
+                pipe = None;
+            }
+        }
+        let head = ready!(Pin::new(&mut response).poll(cx));
+        if let Some(p) = pipe.take() {
+            tokio::spawn(p);
+        }
+        Poll::Ready(head)
+    })
+    .await
 }
 
 /// A request body on its way into its stream.
@@ -221,13 +237,33 @@ struct Pipe {
     body: ReqBody,
     /// A chunk taken from the body that waits for stream capacity.
     held: Option<Bytes>,
+    /// The body was sent whole, or the stream has ended.
+    done: bool,
+}
+
+impl Drop for Pipe {
+    /// A call dropped with its request body still open (the caller reset
+    /// its stream, or the call was given up) resets the upstream stream:
+    /// with the caller's reason if its body has one, else INTERNAL_ERROR.
+    /// Not the CANCEL that h2 would send for a dropped stream: a tonic
+    /// server may read a request stream reset with CANCEL as one that
+    /// ended normally.
+    fn drop(&mut self) {
+        if !self.done {
+            let reason = self.abandoned_reason();
+            self.stream.send_reset(reason);
+        }
+    }
 }
 
 impl Future for Pipe {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Err(why) = ready!(self.get_mut().pump(cx)) {
+        let this = self.get_mut();
+        let pumped = ready!(this.pump(cx));
+        this.done = true;
+        if let Err(why) = pumped {
             tracing::debug!("upstream request body: {why}");
         }
         Poll::Ready(())
@@ -235,6 +271,21 @@ impl Future for Pipe {
 }
 
 impl Pipe {
+    /// Why the caller's body stopped, if it says (looked at without
+    /// waiting: a few frames already received, then its error).
+    fn abandoned_reason(&mut self) -> Reason {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..16 {
+            match Pin::new(&mut self.body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => return reason_of(&*e),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Reason::INTERNAL_ERROR
+    }
+
     fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
         loop {
             // The peer reset the stream: stop reading the body (dropping it
