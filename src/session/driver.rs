@@ -65,8 +65,14 @@ const READS_PER_TURN: usize = 8;
 /// much makes that one move per 256 KiB read rather than one per read,
 /// and lets one read take several 64 KiB frames.
 const READ_ROOM: usize = 256 * 1024;
-/// Free space below which a read buffer is grown before the next read.
+/// Free space below which a read buffer is grown before the next read,
+/// and the size of a fresh one: a path that carries little (heartbeats,
+/// small calls) never holds more.
 const READ_MIN: usize = 16 * 1024;
+/// An empty read buffer larger than this is let go when its path has
+/// nothing more to read: a path that carried bulk data does not keep
+/// [`READ_ROOM`] while idle.
+const READ_KEEP: usize = 64 * 1024;
 /// Turns of the driver before it yields to other tasks.
 const TURNS_PER_POLL: usize = 16;
 /// How long the final `Close` frames may take to leave.
@@ -672,7 +678,12 @@ fn read_stream(
     }
     make_room(buf);
     let n = match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
-        Poll::Pending => return Read::Pending,
+        Poll::Pending => {
+            if buf.is_empty() && buf.capacity() > READ_KEEP {
+                *buf = BytesMut::new();
+            }
+            return Read::Pending;
+        }
         Poll::Ready(Ok(n)) => n,
         Poll::Ready(Err(e)) => {
             inputs.push((path, Input::Closed(format!("read failed: {e}"))));
@@ -690,9 +701,14 @@ fn read_stream(
     Read::Some
 }
 
-/// Grows `buf` ([`READ_ROOM`]) when it has no room for the rest of the
-/// frame it holds the start of, or less than [`READ_MIN`] free.
+/// Makes room for the next read: [`READ_MIN`] in an empty buffer;
+/// otherwise, when there is no room for the rest of the frame begun or
+/// less than [`READ_MIN`] free, [`READ_ROOM`] more.
 fn make_room(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() < READ_MIN {
+        buf.reserve(READ_MIN);
+        return;
+    }
     let missing = Frame::missing(buf);
     if buf.capacity() - buf.len() < missing.max(READ_MIN) {
         buf.reserve(missing + READ_ROOM);
@@ -935,10 +951,53 @@ mod tests {
     }
 
     #[test]
-    fn a_read_buffer_with_room_is_left_alone() {
+    fn a_read_buffer_with_room_is_left_alone_and_a_fresh_one_is_small() {
         let mut buf = BytesMut::with_capacity(READ_MIN + 1);
         let before = buf.capacity();
         make_room(&mut buf);
         assert_eq!(buf.capacity(), before);
+        let mut fresh = BytesMut::new();
+        make_room(&mut fresh);
+        assert!((READ_MIN..READ_KEEP).contains(&fresh.capacity()), "{}", fresh.capacity());
+    }
+
+    /// A transport with nothing to read.
+    struct Idle;
+
+    impl AsyncRead for Idle {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Idle {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_idle_path_lets_a_large_empty_buffer_go() {
+        let mut io: Box<dyn PathIo> = Box::new(Idle);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut inputs = Vec::new();
+        let mut buf = BytesMut::with_capacity(READ_ROOM);
+        assert!(matches!(read_stream(&mut io, &mut buf, 1 << 20, &mut cx, 0, &mut inputs), Read::Pending));
+        assert_eq!(buf.capacity(), 0, "an idle path kept {} bytes", buf.capacity());
+        // A small buffer is kept: no allocation per turn on a quiet path.
+        let mut small = BytesMut::new();
+        assert!(matches!(read_stream(&mut io, &mut small, 1 << 20, &mut cx, 0, &mut inputs), Read::Pending));
+        let kept = small.capacity();
+        assert!(kept >= READ_MIN);
+        assert!(matches!(read_stream(&mut io, &mut small, 1 << 20, &mut cx, 0, &mut inputs), Read::Pending));
+        assert_eq!(small.capacity(), kept);
+        assert!(inputs.is_empty());
     }
 }
