@@ -45,6 +45,8 @@
 //!   the Rust tests and the pytest plugin; message-path faults are the
 //!   local NKN node's [`nkn::node::MessageFaults`]).
 //! - [`cli`]: the `resi` command.
+//! - [`busy_poll`]: `resi gateway` polls instead of sleeping while calls
+//!   pass through it (`[Resi] BusyPoll`).
 //! - [`logs`]: its log records: the gateway's name on each, text or JSON,
 //!   repeated warnings rate-limited.
 //! - `fuzzing` (hidden): the fuzz harnesses, one per decoder of network
@@ -52,6 +54,7 @@
 //! - `py` (feature `python`): the thin PyO3 bindings (type and error
 //!   conversion only; the Python package is `python/resi`).
 
+pub mod busy_poll;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -63,6 +63,7 @@
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
 //! | `[Resi] Threads` | worker threads of `resi gateway`, 1..=1024 \[half the CPUs, at least 1\]; 1 runs the gateway on its main thread alone |
+//! | `[Resi] BusyPoll` | duration, 0..=1s \[250us\]: with `Threads = 1`, how long `resi gateway` polls instead of sleeping after a call through it started or was answered; 0: never |
 //! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
@@ -260,6 +261,11 @@ pub struct ResiConfig {
     /// Python shares its process's runtime instead).
     #[serde(deserialize_with = "values::count::<_, _, 1, MAX_THREADS>")]
     pub threads: usize,
+    /// `BusyPoll`: how long `resi gateway` keeps polling instead of
+    /// sleeping after a call through it started or was answered (with
+    /// `Threads = 1`; zero: never). See [`crate::busy_poll`].
+    #[serde(deserialize_with = "values::duration::<_, 0, 1_000>")]
+    pub busy_poll: Duration,
 }
 
 /// `[Tls]` as written: file names, resolved against the configuration's
@@ -337,9 +343,13 @@ impl Default for ResiConfig {
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
             threads: default_threads(),
+            busy_poll: DEFAULT_BUSY_POLL,
         }
     }
 }
+
+/// `[Resi] BusyPoll` unless set (docs/performance.md, "Busy polling").
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(250);
 
 /// The most worker threads a gateway (or a Python process) may run.
 pub(crate) const MAX_THREADS: u64 = 1024;
@@ -873,6 +883,19 @@ mod tests {
             err(&format!("{TCP}[Resi]\nThreads = 0\n")),
             "gateway.toml: [Resi] Threads: 0 is out of range (allowed: 1 to 1024)"
         );
+        assert_eq!(d.resi.busy_poll, Duration::from_micros(250));
+        assert_eq!(load(&format!("{TCP}[Resi]\nBusyPoll = \"0s\"\n")).unwrap().resi.busy_poll, Duration::ZERO);
+        assert_eq!(load(&format!("{TCP}[Resi]\nbusy-poll = \"1ms\"\n")).unwrap().resi.busy_poll, Duration::from_millis(1));
+        assert_eq!(
+            err(&format!("{TCP}[Resi]\nBusyPoll = \"2s\"\n")),
+            "gateway.toml: [Resi] BusyPoll: 2s is out of range (allowed: 0ms to 1s)"
+        );
+        let one = load(&format!("{TCP}[Resi]\nThreads = 1\n")).unwrap().summary();
+        assert!(one.contains("threads: 1, busy poll: 250us"), "{one}");
+        let two = load(&format!("{TCP}[Resi]\nThreads = 2\nBusyPoll = \"1ms\"\n")).unwrap().summary();
+        assert!(two.contains("busy poll: 1ms (not used: Threads > 1)"), "{two}");
+        let off = load(&format!("{TCP}[Resi]\nBusyPoll = 0\n")).unwrap().summary();
+        assert!(off.contains("busy poll: off"), "{off}");
         assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));
         assert_eq!(
             err(&format!("{TCP}[Resi]\nIdleTimeout = \"25h\"\n")),

@@ -69,16 +69,26 @@ impl Config {
             s.push_str(&format!("            local server: {}\n", list_or_none(&rv.address)));
         }
         s.push_str(&format!(
-            "         handshake timeout: {}, idle timeout: {}, max connections: {}, threads: {}\n",
+            "         handshake timeout: {}, idle timeout: {}, max connections: {}, threads: {}, busy poll: {}\n",
             fmt_duration(r.handshake_timeout),
             fmt_duration(r.idle_timeout),
             r.max_connections,
-            r.threads
+            r.threads,
+            busy_poll_summary(r)
         ));
         if let Some(m) = &self.metrics {
             s.push_str(&format!("  [Metrics] listen: http://{}/metrics\n", m.listen));
         }
         s
+    }
+}
+
+/// `BusyPoll` as it takes effect: only on the one-thread runtime.
+fn busy_poll_summary(r: &super::ResiConfig) -> String {
+    match (r.busy_poll.is_zero(), r.threads) {
+        (true, _) => "off".into(),
+        (false, 1) => fmt_duration(r.busy_poll),
+        (false, _) => format!("{} (not used: Threads > 1)", fmt_duration(r.busy_poll)),
     }
 }
 

@@ -63,11 +63,13 @@ fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Respo
 async fn forward(shared: &Shared, req: Request<ReqBody>, mut refused: Refusal) -> Response<ProxyBody> {
     let send = shared.target.send(req);
     tokio::pin!(send);
+    let awaiting = crate::busy_poll::Awaiting::start();
     let sent = tokio::select! {
         biased;
         Ok(e) = &mut refused => return refusal(shared, &e),
         sent = &mut send => sent,
     };
+    drop(awaiting);
     match sent {
         Ok((rsp, session)) => {
             // Trailers-only: the status is in the headers; else it comes at the end.
