@@ -78,6 +78,7 @@ fn changed() {
 }
 
 async fn poll_while_busy(window: Duration) {
+    let _installed = Uninstall;
     let mut seen = CHANGES.with(Cell::get);
     loop {
         seen = next_change(seen).await;
@@ -93,6 +94,17 @@ async fn poll_while_busy(window: Duration) {
             }
             std::thread::yield_now();
         }
+    }
+}
+
+/// Ends the thread's polling when the poller goes (its runtime shut down):
+/// later calls on this thread count nothing.
+struct Uninstall;
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        INSTALLED.with(|i| i.set(false));
+        SLEEPER.with(|s| s.borrow_mut().take());
     }
 }
 
@@ -152,5 +164,7 @@ mod tests {
             assert!(SLEEPER.with(|s| s.borrow().is_some()), "asleep once the window passed");
             assert!(started.elapsed() < Duration::from_secs(5));
         });
+        drop(rt);
+        assert!(!INSTALLED.with(Cell::get), "a runtime shut down takes its poller's state with it");
     }
 }
