@@ -7,22 +7,26 @@
 //! sleeping vCPU is halted, and waking it costs the writer an
 //! inter-processor interrupt and the reader a return from the host: tens of
 //! microseconds per crossing, most of a call's latency through the pair
-//! (docs/performance.md, "What bounds it"). A thread that is still polling
+//! (docs/performance.md, "Busy polling"). A thread that is still polling
 //! when its data arrives pays none of that.
 //!
-//! How: one task of the gateway's current-thread runtime (installed by
+//! How: one task of the gateway's current-thread runtime (started by
 //! [`install`], on that runtime's thread) keeps the runtime from sleeping
-//! for `window` after the latest call started or got its answer through
-//! this thread. Each turn it yields to the runtime, which then polls its
-//! sockets and timers without blocking and runs what became ready, and then
-//! yields the CPU to any other thread that wants it (`sched_yield`), so the
-//! polling takes only time nothing else would use. When the window passes
-//! without a call starting or being answered, the task sleeps until one
-//! does: an idle gateway (heartbeats only) never polls.
+//! for `window` after the latest call event on this thread: a call sent on
+//! upstream, or its answer (response headers, or a failure) coming back.
+//! Messages within a stream are not events. Each turn the task yields to
+//! the runtime, which runs what is ready and, once its queue is empty,
+//! polls its sockets and timers without blocking; then the task yields the
+//! CPU to any other thread queued on the same CPU (`sched_yield`), so it
+//! does not hold up the caller or the server beside it. The polling is
+//! still CPU time spent (on the VM's host, too). When the window passes
+//! without an event, the task sleeps until the next one: an idle gateway
+//! (heartbeats only) never polls.
 //!
-//! The gateway reports its calls with [`Awaiting`]: a per-thread counter,
-//! no lock and no atomic. On a thread with no poller installed (a
-//! multi-thread runtime, a gateway started from Python) it does nothing.
+//! The gateway reports its calls with [`Awaiting`], which bumps a
+//! per-thread event counter: no lock and no atomic. On a thread with no
+//! poller (a multi-thread runtime, a gateway started from Python) it does
+//! nothing.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -32,22 +36,32 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// Whether this thread's runtime has a poller ([`install`]).
     static INSTALLED: Cell<bool> = const { Cell::new(false) };
-    /// Bumped when a call starts or gets its answer: the poller's clock.
-    static CHANGES: Cell<u64> = const { Cell::new(0) };
-    /// The poller, while it sleeps waiting for a change.
+    /// Bumped at each call event: the poller's clock.
+    static EVENTS: Cell<u64> = const { Cell::new(0) };
+    /// The poller, while it sleeps waiting for an event.
     static SLEEPER: RefCell<Option<Waker>> = const { RefCell::new(None) };
 }
 
-/// Starts polling on the current thread's runtime: call it from inside a
-/// current-thread runtime, on its thread. `window` must not be zero.
+#[cfg(test)]
+thread_local! {
+    /// The poller's turns, for the tests.
+    static TURNS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Starts polling on the current runtime, if it is a current-thread one
+/// (where every task runs on this thread) and has no poller yet; otherwise
+/// does nothing. A zero `window` polls once per event.
 pub fn install(window: Duration) {
-    INSTALLED.with(|i| i.set(true));
-    tokio::spawn(poll_while_busy(window));
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let current_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+    if current_thread && !INSTALLED.replace(true) {
+        tokio::spawn(poll_while_busy(window));
+    }
 }
 
 /// A forwarded call waiting for its answer. Created when the call is sent
 /// on, dropped when its answer (response headers, or a failure) came back
-/// or the call was abandoned; both are changes the poller watches.
+/// or the call was abandoned: both are events the poller watches.
 pub(crate) struct Awaiting {
     counted: bool,
 }
@@ -56,7 +70,7 @@ impl Awaiting {
     pub(crate) fn start() -> Awaiting {
         let counted = INSTALLED.with(Cell::get);
         if counted {
-            changed();
+            note_event();
         }
         Awaiting { counted }
     }
@@ -65,28 +79,30 @@ impl Awaiting {
 impl Drop for Awaiting {
     fn drop(&mut self) {
         if self.counted {
-            changed();
+            note_event();
         }
     }
 }
 
-fn changed() {
-    CHANGES.with(|c| c.set(c.get().wrapping_add(1)));
+fn note_event() {
+    EVENTS.with(|c| c.set(c.get().wrapping_add(1)));
     if let Some(w) = SLEEPER.with(|s| s.borrow_mut().take()) {
         w.wake();
     }
 }
 
 async fn poll_while_busy(window: Duration) {
-    let _installed = Uninstall;
-    let mut seen = CHANGES.with(Cell::get);
+    let _uninstall = Uninstall;
+    let mut seen = EVENTS.with(Cell::get);
     loop {
-        seen = next_change(seen).await;
+        seen = next_event(seen).await;
         let mut until = Instant::now() + window;
         loop {
             tokio::task::yield_now().await;
             let now = Instant::now();
-            let latest = CHANGES.with(Cell::get);
+            #[cfg(test)]
+            TURNS.with(|t| t.set(t.get() + 1));
+            let latest = EVENTS.with(Cell::get);
             if latest != seen {
                 (seen, until) = (latest, now + window);
             } else if now >= until {
@@ -103,16 +119,16 @@ struct Uninstall;
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
-        INSTALLED.with(|i| i.set(false));
-        SLEEPER.with(|s| s.borrow_mut().take());
+        // `try_with`: this may run while the thread's locals are torn down.
+        let _ = INSTALLED.try_with(|i| i.set(false));
+        let _ = SLEEPER.try_with(|s| s.borrow_mut().take());
     }
 }
 
-/// Sleeps until a call starts or is answered after `seen`; returns the
-/// change count then.
-async fn next_change(seen: u64) -> u64 {
+/// Sleeps until a call event after `seen`; returns the event count then.
+async fn next_event(seen: u64) -> u64 {
     poll_fn(|cx| {
-        let now = CHANGES.with(Cell::get);
+        let now = EVENTS.with(Cell::get);
         if now != seen {
             return Poll::Ready(now);
         }
@@ -126,43 +142,57 @@ async fn next_change(seen: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn changes() -> u64 {
-        CHANGES.with(Cell::get)
+    fn events() -> u64 {
+        EVENTS.with(Cell::get)
+    }
+
+    fn turns() -> u64 {
+        TURNS.with(Cell::get)
+    }
+
+    fn asleep() -> bool {
+        SLEEPER.with(|s| s.borrow().is_some())
     }
 
     #[test]
     fn a_thread_without_a_poller_counts_nothing() {
         std::thread::spawn(|| {
-            let before = changes();
+            let before = events();
             drop(Awaiting::start());
-            assert_eq!(changes(), before);
+            assert_eq!(events(), before);
         })
         .join()
         .unwrap();
     }
 
     #[test]
-    fn the_poller_polls_while_calls_change_and_sleeps_after_the_window() {
+    fn a_multi_thread_runtime_gets_no_poller() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        rt.block_on(async { install(Duration::from_millis(1)) });
+        assert!(!INSTALLED.with(Cell::get));
+    }
+
+    #[test]
+    fn the_poller_polls_after_a_call_event_and_sleeps_once_the_window_passed() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            install(Duration::from_millis(5));
+            install(Duration::from_millis(300));
+            install(Duration::from_millis(300)); // a second install is a no-op
             tokio::task::yield_now().await;
-            // Asleep: nothing has changed yet.
-            assert!(SLEEPER.with(|s| s.borrow().is_some()), "the poller waits for a call");
+            assert!(asleep(), "no call yet: the poller sleeps");
+            let before = turns();
             let call = Awaiting::start();
-            assert!(SLEEPER.with(|s| s.borrow().is_none()), "a call wakes it");
-            // Polling: the runtime keeps running this task without sleeping,
-            // so a plain yield comes back at once, many times over.
-            let started = Instant::now();
-            for _ in 0..100 {
-                tokio::task::yield_now().await;
-            }
-            assert!(SLEEPER.with(|s| s.borrow().is_none()), "still polling within the window");
+            // A timer fires while the poller keeps the runtime from parking.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(turns() > before + 1, "the poller turned while the timer ran");
+            assert!(!asleep(), "still polling within the window");
             drop(call);
-            // The window passes without a change: it sleeps again.
+            // The window passes with no event: it sleeps again.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert!(asleep(), "asleep once the window passed");
+            let idle = turns();
             tokio::time::sleep(Duration::from_millis(20)).await;
-            assert!(SLEEPER.with(|s| s.borrow().is_some()), "asleep once the window passed");
-            assert!(started.elapsed() < Duration::from_secs(5));
+            assert_eq!(turns(), idle, "an asleep poller does not turn");
         });
         drop(rt);
         assert!(!INSTALLED.with(Cell::get), "a runtime shut down takes its poller's state with it");
