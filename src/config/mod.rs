@@ -894,6 +894,8 @@ mod tests {
         assert!(one.contains("threads: 1, busy poll: 250us"), "{one}");
         let two = load(&format!("{TCP}[Resi]\nThreads = 2\nBusyPoll = \"1ms\"\n")).unwrap().summary();
         assert!(two.contains("busy poll: 1ms (not used: Threads > 1)"), "{two}");
+        let tiny = load(&format!("{TCP}[Resi]\nThreads = 1\nBusyPoll = \"500ns\"\n")).unwrap().summary();
+        assert!(tiny.contains("busy poll: 500ns"), "{tiny}");
         let off = load(&format!("{TCP}[Resi]\nBusyPoll = 0\n")).unwrap().summary();
         assert!(off.contains("busy poll: off"), "{off}");
         assert!(err(&format!("{TCP}[Resi]\nHandshakeTimeout = \"10ms\"\n")).contains("[Resi] HandshakeTimeout: 10ms is out of range"));

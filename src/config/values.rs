@@ -337,11 +337,15 @@ pub fn parse_mode(s: &str) -> Option<Mode> {
     }
 }
 
-/// Formats a duration the way the file accepts it (`"250ms"`, `"1.5s"`).
+/// Formats a duration the way the file accepts it (`"250ms"`, `"1.5s"`,
+/// `"250us"`, `"1500ns"`).
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if d.subsec_nanos() % 1_000_000 != 0 && d < Duration::from_millis(1) {
-        format!("{}us", d.as_micros())
+        match d.subsec_nanos() % 1000 {
+            0 => format!("{}us", d.as_micros()),
+            _ => format!("{}ns", d.as_nanos()),
+        }
     } else if ms < 1000.0 {
         format!("{}ms", d.as_millis())
     } else {
