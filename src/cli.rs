@@ -439,7 +439,8 @@ async fn serve(cfg: Config) -> i32 {
         .unwrap_or_default();
     tracing::info!(name = %cfg.resi.name, mode = crate::config::mode_name(cfg.resi.mode), config = %origin, "configuration loaded");
     let listen = cfg.listen().join(", ");
-    if cfg.resi.threads == 1 && !cfg.resi.busy_poll.is_zero() {
+    // Takes effect on the one-thread runtime only (`Threads = 1`).
+    if !cfg.resi.busy_poll.is_zero() {
         crate::busy_poll::install(cfg.resi.busy_poll);
     }
     let gw = match crate::gateway::Gateway::start(cfg) {
