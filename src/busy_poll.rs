@@ -13,8 +13,9 @@
 //! How: one task of the gateway's current-thread runtime (started by
 //! [`install`], on that runtime's thread) keeps the runtime from sleeping
 //! for `window` after the latest call event on this thread: a call sent on
-//! upstream, or its answer (response headers, or a failure) coming back.
-//! Messages within a stream are not events. Each turn the task yields to
+//! upstream, its answer (response headers, or a failure) coming back, or a
+//! piece of a request or response body relayed (so a long stream or a big
+//! message keeps it polling while its data flows). Each turn the task yields to
 //! the runtime, which runs what is ready and, once its queue is empty,
 //! polls its sockets and timers without blocking; then the task yields the
 //! CPU to any other thread queued on the same CPU (`sched_yield`), so it
@@ -23,7 +24,7 @@
 //! without an event, the task sleeps until the next one: an idle gateway
 //! (heartbeats only) never polls.
 //!
-//! The gateway reports its calls with [`Awaiting`], which bumps a
+//! The gateway reports its calls with [`Awaiting`] and [`relayed`], which bump a
 //! per-thread event counter: no lock and no atomic. On a thread with no
 //! poller (a multi-thread runtime, a gateway started from Python) it does
 //! nothing.
@@ -81,6 +82,15 @@ impl Drop for Awaiting {
         if self.counted {
             note_event();
         }
+    }
+}
+
+/// A piece of a call's body (a data frame of its request or response) was
+/// relayed: an event too, so a stream or a big message keeps the poller
+/// turning while its data flows.
+pub(crate) fn relayed() {
+    if INSTALLED.with(Cell::get) {
+        note_event();
     }
 }
 
@@ -163,6 +173,28 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_relayed_piece_of_a_body_wakes_the_poller_and_counts_only_where_one_is_installed() {
+        std::thread::spawn(|| {
+            let before = events();
+            relayed();
+            assert_eq!(events(), before, "no poller on this thread: nothing counted");
+        })
+        .join()
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            install(Duration::from_millis(50));
+            tokio::task::yield_now().await;
+            assert!(asleep(), "no call yet: the poller sleeps");
+            let before = turns();
+            relayed();
+            assert!(!asleep(), "a relayed data frame wakes it");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(turns() > before + 1, "it polls after the relayed frame");
+        });
     }
 
     #[test]

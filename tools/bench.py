@@ -89,7 +89,9 @@ def build(args: argparse.Namespace) -> int:
     if args.no_build:
         return 0
     log("installing resi (release) with maturin develop --release")
-    return subprocess.run([sys.executable, "-m", "maturin", "develop", "--release", "-q"], cwd=ROOT).returncode
+    # The build's output goes to stderr: stdout holds the tables only.
+    return subprocess.run([sys.executable, "-m", "maturin", "develop", "--release", "-q"], cwd=ROOT,
+                          stdout=sys.stderr).returncode
 
 
 def python_part(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@
 //! | `[Resi] IdleTimeout` | duration, 1s..=24h \[5m\]: an ESI connection with no open call is closed (GOAWAY) |
 //! | `[Resi] MaxConnections` | integer, 1..=1000000 \[10000\], lowered to the open-file limit less 64 |
 //! | `[Resi] Threads` | worker threads of `resi gateway`, 1..=1024 \[half the CPUs, at least 1\]; 1 runs the gateway on its main thread alone |
-//! | `[Resi] BusyPoll` | duration, 0..=1s \[250us\]: with `Threads = 1`, how long `resi gateway` polls instead of sleeping after a call through it started or was answered; 0: never |
+//! | `[Resi] BusyPoll` | duration, 0..=1s \[250us\]: with `Threads = 1`, how long `resi gateway` polls instead of sleeping after a call through it started, was answered or relayed a piece of its body; 0: never |
 //! | `[Metrics] Listen` | `"host:port"`: serve Prometheus metrics over HTTP at `/metrics` here \[none: off\] |
 //!
 //! Durations are strings with a unit (`"250ms"`, `"1s"`, `"1.5s"`, `"2m"`,
@@ -262,7 +262,8 @@ pub struct ResiConfig {
     #[serde(deserialize_with = "values::count::<_, _, 1, MAX_THREADS>")]
     pub threads: usize,
     /// `BusyPoll`: how long `resi gateway` keeps polling instead of
-    /// sleeping after a call through it started or was answered (with
+    /// sleeping after a call through it started, was answered or relayed a
+    /// piece of its body (with
     /// `Threads = 1`; zero: never). See [`crate::busy_poll`].
     #[serde(deserialize_with = "values::duration::<_, 0, 1_000>")]
     pub busy_poll: Duration,

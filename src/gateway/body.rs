@@ -93,6 +93,7 @@ impl Body for LimitedRequest {
                 return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)))));
             }
         }
+        crate::busy_poll::relayed();
         Poll::Ready(Some(Ok(frame)))
     }
 
@@ -251,7 +252,10 @@ impl Body for ProxyBody {
             return Poll::Ready(Some(Ok(frame)));
         };
         match up.tracker.feed(data) {
-            Ok(()) => Poll::Ready(Some(Ok(frame))),
+            Ok(()) => {
+                crate::busy_poll::relayed();
+                Poll::Ready(Some(Ok(frame)))
+            }
             Err(refused) => {
                 tracing::info!("response cut: {}", refused.error);
                 up.settle(refused.error.status("response").code);
