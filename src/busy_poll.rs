@@ -69,11 +69,7 @@ pub(crate) struct Awaiting {
 
 impl Awaiting {
     pub(crate) fn start() -> Awaiting {
-        let counted = INSTALLED.with(Cell::get);
-        if counted {
-            note_event();
-        }
-        Awaiting { counted }
+        Awaiting { counted: note_event_if_installed() }
     }
 }
 
@@ -89,9 +85,16 @@ impl Drop for Awaiting {
 /// relayed: an event too, so a stream or a big message keeps the poller
 /// turning while its data flows.
 pub(crate) fn relayed() {
-    if INSTALLED.with(Cell::get) {
+    note_event_if_installed();
+}
+
+/// Counts an event if this thread has a poller; says whether it has one.
+fn note_event_if_installed() -> bool {
+    let installed = INSTALLED.with(Cell::get);
+    if installed {
         note_event();
     }
+    installed
 }
 
 fn note_event() {

@@ -92,8 +92,8 @@ impl Body for LimitedRequest {
                 // stream reset with CANCEL as one that ended normally.
                 return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)))));
             }
+            crate::busy_poll::relayed();
         }
-        crate::busy_poll::relayed();
         Poll::Ready(Some(Ok(frame)))
     }
 
