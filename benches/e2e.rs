@@ -76,14 +76,29 @@ struct Args {
     bench: bool,
 }
 
+/// What the figures depend on: CPUs, processor (family and model, since
+/// two machines both named "AMD EPYC" measured very differently), the
+/// kernel's return-stack mitigation (it taxes every system call) and load.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        })
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let family = match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!(", family {f} model {m}"),
+        _ => String::new(),
+    };
+    let srso = std::fs::read_to_string("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
+        .map(|s| format!(", spec_rstack_overflow: {}", s.trim()))
+        .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!("{cpus} CPUs ({model}), load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    format!("{cpus} CPUs ({model}{family}){srso}, load average {load}")
 }
 
 fn serve() {
