@@ -138,21 +138,27 @@ class ResiProcess:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                m = LISTENING.match(line)
-                if m:
-                    self.addrs.append(m.group(1))
-                self._cond.notify_all()
+        try:
+            for line in self.proc.stderr:
+                with self._cond:
+                    self.lines.append(line.rstrip("\n"))
+                    m = LISTENING.match(line)
+                    if m:
+                        self.addrs.append(m.group(1))
+                    self._cond.notify_all()
+        except (ValueError, OSError):
+            pass  # kill() closed the pipe: the end of what there is to read
         with self._cond:
             self._eof = True
             self._cond.notify_all()
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
+        try:
+            for _ in self.proc.stdout:
+                pass
+        except (ValueError, OSError):
+            pass  # closed by kill()
 
     @property
     def stderr(self) -> str:
@@ -211,6 +217,10 @@ class ResiProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        # The readers see EOF once the process is gone; a child still
+        # holding the pipe open is given a moment, then the pipe is closed.
+        for reader in (self._reader, self._out_reader):
+            reader.join(timeout=2)
         for stream in (self.proc.stdout, self.proc.stderr):
             try:
                 if stream is not None:
