@@ -10,7 +10,7 @@
 //! Forwarded bodies are counted, never buffered, by a
 //! [`MessageTracker`] each way, enforcing `[Resi] MaxMessageSize` on every
 //! message: an oversized request message fails the upstream request body
-//! (hyper then resets the upstream stream, INTERNAL_ERROR) and tells the
+//! (its pipe then resets the upstream stream, INTERNAL_ERROR) and tells the
 //! response side, which answers the client `RESOURCE_EXHAUSTED`; an
 //! oversized response message ends the client's response with
 //! `RESOURCE_EXHAUSTED` trailers and drops (resets) the upstream stream.
@@ -28,7 +28,7 @@ use futures_util::future::{Fuse, FusedFuture, FutureExt};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use super::h2stream::RecvBody;
 use tokio::sync::{mpsc, oneshot};
 
 use super::h2client::ResponseBody;
@@ -47,7 +47,7 @@ pub type Refusal = Fuse<oneshot::Receiver<MessageTooLarge>>;
 /// A client's request body on its way upstream, its messages counted.
 #[derive(Debug)]
 pub struct LimitedRequest {
-    body: Incoming,
+    body: RecvBody,
     tracker: MessageTracker,
     refused: Option<oneshot::Sender<MessageTooLarge>>,
     failed: bool,
@@ -56,7 +56,7 @@ pub struct LimitedRequest {
 impl LimitedRequest {
     /// Wraps `body`; the returned [`Refusal`] fires if a message exceeds
     /// `max` bytes (and is closed without firing if the body ends well).
-    pub fn new(body: Incoming, max: usize) -> (LimitedRequest, Refusal) {
+    pub fn new(body: RecvBody, max: usize) -> (LimitedRequest, Refusal) {
         let (tx, rx) = oneshot::channel();
         let body = LimitedRequest { body, tracker: MessageTracker::new(max), refused: Some(tx), failed: false };
         (body, rx.fuse())
@@ -87,7 +87,7 @@ impl Body for LimitedRequest {
                 if let Some(tx) = this.refused.take() {
                     let _ = tx.send(refused.error);
                 }
-                // hyper resets the upstream stream with the reason found in
+                // The pipe resets the upstream stream with the reason found in
                 // the error. Not CANCEL: a tonic server may read a request
                 // stream reset with CANCEL as one that ended normally.
                 return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)))));
@@ -279,8 +279,8 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(up) => up.body.size_hint(),
-            // Not exact on purpose: hyper would add a content-length, which
-            // gRPC responses do not carry.
+            // Not exact: nothing here needs it (a gRPC response carries
+            // no content-length).
             ProxyBody::Local { .. } | ProxyBody::Raw(_) | ProxyBody::Frames(_) => SizeHint::default(),
         }
     }

@@ -5,7 +5,7 @@
 //!   connection and reports once the 24-byte client preface and the whole
 //!   first SETTINGS frame have arrived; the listener closes a connection
 //!   that has not done so by its handshake deadline (`[Resi]
-//!   HandshakeTimeout`, counted from accept). hyper itself would wait
+//!   HandshakeTimeout`, counted from accept). h2 itself would wait
 //!   forever.
 //! - [`Activity`] counts the calls open on a connection; a connection with
 //!   none for `[Resi] IdleTimeout` is closed with GOAWAY. A call is open
@@ -38,7 +38,7 @@ const RESERVED_FDS: u64 = 64;
 
 /// An IO wrapper that reports (once) when the client's preface and first
 /// SETTINGS frame have been read through it. It does not validate them:
-/// hyper does, and fails the connection if they are wrong.
+/// h2 does, and fails the connection if they are wrong.
 pub(crate) struct Greeting<I> {
     io: I,
     seen: usize,

@@ -22,7 +22,6 @@
 //! The connection's own task drives the socket and, where asked, sends
 //! keep-alive PINGs while calls are open ([`Ping`]).
 
-use std::error::Error as StdError;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Reason, RecvStream, SendStream};
+use h2::RecvStream;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,6 +39,7 @@ use tokio::task::JoinHandle;
 
 use super::body::ReqBody;
 use super::coalesce::Coalesce;
+use super::h2stream::{Pipe, RecvBody};
 use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_FRAME_SIZE};
 
 /// Largest response header block accepted from upstream.
@@ -117,9 +117,9 @@ impl Sender {
             .tx
             .send_request(Request::from_parts(parts, ()), end)
             .map_err(|error| SendError { error, request: None })?;
-        let pipe = (!end).then(|| Pipe { stream, body, held: None, done: false });
+        let pipe = (!end).then(|| Pipe::new(stream, body, "upstream request body"));
         let rsp = respond_while_piping(response, pipe).await.map_err(|error| SendError { error, request: None })?;
-        Ok(rsp.map(|recv| ResponseBody { recv, data_done: false, _call: call }))
+        Ok(rsp.map(|recv| ResponseBody { body: RecvBody::new(recv), _call: call }))
     }
 }
 
@@ -173,7 +173,7 @@ where
             None => (&mut conn).await.map_err(|e| e.to_string()),
             Some((pinger, every, within)) => tokio::select! {
                 done = &mut conn => done.map_err(|e| e.to_string()),
-                why = keep_alive(pinger, every, within, &watched) => Err(why),
+                why = keep_alive(pinger, every, within, || watched.open_calls.load(Ordering::Relaxed) > 0) => Err(why),
             },
         };
         // Dropping the connection fails the calls still open on it.
@@ -186,14 +186,15 @@ where
     Ok((Sender { tx, state }, driver))
 }
 
-/// PINGs every `every` while calls are open; returns why the peer is gone
-/// when one is not answered `within`.
-async fn keep_alive(mut pinger: h2::PingPong, every: Duration, within: Duration, state: &ConnState) -> String {
+/// PINGs every `every` while `busy` says so (on a client connection: while
+/// calls are open); returns why the peer is gone when one is not answered
+/// `within`.
+pub(super) async fn keep_alive(mut pinger: h2::PingPong, every: Duration, within: Duration, busy: impl Fn() -> bool) -> String {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if state.open_calls.load(Ordering::Relaxed) == 0 {
+        if !busy() {
             continue;
         }
         if let Err(e) = pinger.send_ping(h2::Ping::opaque()) {
@@ -214,7 +215,7 @@ async fn keep_alive(mut pinger: h2::PingPong, every: Duration, within: Duration,
 /// neither the response nor the body waits for the other.
 async fn respond_while_piping(
     mut response: h2::client::ResponseFuture,
-    mut pipe: Option<Pipe>,
+    mut pipe: Option<Pipe<ReqBody>>,
 ) -> Result<Response<RecvStream>, h2::Error> {
     poll_fn(|cx| {
         if let Some(p) = pipe.as_mut() {
@@ -231,151 +232,11 @@ async fn respond_while_piping(
     .await
 }
 
-/// A request body on its way into its stream.
-struct Pipe {
-    stream: SendStream<Bytes>,
-    body: ReqBody,
-    /// A chunk taken from the body that waits for stream capacity.
-    held: Option<Bytes>,
-    /// The body was sent whole, or the stream has ended.
-    done: bool,
-}
-
-impl Drop for Pipe {
-    /// A call dropped with its request body still open (the caller reset
-    /// its stream, or the call was given up) resets the upstream stream:
-    /// with the caller's reason if its body has one, else INTERNAL_ERROR.
-    /// Not the CANCEL that h2 would send for a dropped stream: a tonic
-    /// server may read a request stream reset with CANCEL as one that
-    /// ended normally.
-    fn drop(&mut self) {
-        if !self.done {
-            let reason = self.abandoned_reason();
-            self.stream.send_reset(reason);
-        }
-    }
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let pumped = ready!(this.pump(cx));
-        this.done = true;
-        if let Err(why) = pumped {
-            tracing::debug!("upstream request body: {why}");
-        }
-        Poll::Ready(())
-    }
-}
-
-impl Pipe {
-    /// Why the caller's body stopped, if it says (looked at without
-    /// waiting: a few frames already received, then its error).
-    fn abandoned_reason(&mut self) -> Reason {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        for _ in 0..16 {
-            match Pin::new(&mut self.body).poll_frame(&mut cx) {
-                Poll::Ready(Some(Ok(_))) => continue,
-                Poll::Ready(Some(Err(e))) => return reason_of(&*e),
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        Reason::INTERNAL_ERROR
-    }
-
-    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        loop {
-            // The peer reset the stream: stop reading the body (dropping it
-            // resets the caller's stream in turn).
-            if let Poll::Ready(reason) = self.stream.poll_reset(cx) {
-                return Poll::Ready(Err(match reason {
-                    Ok(reason) => format!("stream reset by the upstream: {reason:?}"),
-                    Err(e) => e.to_string(),
-                }));
-            }
-            if let Some(chunk) = self.held.take() {
-                if let Err(e) = ready!(self.wait_capacity(cx, chunk)) {
-                    return Poll::Ready(Err(e));
-                }
-                continue;
-            }
-            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                None => return Poll::Ready(self.stream.send_data(Bytes::new(), true).map_err(|e| e.to_string())),
-                Some(Err(e)) => {
-                    self.stream.send_reset(reason_of(&*e));
-                    return Poll::Ready(Err(e.to_string()));
-                }
-                Some(Ok(frame)) => frame,
-            };
-            match frame.into_data() {
-                Ok(chunk) => {
-                    let end = self.body.is_end_stream();
-                    // The last chunk (or an empty one) goes at once: h2
-                    // queues it until the window allows, and nothing more
-                    // is read that back-pressure would hold back.
-                    if end || chunk.is_empty() {
-                        self.stream.send_data(chunk, end).map_err(|e| e.to_string())?;
-                        if end {
-                            return Poll::Ready(Ok(()));
-                        }
-                        continue;
-                    }
-                    // Claim one byte, not the chunk: h2 raises the claim to
-                    // what is queued, and a small claim cannot pin the
-                    // connection's window against other streams.
-                    self.stream.reserve_capacity(1);
-                    self.held = Some(chunk);
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        self.stream.reserve_capacity(0);
-                        return Poll::Ready(self.stream.send_trailers(trailers).map_err(|e| e.to_string()));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends `chunk` once the stream has capacity (held again meanwhile).
-    fn wait_capacity(&mut self, cx: &mut Context<'_>, chunk: Bytes) -> Poll<Result<(), String>> {
-        while self.stream.capacity() == 0 {
-            match self.stream.poll_capacity(cx) {
-                Poll::Pending => {
-                    self.held = Some(chunk);
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Ok(0))) => {}
-                Poll::Ready(Some(Ok(_))) => break,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.to_string())),
-                Poll::Ready(None) => return Poll::Ready(Err("the stream no longer takes data".into())),
-            }
-        }
-        Poll::Ready(self.stream.send_data(chunk, false).map_err(|e| e.to_string()))
-    }
-}
-
-/// The reset to send upstream for a request body that failed: the caller's
-/// own reset (e.g. CANCEL) if that is why, else INTERNAL_ERROR.
-fn reason_of(e: &(dyn StdError + 'static)) -> Reason {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
-            return reason;
-        }
-        next = err.source();
-    }
-    Reason::INTERNAL_ERROR
-}
-
-/// An upstream response's body: DATA (its flow-control window released as
-/// it is read), then trailers.
+/// An upstream response's body ([`RecvBody`]), counted among its
+/// connection's open calls while it lives.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
-    recv: RecvStream,
-    data_done: bool,
+    body: RecvBody,
     _call: OpenCall,
 }
 
@@ -384,36 +245,22 @@ impl Body for ResponseBody {
     type Error = h2::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = self.get_mut();
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        self.body.size_hint()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use h2::Reason;
     use crate::gateway::body::LocalBody;
     use http_body_util::{BodyExt, Either};
     use tokio::io::AsyncReadExt;

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use hyper::body::{Frame, Incoming};
+use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
 
 use super::body::ProxyBody;
+use super::h2stream::RecvBody;
 use super::proxy::read_unary;
 use super::{Shared, Target};
 use crate::grpc::{self, Code, Status};
@@ -58,7 +59,7 @@ fn status_of(up: bool) -> ServingStatus {
 }
 
 /// Reads the request's service name (a malformed request is refused).
-async fn service_name(req: Request<Incoming>, max_message: usize) -> Result<String, Status> {
+async fn service_name(req: Request<RecvBody>, max_message: usize) -> Result<String, Status> {
     let msg = read_unary(req.into_body(), max_message).await?;
     let req = HealthCheckRequest::decode(msg)
         .map_err(|e| Status::new(Code::InvalidArgument, format!("bad HealthCheckRequest: {e}")))?;
@@ -76,7 +77,7 @@ fn grpc_response(body: ProxyBody) -> Response<ProxyBody> {
 }
 
 /// `Check`: one answer.
-pub(crate) async fn check(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn check(shared: &Shared, req: Request<RecvBody>) -> Response<ProxyBody> {
     let service = match service_name(req, shared.max_message_size).await {
         Ok(s) => s,
         Err(st) => return st.to_response(),
@@ -89,7 +90,7 @@ pub(crate) async fn check(shared: &Shared, req: Request<Incoming>) -> Response<P
 
 /// `Watch`: the status now, then every change, until the client goes away
 /// or the gateway shuts down (then `NOT_SERVING` and `UNAVAILABLE`).
-pub(crate) async fn watch(shared: std::sync::Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn watch(shared: std::sync::Arc<Shared>, req: Request<RecvBody>) -> Response<ProxyBody> {
     let service = match service_name(req, shared.max_message_size).await {
         Ok(s) => s,
         Err(st) => return st.to_response(),

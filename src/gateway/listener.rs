@@ -26,8 +26,6 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -446,18 +444,17 @@ where
     let svc_activity = client.is_some().then(|| activity.clone());
     let h2 = if ctx.over_session { shared.h2_session.clone() } else { shared.h2_server.clone() };
     let ctx = Arc::new(ctx);
-    let svc = service_fn(move |req| {
+    let svc = move |req| {
         let call = svc_activity.as_ref().map(Activity::call);
         // A combinator, not `async move { rsp.await... }`, which would hold
         // the call's future twice (docs/performance.md).
         let rsp = proxy::handle(svc_shared.clone(), ctx.clone(), req);
-        rsp.map(|r| r.map(|r| r.map(|body| Tracked::new(body, call))))
-    });
-    let conn = h2.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+        rsp.map(|r| r.map(|body| Tracked::new(body, call)))
+    };
+    let mut conn = h2.serve(io, svc);
     let watch = watch_client(client, &activity, shared.idle_timeout);
     let close = tokio::select! {
-        r = conn.as_mut() => {
+        r = &mut conn => {
             if let Err(e) = r {
                 tracing::debug!("HTTP/2 connection ended: {e}");
             }
@@ -469,7 +466,7 @@ where
         },
         _ = phase.graceful.cancelled() => Close::Shutdown,
     };
-    conn.as_mut().graceful_shutdown();
+    conn.graceful_shutdown();
     let limit = match close {
         Close::Shutdown => None,
         // A peer that does not take its GOAWAY gets one handshake time.
@@ -479,7 +476,7 @@ where
     // flight: over a session with no live path the GOAWAY exchange cannot
     // complete, and waiting for it would hold `stop()` for the whole grace.
     tokio::select! {
-        _ = conn.as_mut() => {}
+        _ = &mut conn => {}
         _ = phase.hard.cancelled() => {}
         _ = sleep_until_opt(limit) => {}
         _ = activity.idle_for(DRAINED_SETTLE) => {}
@@ -493,7 +490,7 @@ async fn watch_client(client: Option<Client>, activity: &Activity, idle: Duratio
     let Some(client) = client else { return std::future::pending().await };
     match tokio::time::timeout_at(client.deadline, client.greeted).await {
         Ok(Ok(())) => {}
-        Ok(Err(_)) => return std::future::pending().await, // connection ended first: hyper reports it
+        Ok(Err(_)) => return std::future::pending().await, // connection ended first: its server reports it
         Err(_) => {
             tracing::info!(peer = %client.peer, "closed: no HTTP/2 preface and SETTINGS by the handshake deadline");
             return None;

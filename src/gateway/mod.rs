@@ -26,6 +26,8 @@ pub(crate) mod body;
 mod coalesce;
 mod guard;
 mod h2client;
+mod h2server;
+mod h2stream;
 pub mod health;
 mod listener;
 mod metrics;
@@ -39,7 +41,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -119,10 +120,10 @@ pub(crate) struct Shared {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     /// HTTP/2 for connections from ESI clients over TCP (pinged).
-    pub h2_server: hyper::server::conn::http2::Builder<TokioExecutor>,
+    pub h2_server: h2server::Server,
     /// HTTP/2 for connections carried by a session (not pinged: the paths'
     /// heartbeats watch the peer, and a failed session ends the connection).
-    pub h2_session: hyper::server::conn::http2::Builder<TokioExecutor>,
+    pub h2_session: h2server::Server,
     /// Cancelled when the gateway starts shutting down: ends the gateway's
     /// own long-lived answers (health `Watch`).
     pub closing: CancellationToken,
@@ -145,8 +146,8 @@ impl Shared {
             max_message_size,
             handshake_timeout: defaults.handshake_timeout,
             idle_timeout: defaults.idle_timeout,
-            h2_server: h2_server_builder(true),
-            h2_session: h2_server_builder(false),
+            h2_server: h2server::Server::new(true),
+            h2_session: h2server::Server::new(false),
             closing: CancellationToken::new(),
             calls: Arc::default(),
         }
@@ -443,35 +444,6 @@ async fn wait_joined(endpoint: &std::sync::Weak<NknEndpoint>, timeout: Duration)
         }
     }
     Joined::NotYet
-}
-
-/// The HTTP/2 server settings, each chosen (documented in
-/// `docs/protocol.md`, "Connection limits"):
-/// - streams: 1024 concurrent calls per connection (a session's one
-///   connection carries every client of a client gateway);
-/// - header list: 64 KiB (gRPC implementations default to 8–16 KiB of
-///   metadata), which also bounds a CONTINUATION flood;
-/// - rapid reset (CVE-2023-44487): at most 64 streams reset by the client
-///   before the service saw them, and 256 streams this side had to reset
-///   for errors, before the connection is closed with GOAWAY;
-/// - keep-alive (`ping`, connections over TCP): a PING every 30 s; a peer
-///   that does not answer within 20 s (dead, or not reading) loses the
-///   connection. Without it hyper takes no lock per received frame.
-fn h2_server_builder(ping: bool) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .initial_stream_window_size(FLOW_STREAM_WINDOW)
-        .initial_connection_window_size(FLOW_CONN_WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_send_buf_size(FLOW_STREAM_WINDOW as usize)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(ping.then_some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .auto_date_header(false);
-    b
 }
 
 /// The gateway's name once its listeners are bound: a name that defaulted

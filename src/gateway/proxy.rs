@@ -2,23 +2,22 @@
 //! rest.
 //!
 //! Forwarded calls are never buffered: the request and response bodies are
-//! hyper's own streams, passed frame by frame (trailers included), so every
+//! the streams' own bodies, passed frame by frame (trailers included), so every
 //! RPC shape passes, and dropping the call (client RST_STREAM) drops the
 //! upstream stream, which resets it. Every message is counted on the way
 //! (`MaxMessageSize`, see [`super::body`]). Only `Modify` is read in full,
 //! because the hop must look at the extension id; a `Modify` this hop
 //! passes on is re-sent from the buffered bytes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Either;
-use hyper::body::Incoming;
 use prost::Message;
 
 use super::body::{LimitedRequest, LocalBody, ProxyBody, Refusal, ReqBody, UpstreamBody};
+use super::h2stream::RecvBody;
 use super::{health, Shared};
 use crate::extension::{not_implemented, run_handler_in, CallContext};
 use crate::grpc::{self, Code, MessageTooLarge, Status};
@@ -29,25 +28,25 @@ use crate::proto::{HEALTH_CHECK_PATH, HEALTH_WATCH_PATH, MODIFY_PATH, REVERSE_PA
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     ctx: Arc<CallContext>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+    req: Request<RecvBody>,
+) -> Response<ProxyBody> {
     match req.uri().path() {
         // Boxed: the rare, larger future stays out of every forwarded call.
-        MODIFY_PATH => Ok(Box::pin(modify(&shared, &ctx, req)).await),
-        REVERSE_PATH => Ok(reverse(&shared, req, ctx.over_session)),
-        HEALTH_CHECK_PATH => Ok(health::check(&shared, req).await),
-        HEALTH_WATCH_PATH => Ok(health::watch(shared, req).await),
+        MODIFY_PATH => Box::pin(modify(&shared, &ctx, req)).await,
+        REVERSE_PATH => reverse(&shared, req, ctx.over_session),
+        HEALTH_CHECK_PATH => health::check(&shared, req).await,
+        HEALTH_WATCH_PATH => health::watch(shared, req).await,
         _ => {
             let (parts, body) = req.into_parts();
             let (body, refused) = LimitedRequest::new(body, shared.max_message_size);
-            Ok(forward(&shared, Request::from_parts(parts, Either::Left(body)), refused).await)
+            forward(&shared, Request::from_parts(parts, Either::Left(body)), refused).await
         }
     }
 }
 
 /// A client gateway opens its reverse channel (only over a session this
 /// gateway accepted).
-fn reverse(shared: &Shared, req: Request<Incoming>, over_session: bool) -> Response<ProxyBody> {
+fn reverse(shared: &Shared, req: Request<RecvBody>, over_session: bool) -> Response<ProxyBody> {
     let refuse = |why: &str| Status::new(Code::FailedPrecondition, why.to_string()).to_response();
     if !over_session {
         return refuse("a reverse channel can only be opened over a RESI session (by a client gateway)");
@@ -106,7 +105,7 @@ fn refusal(shared: &Shared, e: &MessageTooLarge) -> Response<ProxyBody> {
     st.to_response()
 }
 
-async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn modify(shared: &Shared, ctx: &CallContext, req: Request<RecvBody>) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let msg = match read_unary(body, shared.max_message_size).await {
         Ok(msg) => msg,
@@ -132,7 +131,7 @@ async fn modify(shared: &Shared, ctx: &CallContext, req: Request<Incoming>) -> R
 
 /// Reads the one message of a unary request body, refusing one over
 /// `max_message` bytes (at its prefix), a second one, or a cut one.
-pub(super) async fn read_unary(body: Incoming, max_message: usize) -> Result<Bytes, Status> {
+pub(super) async fn read_unary(body: RecvBody, max_message: usize) -> Result<Bytes, Status> {
     let (message, _) = grpc::read_single(body, max_message, grpc::Side::Request).await?;
     message.ok_or_else(|| Status::new(Code::InvalidArgument, "the request holds no gRPC message"))
 }

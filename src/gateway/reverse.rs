@@ -30,9 +30,6 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -41,6 +38,7 @@ use tokio_util::sync::{CancellationToken, PollSender, WaitForCancellationFutureO
 
 use super::body::{LocalBody, ProxyBody, ReqBody};
 use super::h2client::{self, ResponseBody, Sender};
+use super::h2stream::RecvBody;
 use super::upstream::{complete_uri, send_on, CallSession, Connections, Manager, Ping, Upstream};
 use super::{proxy, Shared, Target};
 use crate::extension::{CallContext, ExtensionRegistry};
@@ -180,11 +178,11 @@ impl Opener {
             return Err(format!("refused by the end gateway: {st}"));
         }
         tracing::info!(local = ?self.local.kind(), "reverse channel open");
-        let io = TokioIo::new(pipe(rsp.into_body(), tx, self.stop.clone()));
+        let io = pipe(rsp.into_body(), tx, self.stop.clone());
         let shared = self.shared.clone();
         let ctx = Arc::new(CallContext::default());
-        let svc = service_fn(move |req| proxy::handle(shared.clone(), ctx.clone(), req));
-        self.shared.h2_session.serve_connection(io, svc).await.map_err(|e| format!("inner HTTP/2 connection: {e}"))
+        let svc = move |req| proxy::handle(shared.clone(), ctx.clone(), req);
+        self.shared.h2_session.serve(io, svc).await.map_err(|e| format!("inner HTTP/2 connection: {e}"))
     }
 
     /// Ends the inner connection and stops the local ESI server's
@@ -226,7 +224,7 @@ impl Channels {
 
     /// Answers a `/resi.Resi/Reverse` request that arrived over a session:
     /// responds at once and runs an HTTP/2 client over the two bodies.
-    pub(crate) fn accept(self: &Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub(crate) fn accept(self: &Arc<Self>, req: Request<RecvBody>) -> Response<ProxyBody> {
         if self.closing.is_cancelled() {
             return Status::new(Code::Unavailable, "the gateway is shutting down").to_response();
         }
