@@ -22,15 +22,41 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A received stream's body: DATA (its flow-control window released as it
 /// is read), then trailers.
+///
+/// It looks one event ahead after each chunk: a gRPC client sends a
+/// request's END_STREAM as an empty DATA frame right behind the message,
+/// and seeing it at once lets [`Body::is_end_stream`] say so, so the hop
+/// sends the message on with END_STREAM in one frame rather than two
+/// (over a session, one frame fewer on every path).
 #[derive(Debug)]
 pub(crate) struct RecvBody {
     recv: RecvStream,
     data_done: bool,
+    /// The event after the chunk last returned, if it was already there.
+    next: Option<Result<Bytes, h2::Error>>,
 }
 
 impl RecvBody {
     pub(crate) fn new(recv: RecvStream) -> RecvBody {
-        RecvBody { recv, data_done: false }
+        RecvBody { recv, data_done: false, next: None }
+    }
+
+    /// Takes the next DATA event if it is already there (empty chunks
+    /// skipped), without waiting.
+    fn look_ahead(&mut self, cx: &mut Context<'_>) {
+        loop {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.next = Some(Ok(data));
+                }
+                Poll::Ready(Some(Err(e))) => self.next = Some(Err(e)),
+                Poll::Ready(None) => self.data_done = true,
+                Poll::Pending => {}
+            }
+            return;
+        }
     }
 }
 
@@ -41,9 +67,17 @@ impl Body for RecvBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         let this = self.get_mut();
         if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
+            let event = match this.next.take() {
+                Some(event) => Some(event),
+                None => ready!(this.recv.poll_data(cx)).inspect(|event| {
+                    if let Ok(data) = event {
+                        let _ = this.recv.flow_control().release_capacity(data.len());
+                    }
+                }),
+            };
+            match event {
                 Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    this.look_ahead(cx);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
@@ -58,7 +92,7 @@ impl Body for RecvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.next.is_none() && self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -229,4 +263,61 @@ pub(crate) fn reason_of(e: &(dyn StdError + 'static)) -> Reason {
         next = err.source();
     }
     Reason::INTERNAL_ERROR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The server's side of one request whose body `send` writes.
+    async fn received(send: impl FnOnce(&mut SendStream<Bytes>) + Send + 'static) -> RecvBody {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let (mut tx, conn) = h2::client::handshake(ours).await.unwrap();
+            tokio::spawn(conn);
+            let (_rsp, mut stream) = tx.send_request(http::Request::post("http://resi/x").body(()).unwrap(), false).unwrap();
+            send(&mut stream);
+            std::future::pending::<()>().await;
+        });
+        let mut conn = h2::server::handshake(theirs).await.unwrap();
+        let (req, _respond) = conn.accept().await.unwrap().unwrap();
+        tokio::spawn(async move { while conn.accept().await.is_some() {} });
+        RecvBody::new(req.into_body())
+    }
+
+    #[tokio::test]
+    async fn an_end_stream_right_behind_the_message_is_seen_with_it() {
+        let mut body = received(|s| {
+            s.send_data(Bytes::from_static(b"message"), false).unwrap();
+            s.send_data(Bytes::new(), true).unwrap();
+        })
+        .await;
+        // Let both frames arrive before the first read.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"message"));
+        assert!(body.is_end_stream(), "the END_STREAM behind the message was not seen");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_looked_ahead_at_is_returned_next_in_order() {
+        let mut body = received(|s| {
+            s.send_data(Bytes::from_static(b"one"), false).unwrap();
+            s.send_data(Bytes::from_static(b"two"), false).unwrap();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            s.send_trailers(trailers).unwrap();
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "one");
+        assert!(!body.is_end_stream());
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "two");
+        assert!(!body.is_end_stream(), "trailers are still to come");
+        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(body.frame().await.is_none());
+    }
 }
