@@ -8,6 +8,8 @@
 //! - a resi pair joined by one TCP path and NKN through a local node;
 //! - with `--resi PATH`, the permissive pair as two `resi gateway`
 //!   processes (what a check from outside measures);
+//! - with `--haproxy PATH`, for reference, the same HAProxy as two HTTP/2
+//!   hops (each terminating HTTP/2 on both sides, as a gateway does);
 //!
 //! in interleaved rounds: unary 64 B at concurrency 1 (p50, p99) and 64
 //! (calls/s), unary 16 KiB at concurrency 16, server-streamed 64 KiB
@@ -45,7 +47,8 @@ struct Args {
     /// Seconds per figure.
     #[arg(long, default_value_t = 1.0)]
     secs: f64,
-    /// HAProxy executable for the two L4 hops (without: two tokio relays).
+    /// HAProxy executable for the two L4 hops and the two HTTP/2 hops
+    /// (without: two tokio relays, and no HTTP/2 hops).
     #[arg(long)]
     haproxy: Option<PathBuf>,
     /// The `resi` command: adds the pair as two `resi gateway` processes

@@ -50,10 +50,11 @@ fn main() {
             .expect("the smoke run finishes within 120 s")
             .expect("every setup and workload runs with every answer checked")
     });
+    let http2_hops = usize::from(opts.haproxy.is_some());
     assert_eq!(
         report.names.len(),
-        5 + processes,
-        "direct, two L4 hops, permissive, strict, (two processes,) TCP + NKN: {:?}",
+        5 + processes + http2_hops,
+        "direct, two L4 hops, permissive, strict, (two processes,) TCP + NKN, (two HTTP/2 hops): {:?}",
         report.names
     );
     for (name, rounds) in report.names.iter().zip(&report.rounds) {
@@ -70,6 +71,9 @@ fn main() {
     let table = bench::table(&report);
     for row in ["| unary 64 B, c1, p50 µs |", "| unary 16 KiB, c16, calls/s |", "strict / permissive", "killed path", "idle session"] {
         assert!(table.contains(row), "the table has {row:?}:\n{table}");
+    }
+    if http2_hops == 1 {
+        assert!(table.contains("two HTTP/2 hops (HAProxy) / L4 hops"), "the table has the HTTP/2 hops' ratios:\n{table}");
     }
     println!("{table}");
     println!("test bench_smoke ... ok ({:.1} s)", started.elapsed().as_secs_f64());

@@ -16,7 +16,8 @@ What it does, in order (everything on 127.0.0.1):
    behind direct / two HAProxy L4 hops / the resi pair (two TCP paths,
    permissive and strict, in the bench's process) / the pair as two
    ``resi gateway`` processes (``--resi``, the installed command) / the
-   pair over TCP + NKN on a local node; interleaved rounds of unary 64 B
+   pair over TCP + NKN on a local node / for reference, the same HAProxy
+   as two HTTP/2 hops; interleaved rounds of unary 64 B
    (c1 p50/p99, c64 calls/s), unary 16 KiB at c16, server-streamed 64 KiB
    chunks; a path killed mid-run; gateway memory per idle session. Prints
    its table.

@@ -12,13 +12,16 @@ use resi::nkn::node::{LocalNode, NodeConfig};
 use resi::session::Mode;
 
 use crate::echo::{echo_client, start_echo, TestServer};
-use crate::hops::{self, Hops};
+use crate::hops::{self, Hops, Layer};
 use crate::memory;
 use crate::processes::{self, ProcessPair};
 use crate::workload::{self, Client, Cut, LARGE, SMALL};
 
 /// The name of the setup of two `resi gateway` processes.
 const PROCESSES: &str = "resi pair, two processes";
+
+/// The name of the reference setup of two HTTP/2-terminating HAProxy hops.
+pub const L7_HOPS: &str = "two HTTP/2 hops (HAProxy)";
 
 /// What to run.
 pub struct Opts {
@@ -129,7 +132,7 @@ async fn nkn_pair(server: SocketAddr) -> Result<(Vec<Gateway>, LocalNode), Strin
 
 async fn setups(server: &TestServer, opts: &Opts) -> Result<Vec<Setup>, String> {
     let hops = match &opts.haproxy {
-        Some(path) => hops::haproxy(path, server.addr).await?,
+        Some(path) => hops::haproxy(path, server.addr, Layer::Four).await?,
         None => hops::tokio_relays(server.addr).await,
     };
     let mut out = vec![Setup::new("direct", server.addr).await, Setup::new(hops.name, hops.addr).await];
@@ -148,6 +151,11 @@ async fn setups(server: &TestServer, opts: &Opts) -> Result<Vec<Setup>, String> 
         let (gateways, node) = nkn_pair(server.addr).await?;
         let setup = Setup::new("resi pair, TCP + NKN", gateways[1].local_addrs()[0]).await;
         out.push(Setup { _gateways: gateways, _node: Some(node), ..setup });
+    }
+    if let Some(path) = &opts.haproxy {
+        let hops = hops::haproxy(path, server.addr, Layer::Seven).await?;
+        let setup = Setup::new(hops.name, hops.addr).await;
+        out.push(Setup { _hops: Some(hops), ..setup });
     }
     Ok(out)
 }
@@ -171,7 +179,7 @@ pub async fn profile(opts: &Opts, setup: &str, workload: &str) -> Result<String,
         "direct" => server.addr,
         "hops" => {
             let hops = match &opts.haproxy {
-                Some(path) => hops::haproxy(path, server.addr).await?,
+                Some(path) => hops::haproxy(path, server.addr, Layer::Four).await?,
                 None => hops::tokio_relays(server.addr).await,
             };
             let addr = hops.addr;
@@ -304,6 +312,17 @@ pub fn table(report: &Report) -> String {
         out += &format!("| {} | {} | {} |{extra} {} |\n", m.0, cells.join(" | "), paired(&col(2, m), &col(1, m)), m.3);
     }
     let p50 = &metrics[0];
+    if let Some(l7) = report.names.iter().position(|n| n == L7_HOPS) {
+        let short = ["c1 p50", "c1 p99", "c64", "16 KiB c16", "stream"];
+        let ratios: Vec<String> =
+            metrics.iter().zip(short).map(|(m, name)| format!("{name} {}", paired(&col(l7, m), &col(1, m)))).collect();
+        out += &format!("\n- for reference, two HTTP/2 hops (HAProxy) / L4 hops: {}", ratios.join(", "));
+        if let Some(p) = processes {
+            let ratios: Vec<String> =
+                metrics.iter().zip(short).map(|(m, name)| format!("{name} {}", paired(&col(p, m), &col(l7, m)))).collect();
+            out += &format!("\n- two processes / two HTTP/2 hops (HAProxy): {}", ratios.join(", "));
+        }
+    }
     out += &format!("\n- strict / permissive, c1 p50: {} (goal ≤ 1.2×)\n", paired(&col(3, p50), &col(2, p50)));
     let failed: usize = report.cuts.iter().map(|c| c.failed).sum();
     let calls: usize = report.cuts.iter().map(|c| c.calls).sum();
