@@ -20,9 +20,6 @@ use crate::workload::{self, Client, Cut, LARGE, SMALL};
 /// The name of the setup of two `resi gateway` processes.
 const PROCESSES: &str = "resi pair, two processes";
 
-/// The name of the reference setup of two HTTP/2-terminating HAProxy hops.
-pub const L7_HOPS: &str = "two HTTP/2 hops (HAProxy)";
-
 /// What to run.
 pub struct Opts {
     pub rounds: usize,
@@ -284,15 +281,17 @@ fn paired(a: &[f64], b: &[f64]) -> String {
     spread(&r, 2, "×")
 }
 
-type Metric = (&'static str, fn(&Figures) -> f64, usize, &'static str);
+/// Row label, the figure, its decimals, the goal, a short label for the
+/// ratio lines under the table.
+type Metric = (&'static str, fn(&Figures) -> f64, usize, &'static str, &'static str);
 
 fn metrics() -> [Metric; 5] {
     [
-    ("unary 64 B, c1, p50 µs", |f| f.p50_us, 0, "≤ 1.25×"),
-    ("unary 64 B, c1, p99 µs", |f| f.p99_us, 0, ""),
-    ("unary 64 B, c64, calls/s", |f| f.c64_per_s, 0, "≥ 0.75×"),
-    ("unary 16 KiB, c16, calls/s", |f| f.c16_large_per_s, 0, "≥ 0.75×"),
-    ("server stream 64 KiB chunks, MB/s", |f| f.stream_mb_s, 0, "≥ 0.75×"),
+    ("unary 64 B, c1, p50 µs", |f| f.p50_us, 0, "≤ 1.25×", "c1 p50"),
+    ("unary 64 B, c1, p99 µs", |f| f.p99_us, 0, "", "c1 p99"),
+    ("unary 64 B, c64, calls/s", |f| f.c64_per_s, 0, "≥ 0.75×", "c64"),
+    ("unary 16 KiB, c16, calls/s", |f| f.c16_large_per_s, 0, "≥ 0.75×", "16 KiB c16"),
+    ("server stream 64 KiB chunks, MB/s", |f| f.stream_mb_s, 0, "≥ 0.75×", "stream"),
     ]
 }
 
@@ -312,15 +311,14 @@ pub fn table(report: &Report) -> String {
         out += &format!("| {} | {} | {} |{extra} {} |\n", m.0, cells.join(" | "), paired(&col(2, m), &col(1, m)), m.3);
     }
     let p50 = &metrics[0];
-    if let Some(l7) = report.names.iter().position(|n| n == L7_HOPS) {
-        let short = ["c1 p50", "c1 p99", "c64", "16 KiB c16", "stream"];
-        let ratios: Vec<String> =
-            metrics.iter().zip(short).map(|(m, name)| format!("{name} {}", paired(&col(l7, m), &col(1, m)))).collect();
-        out += &format!("\n- for reference, two HTTP/2 hops (HAProxy) / L4 hops: {}", ratios.join(", "));
+    // Every figure's paired ratio of setup `a` to setup `b`, on one line.
+    let ratios = |a: usize, b: usize| {
+        metrics.iter().map(|m| format!("{} {}", m.4, paired(&col(a, m), &col(b, m)))).collect::<Vec<_>>().join(", ")
+    };
+    if let Some(l7) = report.names.iter().position(|n| n == Layer::Seven.name()) {
+        out += &format!("\n- for reference, two HTTP/2 hops (HAProxy) / L4 hops: {}", ratios(l7, 1));
         if let Some(p) = processes {
-            let ratios: Vec<String> =
-                metrics.iter().zip(short).map(|(m, name)| format!("{name} {}", paired(&col(p, m), &col(l7, m)))).collect();
-            out += &format!("\n- two processes / two HTTP/2 hops (HAProxy): {}", ratios.join(", "));
+            out += &format!("\n- two processes / two HTTP/2 hops (HAProxy): {}", ratios(p, l7));
         }
     }
     out += &format!("\n- strict / permissive, c1 p50: {} (goal ≤ 1.2×)\n", paired(&col(3, p50), &col(2, p50)));

@@ -45,6 +45,16 @@ pub enum Layer {
     Seven,
 }
 
+impl Layer {
+    /// The setup's name in the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Four => "two L4 hops (HAProxy)",
+            Layer::Seven => "two HTTP/2 hops (HAProxy)",
+        }
+    }
+}
+
 /// HAProxy's configuration: `hop1` → `hop2` → `target`.
 fn haproxy_config(hop1: u16, hop2: u16, target: SocketAddr, layer: Layer) -> String {
     // The HTTP/2 hops get resi's windows (4 MiB per stream) and room for
@@ -83,11 +93,7 @@ pub async fn haproxy(path: &Path, target: SocketAddr, layer: Layer) -> Result<Ho
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
     let addr: SocketAddr = ([127, 0, 0, 1], hop1).into();
-    let name = match layer {
-        Layer::Four => "two L4 hops (HAProxy)",
-        Layer::Seven => crate::bench::L7_HOPS,
-    };
-    let hops = Hops { addr, name, haproxy: Some(child), _dir: Some(dir) };
+    let hops = Hops { addr, name: layer.name(), haproxy: Some(child), _dir: Some(dir) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).await.is_err() {
         if Instant::now() > deadline {
