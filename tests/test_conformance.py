@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from broken_peer import BrokenEndGateway
@@ -32,7 +34,7 @@ END_GATEWAY_REQUIREMENTS = {
 }
 CLIENT_GATEWAY_REQUIREMENTS = {
     "R-4-1", "R-3.3-9", "R-2-5", "R-5.5-2", "R-8.1-1", "R-5.5-1", "R-5.2-3", "R-5.2-4",
-    "R-8.1-2", "R-8.3-2", "R-8.3-1", "R-5.6-2",
+    "R-8.1-2", "R-8.3-2", "R-8.3-1", "R-5.6-2", "R-3.1-8",
 }
 ROOT = Path(__file__).resolve().parent.parent
 #: Checks that need a 2 s cookie lifetime at the end gateway (R-3.2-5).
@@ -76,6 +78,9 @@ def test_resi_client_gateway_passes_the_suite(resi, mode):
     seen = {r["requirement"] for r in report["results"]}
     assert CLIENT_GATEWAY_REQUIREMENTS <= seen
     assert ("R-7-5" in seen) == ("R-3.1-3" in seen) == (mode == "strict")
+    # resi names itself in every Open ([Resi] Name), not anonymously.
+    identity = next(r["seen"] for r in report["results"] if r["requirement"] == "R-3.1-8")
+    assert identity.startswith("dialler 'client' and one 16-byte instance"), identity
 
 
 async def _against_broken(target: str, fault: str, only: list[str]):
@@ -113,6 +118,38 @@ def test_the_suite_catches_an_end_gateway_that_keeps_a_restarted_dialler_s_sessi
     verdict = {r.requirement: r.passed for r in report.results}
     assert verdict == {"R-3.1-9": False, "R-3.1-6": True}, report.table()
     assert "still takes a merge" in next(r.seen for r in report.results if r.requirement == "R-3.1-9")
+
+
+async def _dialler_changing_instance(suite: str) -> None:
+    """A broken client gateway: two Opens of one run, each with an instance
+    of its own (R-3.1-8 wants the same one), sent as discovery probes."""
+    from resi.conformance import wire
+
+    for _ in range(2):
+        instance = os.urandom(16)
+        req = wire.resi_pb2.OpenRequest(version=1, mode=wire.PERMISSIVE, cookies=1, dialler="broken", instance=instance)
+        for _ in range(100):
+            try:
+                async with grpc.aio.insecure_channel(suite) as ch:
+                    await ch.unary_unary("/esi.Esi/Modify")(wire.modify(wire.resi_pb2.Redundancy(open=req)), timeout=2)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)  # the suite is not listening yet
+
+
+def test_the_suite_catches_a_client_gateway_that_changes_its_instance():
+    suite = f"127.0.0.1:{free_port()}"
+
+    async def both():
+        dialler = asyncio.ensure_future(_dialler_changing_instance(suite))
+        report = await run_suite("127.0.0.1:1", "client-gateway", "permissive", [suite], only=["R-3.1-8"])
+        await dialler
+        return report
+
+    report = asyncio.run(both())
+    verdict = {r.requirement: r.passed for r in report.results}
+    assert verdict == {"R-3.1-8": False}, report.table()
+    assert "2 instances in 2 Opens" in report.results[0].seen, report.table()
 
 
 def test_a_failing_run_exits_non_zero_with_a_table(resi):

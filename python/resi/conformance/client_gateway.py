@@ -428,6 +428,27 @@ class Acceptor:
         seen = await retried(self._strict_hold)
         return f"opened.mode PERMISSIVE answered to a strict target, which still ran strict: {seen}"
 
+    async def dialler_identity(self) -> str:
+        # After R-5.6-2 the target has opened at least twice, all in one
+        # run (run alone, this check waits for two Opens): every Open
+        # names it alike.
+        def seen() -> list:
+            return [wire.resi_pb2.Redundancy.FromString(p.ext.data).open for p in self.probes if p.ext.id == wire.REDUNDANCY]
+
+        await self.until(lambda: len(seen()) >= 2, REDIAL)
+        opens = seen()
+        expect(len(opens) >= 2, f"{len(opens)} Open(s) seen within {REDIAL:.0f} s; two are needed")
+        for o in opens:
+            expect(len(o.dialler.encode()) <= 256, f"dialler of {len(o.dialler.encode())} bytes (at most 256)")
+            expect(len(o.instance) in (0, 16), f"instance of {len(o.instance)} bytes (empty or 16)")
+        named = [o for o in opens if o.dialler and o.instance]
+        if not named:
+            return f"{len(opens)} anonymous Opens (no dialler and instance): allowed, though the target SHOULD send both"
+        expect(len(named) == len(opens), f"{len(named)} of {len(opens)} Opens name the dialler, the others do not")
+        expect(len({o.instance for o in opens}) == 1, f"{len({o.instance for o in opens})} instances in {len(opens)} Opens of one run")
+        expect(len({o.dialler for o in opens}) == 1, f"dialler names {sorted({o.dialler for o in opens})} in one run")
+        return f"dialler {named[0].dialler!r} and one 16-byte instance in all {len(opens)} Opens"
+
     async def strict_altered(self) -> str:
         s, paths = await self.quiet_paths()
         bad = bytearray(wire.h2_ping(0xBAD))
@@ -459,4 +480,5 @@ CHECKS = [
     ("R-5.6-2", "Close ends the session; the target opens anew", "close_ends", None),
     ("R-3.1-3", "strict: a weaker opened.mode does not weaken the target", "weaker_answer_ignored", {wire.STRICT}),
     ("R-7-5", "strict: an altered copy fails the session closed", "strict_altered", {wire.STRICT}),
+    ("R-3.1-8", "every Open of one run names the dialler alike", "dialler_identity", None),
 ]
