@@ -27,12 +27,11 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::{Handshake, SendResponse};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::h2client::keep_alive;
-use super::h2stream::{BoxError, Pipe, RecvBody};
+use super::h2stream::{Pipe, RecvBody, SendBody};
 use super::{FLOW_CONN_WINDOW, FLOW_STREAM_WINDOW, MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST};
 
 /// How the server connections of one kind are set up; cheap to clone.
@@ -79,8 +78,7 @@ impl Server {
         I: AsyncRead + AsyncWrite + Unpin,
         S: FnMut(Request<RecvBody>) -> F,
         F: Future<Output = Response<B>>,
-        B: Body<Data = Bytes> + Unpin,
-        B::Error: Into<BoxError>,
+        B: SendBody,
     {
         Connection {
             state: State::Handshaking(self.builder.handshake(io)),
@@ -96,8 +94,7 @@ impl Server {
 /// One served connection: a future that ends when the connection does.
 pub(crate) struct Connection<I, S, F, B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     state: State<I>,
     service: S,
@@ -119,8 +116,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RecvBody>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     /// Sends GOAWAY: calls already open finish, new ones are refused, and
     /// the connection ends once its last call has.
@@ -169,8 +165,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RecvBody>) -> F + Unpin,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     /// Ok when the connection closed in order; else why it ended.
     type Output = Result<(), String>;
@@ -196,8 +191,7 @@ where
 fn start_call<S, F, B>(service: &mut S, req: Request<h2::RecvStream>, mut respond: SendResponse<Bytes>) -> Option<Call<F, B>>
 where
     S: FnMut(Request<RecvBody>) -> F,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     if req.method() == Method::CONNECT {
         // No tunnels: this is a gRPC hop.
@@ -214,9 +208,7 @@ pin_project! {
     /// One call: its answer awaited, then its response body sent.
     struct Call<F, B>
     where
-        B: Body<Data = Bytes>,
-        B: Unpin,
-        B::Error: Into<BoxError>,
+        B: SendBody,
     {
         #[pin]
         answer: Option<F>,
@@ -228,8 +220,7 @@ pin_project! {
 impl<F, B> Future for Call<F, B>
 where
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     type Output = ();
 

@@ -20,6 +20,12 @@ use http_body::{Body, Frame, SizeHint};
 /// What a body's error must be to end its stream with a reason.
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// A body one side of a stream sends: `Bytes` chunks, an error that boxes,
+/// and no pinning needed (the pipe and the server's calls hold it inline).
+pub(crate) trait SendBody: Body<Data = Bytes, Error: Into<BoxError>> + Unpin {}
+
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin> SendBody for B {}
+
 /// A received stream's body: DATA (its flow-control window released as it
 /// is read), then trailers.
 ///
@@ -104,8 +110,7 @@ impl Body for RecvBody {
 /// or the stream ended.
 pub(crate) struct Pipe<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     stream: SendStream<Bytes>,
     body: B,
@@ -119,8 +124,7 @@ where
 
 impl<B> Pipe<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     pub(crate) fn new(stream: SendStream<Bytes>, body: B, what: &'static str) -> Pipe<B> {
         Pipe { stream, body, held: None, done: false, what }
@@ -218,8 +222,7 @@ where
 
 impl<B> Drop for Pipe<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     /// A pipe dropped with its body still open (the caller reset its
     /// stream, or the call was given up) resets its stream: with the
@@ -236,8 +239,7 @@ where
 
 impl<B> Future for Pipe<B>
 where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: SendBody,
 {
     type Output = ();
 
