@@ -433,7 +433,8 @@ class Acceptor:
         # run (run alone, this check waits for two Opens): every Open
         # names it alike.
         def seen() -> list:
-            return [wire.resi_pb2.Redundancy.FromString(p.ext.data).open for p in self.probes if p.ext.id == wire.REDUNDANCY]
+            messages = [wire.resi_pb2.Redundancy.FromString(p.ext.data) for p in self.probes if p.ext.id == wire.REDUNDANCY]
+            return [m.open for m in messages if m.WhichOneof("msg") == "open"]
 
         await self.until(lambda: len(seen()) >= 2, REDIAL)
         opens = seen()
